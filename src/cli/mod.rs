@@ -1,0 +1,123 @@
+//! The `kca` command line: the server's own commands (`serve`, `migrate`, `token`, `openapi`).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{ServeArgs, StoreArgs, parse_duration};
+use crate::token::{Scope, TokenRequest};
+
+#[derive(Debug, Parser)]
+#[command(name = "kca", version, about = "A private certificate authority for Kubernetes clusters")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the kca server.
+    Serve(Box<ServeArgs>),
+    /// Apply database migrations and exit.
+    Migrate(StoreArgs),
+    /// Mint API tokens, on the server host (same database and master key as `serve`).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new token to stdout.
+    Create(TokenCreateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TokenCreateArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Who the token speaks for (recorded in the audit trail).
+    #[arg(long)]
+    pub subject: String,
+    /// admin, clusters:write, kubeconfigs:issue, certificates:issue, certificates:revoke or read.
+    #[arg(long = "scope", required = true, value_parser = parse_scope)]
+    pub scopes: Vec<Scope>,
+    /// A cluster the token may touch (repeatable); all when none is given.
+    #[arg(long = "cluster")]
+    pub clusters: Vec<String>,
+    /// A group pattern the token may issue (repeatable); the cluster policy alone when none.
+    #[arg(long = "group")]
+    pub groups: Vec<String>,
+    /// Longest certificate TTL the token may issue, e.g. 8h.
+    #[arg(long, value_parser = parse_duration)]
+    pub max_ttl: Option<std::time::Duration>,
+    /// Lifetime of the token, e.g. 24h or 90d.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub ttl: std::time::Duration,
+}
+
+fn parse_scope(text: &str) -> Result<Scope, String> {
+    Scope::parse(text)
+        .ok_or_else(|| format!("unknown scope {text:?}; valid: {}", Scope::ALL.map(Scope::as_str).join(", ")))
+}
+
+pub async fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Serve(args) => serve(*args).await,
+        Command::Migrate(args) => migrate(args).await,
+        Command::Token(TokenCommand::Create(args)) => token_create(args).await,
+        Command::Openapi => {
+            print!("{}", crate::http::openapi_json());
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("kca: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    crate::telemetry::init();
+    let application = crate::server::Application::build(&args).await?;
+    application.run().await?;
+    Ok(())
+}
+
+async fn migrate(args: StoreArgs) -> anyhow::Result<()> {
+    crate::telemetry::init();
+    std::fs::create_dir_all(&args.data_dir)?;
+    let store = crate::store::connect(&args.database_url(), 2).await?;
+    store.migrate().await?;
+    eprintln!("kca: the {} database is up to date", store.backend());
+    Ok(())
+}
+
+async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
+    let (_, _, tokens) = crate::app::open_store_and_keys(&args.store).await?;
+    let request = TokenRequest {
+        subject: args.subject,
+        scopes: args.scopes,
+        clusters: if args.clusters.is_empty() { vec!["*".into()] } else { args.clusters },
+        groups: (!args.groups.is_empty()).then_some(args.groups),
+        max_ttl: args.max_ttl.map(|d| d.as_secs()),
+        ttl: time::Duration::try_from(args.ttl)?,
+    };
+    println!("{}", tokens.mint(&request, time::OffsetDateTime::now_utc())?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,203 @@
+//! Creating and changing clusters: validation of what a client sends, and the five CAs (with
+//! their first, empty CRLs) made for each new cluster.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::keyring::authority_aad;
+use crate::pki::ca::{AuthorityIdentity, BACKDATE, create_authority};
+use crate::pki::crl::{CrlWindow, RevokedEntry, sign_crl};
+use crate::pki::seal::MasterKey;
+use crate::pki::{AuthorityKind, CaSigner, KeyAlgorithm, PkiError, fingerprint_sha256};
+use crate::policy::{FieldError, IssuancePolicy, validate_cluster_name};
+use crate::store::{AuthorityRecord, AuthorityState, ClusterRecord, CrlRecord, NewCluster, SignedCrl};
+
+/// The CRL window starting now: thisUpdate backdated for clock skew, nextUpdate `validity` later.
+pub fn crl_window(number: u64, now: OffsetDateTime, validity: Duration) -> CrlWindow {
+    let this_update = (now - BACKDATE).replace_nanosecond(0).expect("0 is a valid nanosecond");
+    CrlWindow { number, this_update, next_update: this_update + validity }
+}
+
+/// Sign a CRL for `ca` now; used for first CRLs and by every re-publication.
+pub fn sign_crl_now(
+    ca: &CaSigner,
+    number: u64,
+    entries: &[RevokedEntry],
+    now: OffsetDateTime,
+    validity: Duration,
+) -> Result<SignedCrl, PkiError> {
+    let window = crl_window(number, now, validity);
+    let der = sign_crl(ca, window, entries)?;
+    Ok(SignedCrl { der, this_update: window.this_update, next_update: window.next_update })
+}
+
+/// `https://host[:port][/path]`: where kube-apiserver listens; it goes into kubeconfigs.
+pub fn validate_server_url(server: &str) -> Result<(), FieldError> {
+    let invalid = |detail: &str| FieldError::new("server", detail);
+    let url = url::Url::parse(server).map_err(|e| invalid(&format!("not a URL: {e}")))?;
+    if url.scheme() != "https" {
+        return Err(invalid("must be an https:// URL"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("must name a host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("must not carry credentials"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("must not have a query or fragment"));
+    }
+    if server.len() > 2048 {
+        return Err(invalid("must be at most 2048 characters"));
+    }
+    Ok(())
+}
+
+/// Up to 64 labels; keys of 1-63 characters `[A-Za-z0-9._/-]`, values up to 256 printable characters.
+pub fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), FieldError> {
+    if labels.len() > 64 {
+        return Err(FieldError::new("labels", "at most 64 labels"));
+    }
+    for (key, value) in labels {
+        let key_ok = !key.is_empty()
+            && key.len() <= 63
+            && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'));
+        if !key_ok {
+            return Err(FieldError::new(
+                format!("labels.{key}"),
+                "label keys are 1-63 characters of letters, digits, '.', '_', '-' or '/'",
+            ));
+        }
+        if value.chars().count() > 256 || value.chars().any(char::is_control) {
+            return Err(FieldError::new(
+                format!("labels.{key}"),
+                "label values are at most 256 characters, without control characters",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What a client asks for when creating a cluster, validated.
+#[derive(Debug, Clone)]
+pub struct ClusterDraft {
+    pub name: String,
+    pub server: String,
+    pub policy: IssuancePolicy,
+    pub labels: BTreeMap<String, String>,
+    pub key_algorithm: KeyAlgorithm,
+}
+
+impl ClusterDraft {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        validate_cluster_name(&self.name)?;
+        validate_server_url(&self.server)?;
+        self.policy.validate()?;
+        validate_labels(&self.labels)
+    }
+}
+
+/// A new cluster ready to store, and the signers of its authorities to keep in memory.
+pub struct BuiltCluster {
+    pub new: NewCluster,
+    pub signers: Vec<(Uuid, Arc<CaSigner>)>,
+}
+
+/// Make the five authorities (keys sealed under `master`, bound to their ids) and their first CRLs.
+pub fn build_cluster(
+    draft: ClusterDraft,
+    master: &MasterKey,
+    now: OffsetDateTime,
+    crl_validity: Duration,
+) -> Result<BuiltCluster, PkiError> {
+    let cluster_id = Uuid::new_v4();
+    let cluster_id_text = cluster_id.to_string();
+    let mut authorities = Vec::with_capacity(AuthorityKind::ALL.len());
+    let mut crls = Vec::with_capacity(AuthorityKind::ALL.len());
+    let mut signers = Vec::with_capacity(AuthorityKind::ALL.len());
+    for kind in AuthorityKind::ALL {
+        let identity = AuthorityIdentity {
+            cluster_name: &draft.name,
+            cluster_id: &cluster_id_text,
+            kind,
+            generation: 1,
+        };
+        let made = create_authority(&identity, draft.key_algorithm, now)?;
+        let authority_id = Uuid::new_v4();
+        let signed = sign_crl_now(&made.signer, 1, &[], now, crl_validity)?;
+        crls.push(CrlRecord {
+            authority_id,
+            number: 1,
+            this_update: signed.this_update,
+            next_update: signed.next_update,
+            entries: 0,
+            der: signed.der,
+        });
+        authorities.push(AuthorityRecord {
+            id: authority_id,
+            cluster_id,
+            kind,
+            generation: 1,
+            state: AuthorityState::Active,
+            subject: made.signer.subject_text(),
+            fingerprint: fingerprint_sha256(&made.certificate_der),
+            key_algorithm: draft.key_algorithm,
+            sealed_key: master.seal(&made.pkcs8, &authority_aad(authority_id))?,
+            key_version: master.version(),
+            not_before: made.signer.not_before(),
+            not_after: made.signer.not_after(),
+            created_at: now,
+            certificate_der: made.certificate_der,
+        });
+        signers.push((authority_id, Arc::new(made.signer)));
+    }
+    let cluster = ClusterRecord {
+        id: cluster_id,
+        name: draft.name,
+        server: draft.server,
+        key_algorithm: draft.key_algorithm,
+        policy: draft.policy,
+        labels: draft.labels,
+        created_at: now,
+        updated_at: now,
+    };
+    Ok(BuiltCluster { new: NewCluster { cluster, authorities, crls }, signers })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_urls_must_be_https_with_a_host() {
+        assert!(validate_server_url("https://10.0.0.1:6443").is_ok());
+        assert!(validate_server_url("https://k8s.example.com").is_ok());
+        for bad in ["http://k8s:6443", "k8s:6443", "https://user:pw@k8s", "https://k8s/?a=b", "ftp://x"] {
+            assert!(validate_server_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_built_cluster_has_five_sealed_authorities_each_with_an_empty_crl() {
+        let (master, _) = MasterKey::generate().unwrap();
+        let draft = ClusterDraft {
+            name: "prod".into(),
+            server: "https://k8s:6443".into(),
+            policy: IssuancePolicy::default(),
+            labels: BTreeMap::new(),
+            key_algorithm: KeyAlgorithm::P256,
+        };
+        let now = OffsetDateTime::now_utc();
+        let built = build_cluster(draft, &master, now, Duration::from_secs(86_400)).unwrap();
+        assert_eq!(built.new.authorities.len(), 5);
+        assert_eq!(built.new.crls.len(), 5);
+        for authority in &built.new.authorities {
+            let opened = master.open(&authority.sealed_key, &authority_aad(authority.id)).unwrap();
+            assert!(CaSigner::load(&authority.certificate_der, authority.key_algorithm, &opened).is_ok());
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Typed configuration: flags, each with a `KCA_*` environment variable, defaults that run with no
+//! setup, and secrets that never print.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where kca keeps its data and how it opens its keys; shared by `serve`, `migrate` and `token`.
+#[derive(clap::Args, Clone)]
+pub struct StoreArgs {
+    /// Directory for the embedded database, the development master key and TLS files.
+    #[arg(long, env = "KCA_DATA_DIR", default_value = "./kca-data")]
+    pub data_dir: PathBuf,
+
+    /// `postgres://…` for production; the default is a SQLite file in the data directory.
+    #[arg(long, env = "KCA_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Largest database connection pool (Postgres).
+    #[arg(long, env = "KCA_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub database_max_connections: u32,
+
+    /// File holding the 32-byte master key (raw or base64). `KCA_MASTER_KEY` (base64) may hold it
+    /// directly; with neither, a development key is created in the data directory.
+    #[arg(long, env = "KCA_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+
+    /// Version number stored beside every key the master key seals.
+    #[arg(long, env = "KCA_MASTER_KEY_VERSION", default_value_t = 1)]
+    pub master_key_version: i32,
+
+    /// `iss` of the tokens kca mints and accepts.
+    #[arg(long, env = "KCA_TOKEN_ISSUER", default_value = "kca")]
+    pub token_issuer: String,
+
+    /// `aud` of the tokens kca mints and accepts.
+    #[arg(long, env = "KCA_TOKEN_AUDIENCE", default_value = "kca")]
+    pub token_audience: String,
+}
+
+impl std::fmt::Debug for StoreArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreArgs")
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url.as_deref().map(redact_url))
+            .field("master_key_file", &self.master_key_file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoreArgs {
+    /// The database URL, or the embedded SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("kca.db").display()),
+        }
+    }
+}
+
+/// How `kca serve` listens and behaves.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// Address to listen on.
+    #[arg(long, env = "KCA_LISTEN", default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+
+    /// PEM certificate chain to serve HTTPS with (reloaded on SIGHUP).
+    #[arg(long, env = "KCA_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "KCA_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Serve plain HTTP, for use behind a TLS-terminating ingress only.
+    #[arg(long, env = "KCA_HTTP", conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub http: bool,
+
+    /// Serve CA certificates, bundles and CRLs without a token.
+    #[arg(long, env = "KCA_PUBLIC_READ", default_value_t = true, action = clap::ArgAction::Set)]
+    pub public_read: bool,
+
+    /// Lifetime of each CRL (nextUpdate - thisUpdate); re-signed when half of it has passed.
+    #[arg(long, env = "KCA_CRL_VALIDITY", default_value = "7d", value_parser = parse_duration)]
+    pub crl_validity: Duration,
+
+    /// Longest time a request may take.
+    #[arg(long, env = "KCA_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Issuances per minute allowed to one token subject (0: unlimited).
+    #[arg(long, env = "KCA_ISSUE_RATE_LIMIT", default_value_t = 0)]
+    pub issue_rate_limit: u32,
+
+    /// Allow browsers on these origins to call the API (CORS); none by default.
+    #[arg(long, env = "KCA_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+}
+
+/// `90s`, `15m`, `12h`, `7d`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 =
+        number.parse().map_err(|_| format!("{text:?} is not a duration like 90s, 15m, 12h or 7d"))?;
+    let seconds = match unit {
+        "" | "s" => number,
+        "m" => number * 60,
+        "h" => number * 3600,
+        "d" => number * 86_400,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use s, m, h or d)")),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.find(':') {
+                Some(colon) => {
+                    format!("{}{}:***{}", &url[..scheme_end + 3], &credentials[..colon], &url[at..])
+                }
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86_400));
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert!(parse_duration("7w").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn database_passwords_are_redacted() {
+        assert_eq!(redact_url("postgres://kca:s3cret@db:5432/kca"), "postgres://kca:***@db:5432/kca");
+        assert_eq!(redact_url("postgres://db/kca"), "postgres://db/kca");
+    }
+}

@@ -1,0 +1,52 @@
+//! Extractors that answer their rejections in the one problem shape.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts};
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+
+/// `axum::Json`, with malformed or oversized bodies answered as problem+json.
+#[derive(Debug, Clone, Copy, Default, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct Json<T>(pub T);
+
+impl<T: serde::Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        let detail = match &rejection {
+            JsonRejection::JsonDataError(err) => format!("invalid request body: {}", err.body_text()),
+            JsonRejection::JsonSyntaxError(_) => "the body is not valid JSON".to_string(),
+            JsonRejection::MissingJsonContentType(_) => "expected Content-Type: application/json".to_string(),
+            other => other.body_text(),
+        };
+        ApiError::from_rejection(rejection.status(), detail)
+    }
+}
+
+/// `axum::extract::Path`, with bad values answered as problem+json.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct Path<T>(pub T);
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::from_rejection(rejection.status(), rejection.body_text())
+    }
+}
+
+/// `axum::extract::Query`, with bad values answered as problem+json.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct Query<T>(pub T);
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::from_rejection(rejection.status(), rejection.body_text())
+    }
+}

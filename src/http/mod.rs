@@ -1,0 +1,137 @@
+//! The HTTP API: routes and their OpenAPI description come from one registration, so a route
+//! cannot exist without its documentation.
+
+pub mod audit;
+pub mod auth;
+pub mod authorities;
+pub mod clusters;
+pub mod download;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod pagination;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use error::ApiError;
+
+/// Request bodies larger than this are refused with 413.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "kca",
+        description = "A private certificate authority for Kubernetes clusters.",
+        license(name = "Apache-2.0"),
+    ),
+    modifiers(&BearerScheme),
+    tags(
+        (name = "clusters", description = "Clusters and their issuance policy"),
+        (name = "authorities", description = "The five CAs of a cluster and their bundles"),
+        (name = "audit", description = "The audit trail"),
+        (name = "operations", description = "Health and readiness"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut scheme = Http::new(HttpAuthScheme::Bearer);
+        scheme.bearer_format = Some("JWT".into());
+        scheme.description = Some("An EdDSA JWT minted by `kca token create`.".into());
+        components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+/// The API routes and the OpenAPI document describing them.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(clusters::create_cluster, clusters::list_clusters))
+        .routes(routes!(clusters::get_cluster, clusters::update_cluster, clusters::delete_cluster))
+        .routes(routes!(authorities::list_authorities))
+        .routes(routes!(authorities::get_authority))
+        .routes(routes!(authorities::ca_bundle))
+        .routes(routes!(audit::list_audit))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .split_for_parts()
+}
+
+/// The OpenAPI document as committed in `openapi/openapi.json`.
+pub fn openapi_json() -> String {
+    let mut text = api().1.to_pretty_json().expect("the OpenAPI document serializes");
+    text.push('\n');
+    text
+}
+
+/// The whole HTTP service.
+pub fn router(app: AppState) -> Router {
+    let (api_routes, openapi) = api();
+    let request_timeout = app.settings.request_timeout;
+    api_routes
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .fallback(|| async { ApiError::not_found("no such resource") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::from_rejection(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this resource".into(),
+            )
+        })
+        .layer(middleware::from_fn_with_state(request_timeout, enforce_timeout))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(default_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(default_header(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(default_header(header::REFERRER_POLICY, "no-referrer"))
+        // Most answers are private and some carry a private key: not cached unless a handler
+        // chose otherwise (downloads of public material).
+        .layer(default_header(header::CACHE_CONTROL, "no-store"))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let path = request
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+                    tracing::info_span!("request", method = %request.method(), path = %path)
+                })
+                .on_request(())
+                .on_response(|response: &Response, latency: Duration, _: &tracing::Span| {
+                    tracing::info!(
+                        status = response.status().as_u16(),
+                        duration_ms = latency.as_secs_f64() * 1000.0,
+                        "request handled"
+                    );
+                }),
+        )
+        .with_state(app)
+}
+
+/// Answer 503 problem+json when a request takes longer than the configured timeout.
+async fn enforce_timeout(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::unavailable("the request timed out", 1).into_response(),
+    }
+}
+
+/// A header set on every response that does not carry its own.
+fn default_header(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
+}

@@ -1,0 +1,16 @@
+//! kca: a private certificate authority for Kubernetes clusters, served as an HTTP REST API.
+
+pub mod app;
+pub mod cli;
+pub mod clusters;
+pub mod config;
+pub mod devcert;
+pub mod http;
+pub mod keyring;
+pub mod pki;
+pub mod policy;
+pub mod published;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod token;

@@ -1,0 +1,37 @@
+//! The one error type of the PKI core.
+
+/// What can go wrong while making keys, certificates and CRLs.
+///
+/// Messages never contain key material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PkiError {
+    #[error("key generation failed")]
+    KeyGeneration,
+    #[error("the private key could not be loaded: {0}")]
+    InvalidKey(&'static str),
+    #[error("signing failed")]
+    Signing,
+    #[error("encoding failed: {0}")]
+    Encoding(String),
+    #[error("invalid CSR: {0}")]
+    InvalidCsr(String),
+    #[error("invalid certificate: {0}")]
+    InvalidCertificate(String),
+    #[error("a sealed key could not be opened: the master key is wrong or the data is corrupt")]
+    Unseal,
+    #[error("invalid master key: {0}")]
+    InvalidMasterKey(&'static str),
+}
+
+impl From<der::Error> for PkiError {
+    fn from(err: der::Error) -> Self {
+        PkiError::Encoding(err.to_string())
+    }
+}
+
+impl From<rcgen::Error> for PkiError {
+    fn from(err: rcgen::Error) -> Self {
+        PkiError::Encoding(err.to_string())
+    }
+}

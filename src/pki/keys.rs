@@ -1,0 +1,188 @@
+//! Key pairs held in memory: generation, loading from PKCS#8, signing.
+//!
+//! One implementation over aws-lc-rs serves rcgen (CA certificates, CRLs) and the x509-cert based
+//! leaf builder alike, so a single crypto library is compiled in.
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair,
+};
+use der::asn1::ObjectIdentifier;
+use serde::{Deserialize, Serialize};
+use spki::AlgorithmIdentifierOwned;
+use zeroize::Zeroizing;
+
+use super::PkiError;
+
+/// The key algorithms kca generates. RSA is never generated: its key generation costs ~150 ms.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyAlgorithm {
+    /// ECDSA on NIST P-256 with SHA-256 (the default).
+    #[default]
+    P256,
+    /// ECDSA on NIST P-384 with SHA-384.
+    P384,
+    /// Ed25519.
+    Ed25519,
+}
+
+impl KeyAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyAlgorithm::P256 => "p256",
+            KeyAlgorithm::P384 => "p384",
+            KeyAlgorithm::Ed25519 => "ed25519",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [KeyAlgorithm::P256, KeyAlgorithm::P384, KeyAlgorithm::Ed25519]
+            .into_iter()
+            .find(|alg| alg.as_str() == s)
+    }
+
+    fn rcgen_algorithm(self) -> &'static rcgen::SignatureAlgorithm {
+        match self {
+            KeyAlgorithm::P256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            KeyAlgorithm::P384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+            KeyAlgorithm::Ed25519 => &rcgen::PKCS_ED25519,
+        }
+    }
+
+    /// The signatureAlgorithm this key signs certificates and CRLs with.
+    pub fn signature_algorithm(self) -> AlgorithmIdentifierOwned {
+        let oid = match self {
+            KeyAlgorithm::P256 => ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2"),
+            KeyAlgorithm::P384 => ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3"),
+            KeyAlgorithm::Ed25519 => ObjectIdentifier::new_unwrap("1.3.101.112"),
+        };
+        AlgorithmIdentifierOwned { oid, parameters: None }
+    }
+}
+
+impl std::fmt::Display for KeyAlgorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+enum Inner {
+    Ecdsa(EcdsaKeyPair),
+    Ed25519(Ed25519KeyPair),
+}
+
+/// A private key ready to sign. aws-lc-rs frees (and cleanses) the key when this is dropped.
+pub struct SigningKeyPair {
+    algorithm: KeyAlgorithm,
+    inner: Inner,
+    rng: SystemRandom,
+}
+
+impl std::fmt::Debug for SigningKeyPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKeyPair").field("algorithm", &self.algorithm).finish_non_exhaustive()
+    }
+}
+
+impl SigningKeyPair {
+    /// A fresh key pair, with its PKCS#8 (v1) encoding for sealing or handing to its owner.
+    pub fn generate(algorithm: KeyAlgorithm) -> Result<(Self, Zeroizing<Vec<u8>>), PkiError> {
+        let rng = SystemRandom::new();
+        let pkcs8 = match algorithm {
+            KeyAlgorithm::P256 => EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng),
+            KeyAlgorithm::P384 => EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_ASN1_SIGNING, &rng),
+            // PKCS#8 v1: some consumers (older Go) refuse the v2 form with the public key.
+            KeyAlgorithm::Ed25519 => Ed25519KeyPair::generate_pkcs8v1(&rng),
+        }
+        .map_err(|_| PkiError::KeyGeneration)?;
+        let pkcs8 = Zeroizing::new(pkcs8.as_ref().to_vec());
+        let key = Self::from_pkcs8(algorithm, &pkcs8)?;
+        Ok((key, pkcs8))
+    }
+
+    /// Load a key of a known algorithm from PKCS#8 DER.
+    pub fn from_pkcs8(algorithm: KeyAlgorithm, pkcs8: &[u8]) -> Result<Self, PkiError> {
+        let inner = match algorithm {
+            KeyAlgorithm::P256 => {
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8).map(Inner::Ecdsa)
+            }
+            KeyAlgorithm::P384 => {
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_ASN1_SIGNING, pkcs8).map(Inner::Ecdsa)
+            }
+            KeyAlgorithm::Ed25519 => Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8).map(Inner::Ed25519),
+        }
+        .map_err(|_| PkiError::InvalidKey("not a PKCS#8 key of the expected algorithm"))?;
+        Ok(Self { algorithm, inner, rng: SystemRandom::new() })
+    }
+
+    pub fn algorithm(&self) -> KeyAlgorithm {
+        self.algorithm
+    }
+
+    /// The DER SubjectPublicKeyInfo of this key.
+    pub fn spki_der(&self) -> Vec<u8> {
+        rcgen::PublicKeyData::subject_public_key_info(self)
+    }
+
+    /// Sign `message`; ECDSA signatures are ASN.1 DER, as X.509 wants them.
+    pub fn sign_bytes(&self, message: &[u8]) -> Result<Vec<u8>, PkiError> {
+        match &self.inner {
+            Inner::Ecdsa(key) => {
+                key.sign(&self.rng, message).map(|sig| sig.as_ref().to_vec()).map_err(|_| PkiError::Signing)
+            }
+            Inner::Ed25519(key) => Ok(key.sign(message).as_ref().to_vec()),
+        }
+    }
+}
+
+impl rcgen::PublicKeyData for SigningKeyPair {
+    fn der_bytes(&self) -> &[u8] {
+        match &self.inner {
+            Inner::Ecdsa(key) => key.public_key().as_ref(),
+            Inner::Ed25519(key) => key.public_key().as_ref(),
+        }
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        self.algorithm.rcgen_algorithm()
+    }
+}
+
+impl rcgen::SigningKey for SigningKeyPair {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        self.sign_bytes(message).map_err(|_| rcgen::Error::RingUnspecified)
+    }
+}
+
+/// PEM (`PRIVATE KEY`) of a PKCS#8 key, for the one response that hands a user their own new key.
+pub fn private_key_pem(pkcs8: &[u8]) -> Zeroizing<String> {
+    Zeroizing::new(super::to_pem("PRIVATE KEY", pkcs8))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_algorithm_generates_reloads_and_signs() {
+        for alg in [KeyAlgorithm::P256, KeyAlgorithm::P384, KeyAlgorithm::Ed25519] {
+            let (key, pkcs8) = SigningKeyPair::generate(alg).unwrap();
+            let again = SigningKeyPair::from_pkcs8(alg, &pkcs8).unwrap();
+            assert_eq!(key.spki_der(), again.spki_der());
+            assert!(!key.sign_bytes(b"hello").unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn a_key_of_another_algorithm_is_refused() {
+        let (_, pkcs8) = SigningKeyPair::generate(KeyAlgorithm::P384).unwrap();
+        assert!(SigningKeyPair::from_pkcs8(KeyAlgorithm::P256, &pkcs8).is_err());
+    }
+
+    #[test]
+    fn debug_output_has_no_key_material() {
+        let (key, _) = SigningKeyPair::generate(KeyAlgorithm::P256).unwrap();
+        assert_eq!(format!("{key:?}"), "SigningKeyPair { algorithm: P256, .. }");
+    }
+}

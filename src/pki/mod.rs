@@ -1,0 +1,50 @@
+//! The PKI core: keys, authorities, leaf certificates, CSRs, CRLs, kubeconfigs and key sealing.
+//!
+//! Everything here is pure: no IO, no clock (times are passed in), no configuration. The only
+//! side effect is drawing randomness from the operating system through aws-lc-rs.
+
+pub mod ca;
+pub mod crl;
+pub mod csr;
+pub mod der_time;
+pub mod error;
+pub mod keys;
+pub mod kind;
+pub mod kubeconfig;
+pub mod leaf;
+pub mod seal;
+pub mod serial;
+
+pub use ca::{CaSigner, NewAuthority};
+pub use error::PkiError;
+pub use keys::{KeyAlgorithm, SigningKeyPair};
+pub use kind::AuthorityKind;
+pub use serial::Serial;
+
+/// Hex SHA-256 fingerprint of DER bytes, in the `AB:CD:...` form `openssl x509 -fingerprint -sha256` prints.
+pub fn fingerprint_sha256(der: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
+    let mut out = String::with_capacity(95);
+    for (i, byte) in digest.as_ref().iter().enumerate() {
+        if i > 0 {
+            out.push(':');
+        }
+        out.push_str(&format!("{byte:02X}"));
+    }
+    out
+}
+
+/// Key identifier (SKI/AKI) of a public key: RFC 7093 method 1, the leftmost 160 bits of the
+/// SHA-256 of the SubjectPublicKeyInfo. The same method rcgen uses for the CA certificates.
+pub fn key_identifier(spki_der: &[u8]) -> Vec<u8> {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, spki_der);
+    digest.as_ref()[..20].to_vec()
+}
+
+/// PEM-encode DER bytes under a label such as `CERTIFICATE` or `X509 CRL`.
+pub fn to_pem(label: &str, der: &[u8]) -> String {
+    pem::encode_config(
+        &pem::Pem::new(label, der.to_vec()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+}

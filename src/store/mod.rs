@@ -1,0 +1,318 @@
+//! Storage: one interface, one module per backend (Postgres for production, SQLite embedded).
+//!
+//! All SQL of kca lives below this module. Every method is one transaction; every change that
+//! matters to an operator writes its audit event in that same transaction.
+
+mod error;
+mod migrate;
+pub mod postgres;
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+pub use error::StoreError;
+
+use crate::pki::crl::{RevocationReason, RevokedEntry};
+use crate::pki::{AuthorityKind, KeyAlgorithm, PkiError};
+use crate::policy::IssuancePolicy;
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A cluster as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterRecord {
+    pub id: Uuid,
+    pub name: String,
+    pub server: String,
+    pub key_algorithm: KeyAlgorithm,
+    pub policy: IssuancePolicy,
+    pub labels: BTreeMap<String, String>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// Lifecycle of one CA generation: the newest active one signs; every non-retired one is in the
+/// bundles and has a CRL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthorityState {
+    Active,
+    Retiring,
+    Retired,
+}
+
+impl AuthorityState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthorityState::Active => "active",
+            AuthorityState::Retiring => "retiring",
+            AuthorityState::Retired => "retired",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "active" => Some(AuthorityState::Active),
+            "retiring" => Some(AuthorityState::Retiring),
+            "retired" => Some(AuthorityState::Retired),
+            _ => None,
+        }
+    }
+}
+
+/// One generation of one CA of one cluster. The private key is sealed; see `crate::keyring`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuthorityRecord {
+    pub id: Uuid,
+    pub cluster_id: Uuid,
+    pub kind: AuthorityKind,
+    pub generation: i32,
+    pub state: AuthorityState,
+    pub subject: String,
+    pub certificate_der: Vec<u8>,
+    pub fingerprint: String,
+    pub key_algorithm: KeyAlgorithm,
+    pub sealed_key: Vec<u8>,
+    pub key_version: i32,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+    pub created_at: OffsetDateTime,
+}
+
+/// The current CRL of one CA generation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CrlRecord {
+    pub authority_id: Uuid,
+    pub number: i64,
+    pub this_update: OffsetDateTime,
+    pub next_update: OffsetDateTime,
+    pub entries: i64,
+    pub der: Vec<u8>,
+}
+
+/// A cluster to create, with its five first-generation authorities and their first (empty) CRLs.
+#[derive(Clone, Debug)]
+pub struct NewCluster {
+    pub cluster: ClusterRecord,
+    pub authorities: Vec<AuthorityRecord>,
+    pub crls: Vec<CrlRecord>,
+}
+
+/// An issued certificate, as recorded before it is handed out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CertificateRecord {
+    pub serial: String,
+    pub cluster_id: Uuid,
+    pub authority_id: Uuid,
+    pub kind: AuthorityKind,
+    pub generation: i32,
+    pub profile: String,
+    pub common_name: String,
+    pub groups: Vec<String>,
+    pub dns_names: Vec<String>,
+    pub ip_addresses: Vec<String>,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+    pub fingerprint: String,
+    pub certificate_der: Vec<u8>,
+    pub issued_by: String,
+    pub created_at: OffsetDateTime,
+    pub revoked_at: Option<OffsetDateTime>,
+    pub revocation_reason: Option<RevocationReason>,
+}
+
+/// Which certificates a listing shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertificateStatus {
+    Active,
+    Expired,
+    Revoked,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct CertificateFilter {
+    pub common_name: Option<String>,
+    pub status: Option<CertificateStatus>,
+    /// Keyset cursor: only certificates recorded before this position.
+    pub before_seq: Option<i64>,
+    pub limit: u32,
+}
+
+/// A page of certificates, newest first, with each one's position for the next cursor.
+pub type CertificatePage = Vec<(i64, CertificateRecord)>;
+
+/// Who did what to which object, from where. Written in the transaction of the change.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditEntry {
+    pub at: OffsetDateTime,
+    pub actor: String,
+    pub action: String,
+    pub object_type: String,
+    pub object_id: String,
+    pub cluster_id: Option<Uuid>,
+    pub remote_addr: Option<String>,
+    pub details: serde_json::Value,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub entry: AuditEntry,
+}
+
+/// A CRL as the signer hands it back to the store.
+pub struct SignedCrl {
+    pub der: Vec<u8>,
+    pub this_update: OffsetDateTime,
+    pub next_update: OffsetDateTime,
+}
+
+/// Signs a CRL for a given number and entries; called by the store inside its transaction, after
+/// the number is allocated and the entries are read, so that a higher number never lists less.
+pub type CrlSigner<'a> = &'a (dyn Fn(u64, &[RevokedEntry]) -> Result<SignedCrl, PkiError> + Send + Sync);
+
+/// Pool figures for metrics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PoolState {
+    pub size: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
+/// The storage interface. One implementation per backend.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `postgres` or `sqlite`.
+    fn backend(&self) -> &'static str;
+
+    fn pool_state(&self) -> PoolState;
+
+    /// Bring the schema up to date (embedded migrations).
+    async fn migrate(&self) -> StoreResult<()>;
+
+    /// A round trip to the database.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// A named value, e.g. the sealed token signing key.
+    async fn get_setting(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
+
+    /// Store `value` under `key` unless something is there already; answers what is stored, so
+    /// replicas starting together agree on one value.
+    async fn insert_setting_if_absent(&self, key: &str, value: &[u8]) -> StoreResult<Vec<u8>>;
+
+    /// Fails with `Conflict` when the name is taken.
+    async fn create_cluster(&self, new: &NewCluster, audit: &AuditEntry) -> StoreResult<()>;
+
+    /// By id (a UUID) or by name.
+    async fn find_cluster(&self, id_or_name: &str) -> StoreResult<ClusterRecord>;
+
+    /// Ordered by name, after `after_name`; `only` restricts to those names.
+    async fn list_clusters(
+        &self,
+        after_name: Option<&str>,
+        only: Option<&[String]>,
+        limit: u32,
+    ) -> StoreResult<Vec<ClusterRecord>>;
+
+    /// Save server, policy, labels and updated_at.
+    async fn update_cluster(&self, cluster: &ClusterRecord, audit: &AuditEntry) -> StoreResult<()>;
+
+    /// Delete a cluster with its authorities, certificates and CRLs (the audit trail stays).
+    async fn delete_cluster(&self, id: Uuid, audit: &AuditEntry) -> StoreResult<()>;
+
+    /// Every generation of every kind of a cluster, retired ones included, oldest first.
+    async fn list_authorities(&self, cluster_id: Uuid) -> StoreResult<Vec<AuthorityRecord>>;
+
+    async fn get_authority(&self, id: Uuid) -> StoreResult<AuthorityRecord>;
+
+    /// Every non-retired authority of every cluster.
+    async fn list_live_authorities(&self) -> StoreResult<Vec<AuthorityRecord>>;
+
+    /// Record issued certificates, each with its audit event, in one transaction.
+    async fn record_certificates(&self, batch: &[(CertificateRecord, AuditEntry)]) -> StoreResult<()>;
+
+    async fn get_certificate(&self, cluster_id: Uuid, serial: &str) -> StoreResult<CertificateRecord>;
+
+    async fn list_certificates(
+        &self,
+        cluster_id: Uuid,
+        filter: &CertificateFilter,
+        now: OffsetDateTime,
+    ) -> StoreResult<CertificatePage>;
+
+    /// Revoke one certificate; revoking again changes nothing. Answers the certificate and whether
+    /// this call revoked it.
+    async fn revoke_certificate(
+        &self,
+        cluster_id: Uuid,
+        serial: &str,
+        reason: RevocationReason,
+        audit: &AuditEntry,
+    ) -> StoreResult<(CertificateRecord, bool)>;
+
+    /// Revoke every unexpired, unrevoked certificate of a cluster whose CN is `common_name`.
+    async fn revoke_by_common_name(
+        &self,
+        cluster_id: Uuid,
+        common_name: &str,
+        reason: RevocationReason,
+        audit: &AuditEntry,
+    ) -> StoreResult<Vec<CertificateRecord>>;
+
+    /// Allocate the next CRL Number of an authority, read its revoked certificates that expired
+    /// after `expired_cutoff`, have `sign` make the CRL, and store it, all in one transaction that
+    /// holds the authority's row lock.
+    async fn publish_crl(
+        &self,
+        authority_id: Uuid,
+        expired_cutoff: OffsetDateTime,
+        sign: CrlSigner<'_>,
+    ) -> StoreResult<CrlRecord>;
+
+    /// The current CRL of each of these authorities.
+    async fn current_crls(&self, authority_ids: &[Uuid]) -> StoreResult<Vec<CrlRecord>>;
+
+    /// Newest first, before `before_id`.
+    async fn list_audit(&self, before_id: Option<i64>, limit: u32) -> StoreResult<Vec<AuditRecord>>;
+}
+
+/// Open the store a database URL names: `postgres://…` or `sqlite://…`.
+pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PostgresStore::connect(url, max_connections).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::connect(url).await?))
+    } else {
+        Err(StoreError::Config("the database URL must start with postgres:// or sqlite:".into()))
+    }
+}
+
+fn parse_kind(text: String) -> StoreResult<AuthorityKind> {
+    AuthorityKind::parse(&text).ok_or_else(|| StoreError::Corrupt(format!("authority kind {text:?}")))
+}
+
+fn parse_state(text: String) -> StoreResult<AuthorityState> {
+    AuthorityState::parse(&text).ok_or_else(|| StoreError::Corrupt(format!("authority state {text:?}")))
+}
+
+fn parse_key_algorithm(text: String) -> StoreResult<KeyAlgorithm> {
+    KeyAlgorithm::parse(&text).ok_or_else(|| StoreError::Corrupt(format!("key algorithm {text:?}")))
+}
+
+fn parse_reason(text: &str) -> StoreResult<RevocationReason> {
+    RevocationReason::parse(text).ok_or_else(|| StoreError::Corrupt(format!("revocation reason {text:?}")))
+}
+
+/// Run CPU-heavy work (signing a large CRL) without stalling the other tasks of a runtime worker.
+fn run_cpu_bound<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}

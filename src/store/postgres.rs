@@ -1,0 +1,613 @@
+//! The Postgres backend: the production store, shared by every replica.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::{Postgres, QueryBuilder, Row};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::migrate::{EmbeddedMigration, migrator};
+use super::*;
+use crate::pki::Serial;
+
+const MIGRATIONS: &[EmbeddedMigration] =
+    &[(1, "initial", include_str!("../../migrations/postgres/0001_initial.sql"))];
+
+/// Channel on which a replica announces a new CRL; payload: the authority id.
+pub const CRL_CHANNEL: &str = "kca_crl";
+
+const CLUSTER_COLUMNS: &str = "id, name, server, key_algorithm, policy, labels, created_at, updated_at";
+const AUTHORITY_COLUMNS: &str = "id, cluster_id, kind, generation, state, subject, certificate_der, fingerprint, \
+     key_algorithm, sealed_key, key_version, not_before, not_after, created_at";
+const CERTIFICATE_COLUMNS: &str = "seq, serial, cluster_id, authority_id, kind, generation, profile, common_name, \
+     groups, dns_names, ip_addresses, not_before, not_after, fingerprint, certificate_der, issued_by, created_at, \
+     revoked_at, revocation_reason";
+const CRL_COLUMNS: &str = "authority_id, crl_number, this_update, next_update, entries, der";
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// A lazily connecting pool: kca starts and serves cached data while the database is away,
+    /// and a request that needs it fails within the acquire timeout.
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Config(format!("invalid Postgres URL: {e}")))?
+            .application_name("kca");
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(3))
+            .test_before_acquire(true)
+            .connect_lazy_with(options);
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+fn cluster_from_row(row: &PgRow) -> StoreResult<ClusterRecord> {
+    Ok(ClusterRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        server: row.try_get("server")?,
+        key_algorithm: parse_key_algorithm(row.try_get("key_algorithm")?)?,
+        policy: row.try_get::<Json<IssuancePolicy>, _>("policy")?.0,
+        labels: row.try_get::<Json<BTreeMap<String, String>>, _>("labels")?.0,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn authority_from_row(row: &PgRow) -> StoreResult<AuthorityRecord> {
+    Ok(AuthorityRecord {
+        id: row.try_get("id")?,
+        cluster_id: row.try_get("cluster_id")?,
+        kind: parse_kind(row.try_get("kind")?)?,
+        generation: row.try_get("generation")?,
+        state: parse_state(row.try_get("state")?)?,
+        subject: row.try_get("subject")?,
+        certificate_der: row.try_get("certificate_der")?,
+        fingerprint: row.try_get("fingerprint")?,
+        key_algorithm: parse_key_algorithm(row.try_get("key_algorithm")?)?,
+        sealed_key: row.try_get("sealed_key")?,
+        key_version: row.try_get("key_version")?,
+        not_before: row.try_get("not_before")?,
+        not_after: row.try_get("not_after")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn certificate_from_row(row: &PgRow) -> StoreResult<(i64, CertificateRecord)> {
+    let reason: Option<String> = row.try_get("revocation_reason")?;
+    Ok((
+        row.try_get("seq")?,
+        CertificateRecord {
+            serial: row.try_get("serial")?,
+            cluster_id: row.try_get("cluster_id")?,
+            authority_id: row.try_get("authority_id")?,
+            kind: parse_kind(row.try_get("kind")?)?,
+            generation: row.try_get("generation")?,
+            profile: row.try_get("profile")?,
+            common_name: row.try_get("common_name")?,
+            groups: row.try_get::<Json<Vec<String>>, _>("groups")?.0,
+            dns_names: row.try_get::<Json<Vec<String>>, _>("dns_names")?.0,
+            ip_addresses: row.try_get::<Json<Vec<String>>, _>("ip_addresses")?.0,
+            not_before: row.try_get("not_before")?,
+            not_after: row.try_get("not_after")?,
+            fingerprint: row.try_get("fingerprint")?,
+            certificate_der: row.try_get("certificate_der")?,
+            issued_by: row.try_get("issued_by")?,
+            created_at: row.try_get("created_at")?,
+            revoked_at: row.try_get("revoked_at")?,
+            revocation_reason: reason.as_deref().map(parse_reason).transpose()?,
+        },
+    ))
+}
+
+fn crl_from_row(row: &PgRow) -> StoreResult<CrlRecord> {
+    Ok(CrlRecord {
+        authority_id: row.try_get("authority_id")?,
+        number: row.try_get("crl_number")?,
+        this_update: row.try_get("this_update")?,
+        next_update: row.try_get("next_update")?,
+        entries: row.try_get("entries")?,
+        der: row.try_get("der")?,
+    })
+}
+
+fn audit_from_row(row: &PgRow) -> StoreResult<AuditRecord> {
+    Ok(AuditRecord {
+        id: row.try_get("id")?,
+        entry: AuditEntry {
+            at: row.try_get("at")?,
+            actor: row.try_get("actor")?,
+            action: row.try_get("action")?,
+            object_type: row.try_get("object_type")?,
+            object_id: row.try_get("object_id")?,
+            cluster_id: row.try_get("cluster_id")?,
+            remote_addr: row.try_get("remote_addr")?,
+            details: row.try_get::<Json<serde_json::Value>, _>("details")?.0,
+        },
+    })
+}
+
+async fn insert_audit(conn: &mut PgConnection, entry: &AuditEntry) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO audit_events (at, actor, action, object_type, object_id, cluster_id, remote_addr, details) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(entry.at)
+    .bind(&entry.actor)
+    .bind(&entry.action)
+    .bind(&entry.object_type)
+    .bind(&entry.object_id)
+    .bind(entry.cluster_id)
+    .bind(&entry.remote_addr)
+    .bind(Json(&entry.details))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn pool_state(&self) -> PoolState {
+        PoolState {
+            size: self.pool.size(),
+            idle: self.pool.num_idle() as u32,
+            max: self.pool.options().get_max_connections(),
+        }
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        // The migrator takes an advisory lock, so replicas starting together migrate once.
+        migrator(MIGRATIONS).await?.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn get_setting(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn insert_setting_if_absent(&self, key: &str, value: &[u8]) -> StoreResult<Vec<u8>> {
+        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn create_cluster(&self, new: &NewCluster, audit: &AuditEntry) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let c = &new.cluster;
+        sqlx::query(
+            "INSERT INTO clusters (id, name, server, key_algorithm, policy, labels, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(c.id)
+        .bind(&c.name)
+        .bind(&c.server)
+        .bind(c.key_algorithm.as_str())
+        .bind(Json(&c.policy))
+        .bind(Json(&c.labels))
+        .bind(c.created_at)
+        .bind(c.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        for a in &new.authorities {
+            insert_authority(&mut tx, a).await?;
+        }
+        for crl in &new.crls {
+            sqlx::query("UPDATE authorities SET crl_number = $2 WHERE id = $1")
+                .bind(crl.authority_id)
+                .bind(crl.number)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO crls (authority_id, crl_number, this_update, next_update, entries, der) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(crl.authority_id)
+            .bind(crl.number)
+            .bind(crl.this_update)
+            .bind(crl.next_update)
+            .bind(crl.entries)
+            .bind(&crl.der)
+            .execute(&mut *tx)
+            .await?;
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn find_cluster(&self, id_or_name: &str) -> StoreResult<ClusterRecord> {
+        let row = match Uuid::parse_str(id_or_name) {
+            Ok(id) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {CLUSTER_COLUMNS} FROM clusters WHERE id = $1"
+                )))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+            }
+            Err(_) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {CLUSTER_COLUMNS} FROM clusters WHERE name = $1"
+                )))
+                .bind(id_or_name)
+                .fetch_optional(&self.pool)
+                .await?
+            }
+        };
+        cluster_from_row(&row.ok_or(StoreError::NotFound)?)
+    }
+
+    async fn list_clusters(
+        &self,
+        after_name: Option<&str>,
+        only: Option<&[String]>,
+        limit: u32,
+    ) -> StoreResult<Vec<ClusterRecord>> {
+        let mut query =
+            QueryBuilder::<Postgres>::new(format!("SELECT {CLUSTER_COLUMNS} FROM clusters WHERE TRUE"));
+        if let Some(after) = after_name {
+            query.push(" AND name > ").push_bind(after);
+        }
+        if let Some(names) = only {
+            query.push(" AND name = ANY(").push_bind(names.to_vec()).push(")");
+        }
+        query.push(" ORDER BY name LIMIT ").push_bind(i64::from(limit));
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter().map(cluster_from_row).collect()
+    }
+
+    async fn update_cluster(&self, cluster: &ClusterRecord, audit: &AuditEntry) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE clusters SET server = $2, policy = $3, labels = $4, updated_at = $5 WHERE id = $1",
+        )
+        .bind(cluster.id)
+        .bind(&cluster.server)
+        .bind(Json(&cluster.policy))
+        .bind(Json(&cluster.labels))
+        .bind(cluster.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_cluster(&self, id: Uuid, audit: &AuditEntry) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let deleted = sqlx::query("DELETE FROM clusters WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_authorities(&self, cluster_id: Uuid) -> StoreResult<Vec<AuthorityRecord>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {AUTHORITY_COLUMNS} FROM authorities WHERE cluster_id = $1 ORDER BY kind, generation"
+        )))
+        .bind(cluster_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(authority_from_row).collect()
+    }
+
+    async fn get_authority(&self, id: Uuid) -> StoreResult<AuthorityRecord> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {AUTHORITY_COLUMNS} FROM authorities WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        authority_from_row(&row.ok_or(StoreError::NotFound)?)
+    }
+
+    async fn list_live_authorities(&self) -> StoreResult<Vec<AuthorityRecord>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {AUTHORITY_COLUMNS} FROM authorities WHERE state <> 'retired' ORDER BY cluster_id, kind, generation"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(authority_from_row).collect()
+    }
+
+    async fn record_certificates(&self, batch: &[(CertificateRecord, AuditEntry)]) -> StoreResult<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut insert = QueryBuilder::<Postgres>::new(
+            "INSERT INTO certificates (serial, cluster_id, authority_id, kind, generation, profile, common_name, \
+             groups, dns_names, ip_addresses, not_before, not_after, fingerprint, certificate_der, issued_by, created_at) ",
+        );
+        insert.push_values(batch, |mut row, (c, _)| {
+            row.push_bind(&c.serial)
+                .push_bind(c.cluster_id)
+                .push_bind(c.authority_id)
+                .push_bind(c.kind.as_str())
+                .push_bind(c.generation)
+                .push_bind(&c.profile)
+                .push_bind(&c.common_name)
+                .push_bind(Json(&c.groups))
+                .push_bind(Json(&c.dns_names))
+                .push_bind(Json(&c.ip_addresses))
+                .push_bind(c.not_before)
+                .push_bind(c.not_after)
+                .push_bind(&c.fingerprint)
+                .push_bind(&c.certificate_der)
+                .push_bind(&c.issued_by)
+                .push_bind(c.created_at);
+        });
+        insert.build().execute(&mut *tx).await?;
+        let mut audit = QueryBuilder::<Postgres>::new(
+            "INSERT INTO audit_events (at, actor, action, object_type, object_id, cluster_id, remote_addr, details) ",
+        );
+        audit.push_values(batch, |mut row, (_, e)| {
+            row.push_bind(e.at)
+                .push_bind(&e.actor)
+                .push_bind(&e.action)
+                .push_bind(&e.object_type)
+                .push_bind(&e.object_id)
+                .push_bind(e.cluster_id)
+                .push_bind(&e.remote_addr)
+                .push_bind(Json(&e.details));
+        });
+        audit.build().execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_certificate(&self, cluster_id: Uuid, serial: &str) -> StoreResult<CertificateRecord> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE serial = $1 AND cluster_id = $2"
+        )))
+        .bind(serial)
+        .bind(cluster_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(certificate_from_row(&row.ok_or(StoreError::NotFound)?)?.1)
+    }
+
+    async fn list_certificates(
+        &self,
+        cluster_id: Uuid,
+        filter: &CertificateFilter,
+        now: OffsetDateTime,
+    ) -> StoreResult<CertificatePage> {
+        let mut query = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE cluster_id = "
+        ));
+        query.push_bind(cluster_id);
+        if let Some(cn) = &filter.common_name {
+            query.push(" AND common_name = ").push_bind(cn.clone());
+        }
+        match filter.status {
+            Some(CertificateStatus::Active) => {
+                query.push(" AND revoked_at IS NULL AND not_after > ").push_bind(now);
+            }
+            Some(CertificateStatus::Expired) => {
+                query.push(" AND revoked_at IS NULL AND not_after <= ").push_bind(now);
+            }
+            Some(CertificateStatus::Revoked) => {
+                query.push(" AND revoked_at IS NOT NULL");
+            }
+            None => {}
+        }
+        if let Some(before) = filter.before_seq {
+            query.push(" AND seq < ").push_bind(before);
+        }
+        query.push(" ORDER BY seq DESC LIMIT ").push_bind(i64::from(filter.limit));
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter().map(certificate_from_row).collect()
+    }
+
+    async fn revoke_certificate(
+        &self,
+        cluster_id: Uuid,
+        serial: &str,
+        reason: RevocationReason,
+        audit: &AuditEntry,
+    ) -> StoreResult<(CertificateRecord, bool)> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE serial = $1 AND cluster_id = $2 FOR UPDATE"
+        )))
+        .bind(serial)
+        .bind(cluster_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (_, mut certificate) = certificate_from_row(&row.ok_or(StoreError::NotFound)?)?;
+        if certificate.revoked_at.is_some() {
+            return Ok((certificate, false));
+        }
+        sqlx::query("UPDATE certificates SET revoked_at = $2, revocation_reason = $3 WHERE serial = $1")
+            .bind(serial)
+            .bind(audit.at)
+            .bind(reason.as_str())
+            .execute(&mut *tx)
+            .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        certificate.revoked_at = Some(audit.at);
+        certificate.revocation_reason = Some(reason);
+        Ok((certificate, true))
+    }
+
+    async fn revoke_by_common_name(
+        &self,
+        cluster_id: Uuid,
+        common_name: &str,
+        reason: RevocationReason,
+        audit: &AuditEntry,
+    ) -> StoreResult<Vec<CertificateRecord>> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE certificates SET revoked_at = $3, revocation_reason = $4 \
+             WHERE cluster_id = $1 AND common_name = $2 AND revoked_at IS NULL AND not_after > $3 \
+             RETURNING {CERTIFICATE_COLUMNS}"
+        )))
+        .bind(cluster_id)
+        .bind(common_name)
+        .bind(audit.at)
+        .bind(reason.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        let revoked: Vec<CertificateRecord> =
+            rows.iter().map(|r| certificate_from_row(r).map(|(_, c)| c)).collect::<StoreResult<_>>()?;
+        let mut entry = audit.clone();
+        entry.details["serials"] = revoked.iter().map(|c| c.serial.clone()).collect();
+        insert_audit(&mut tx, &entry).await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    async fn publish_crl(
+        &self,
+        authority_id: Uuid,
+        expired_cutoff: OffsetDateTime,
+        sign: CrlSigner<'_>,
+    ) -> StoreResult<CrlRecord> {
+        let mut tx = self.pool.begin().await?;
+        // The row lock taken here is held until commit: a concurrent publisher (this replica or
+        // another) waits, then reads a revoked set that includes everything this one saw.
+        let number: i64 = sqlx::query_scalar(
+            "UPDATE authorities SET crl_number = crl_number + 1 WHERE id = $1 AND state <> 'retired' RETURNING crl_number",
+        )
+        .bind(authority_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let rows = sqlx::query(
+            "SELECT serial, revoked_at, revocation_reason FROM certificates \
+             WHERE authority_id = $1 AND revoked_at IS NOT NULL AND not_after > $2",
+        )
+        .bind(authority_id)
+        .bind(expired_cutoff)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut entries = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let serial: String = row.try_get("serial")?;
+            let reason: Option<String> = row.try_get("revocation_reason")?;
+            entries.push(RevokedEntry {
+                serial: Serial::parse_hex(&serial)
+                    .ok_or_else(|| StoreError::Corrupt(format!("serial {serial}")))?,
+                revoked_at: row.try_get("revoked_at")?,
+                reason: reason.as_deref().map(parse_reason).transpose()?.unwrap_or_default(),
+            });
+        }
+        let signed = super::run_cpu_bound(|| sign(number as u64, &entries))?;
+        let record = CrlRecord {
+            authority_id,
+            number,
+            this_update: signed.this_update,
+            next_update: signed.next_update,
+            entries: entries.len() as i64,
+            der: signed.der,
+        };
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO crls ({CRL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (authority_id) DO UPDATE SET crl_number = excluded.crl_number, \
+             this_update = excluded.this_update, next_update = excluded.next_update, \
+             entries = excluded.entries, der = excluded.der WHERE crls.crl_number < excluded.crl_number"
+        )))
+        .bind(record.authority_id)
+        .bind(record.number)
+        .bind(record.this_update)
+        .bind(record.next_update)
+        .bind(record.entries)
+        .bind(&record.der)
+        .execute(&mut *tx)
+        .await?;
+        // Delivered at commit: the other replicas refresh their cached CRL at once.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CRL_CHANNEL)
+            .bind(authority_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn current_crls(&self, authority_ids: &[Uuid]) -> StoreResult<Vec<CrlRecord>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CRL_COLUMNS} FROM crls WHERE authority_id = ANY($1)"
+        )))
+        .bind(authority_ids.to_vec())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(crl_from_row).collect()
+    }
+
+    async fn list_audit(&self, before_id: Option<i64>, limit: u32) -> StoreResult<Vec<AuditRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, at, actor, action, object_type, object_id, cluster_id, remote_addr, details \
+             FROM audit_events WHERE ($1::BIGINT IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
+        )
+        .bind(before_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(audit_from_row).collect()
+    }
+}
+
+async fn insert_authority(conn: &mut PgConnection, a: &AuthorityRecord) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO authorities (id, cluster_id, kind, generation, state, subject, certificate_der, fingerprint, \
+         key_algorithm, sealed_key, key_version, not_before, not_after, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    )
+    .bind(a.id)
+    .bind(a.cluster_id)
+    .bind(a.kind.as_str())
+    .bind(a.generation)
+    .bind(a.state.as_str())
+    .bind(&a.subject)
+    .bind(&a.certificate_der)
+    .bind(&a.fingerprint)
+    .bind(a.key_algorithm.as_str())
+    .bind(&a.sealed_key)
+    .bind(a.key_version)
+    .bind(a.not_before)
+    .bind(a.not_after)
+    .bind(a.created_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
