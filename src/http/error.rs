@@ -215,7 +215,7 @@ impl From<KeyringError> for ApiError {
 #[derive(utoipa::IntoResponses)]
 pub enum ProblemResponses {
     #[response(status = 400, description = "Malformed request", content_type = "application/problem+json")]
-    BadRequest(#[to_schema] Problem),
+    BadRequest(Problem),
     #[response(
         status = 401,
         description = "Missing or invalid token",

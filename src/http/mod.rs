@@ -39,6 +39,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
         license(name = "Apache-2.0"),
     ),
     modifiers(&BearerScheme),
+    components(schemas(error::Problem)),
     tags(
         (name = "clusters", description = "Clusters and their issuance policy"),
         (name = "authorities", description = "The five CAs of a cluster and their bundles"),

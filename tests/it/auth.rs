@@ -1,0 +1,155 @@
+//! Tokens: every way a request can be unauthenticated (401) or not allowed (403).
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use reqwest::Method;
+use serde_json::json;
+
+use crate::common::*;
+use crate::on_both_backends;
+use kca::token::{Scope, TokenRequest, TokenService};
+
+on_both_backends!(authentication_and_authorization);
+
+fn forge_unsigned(claims: serde_json::Value) -> String {
+    let header = URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "JWT"}).to_string());
+    let body = URL_SAFE_NO_PAD.encode(claims.to_string());
+    format!("{header}.{body}.")
+}
+
+async fn authentication_and_authorization(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.token(&[Scope::Admin]);
+    server.create_cluster(&admin, "prod").await;
+    server.create_cluster(&admin, "dev").await;
+    let create = json!({"name": "new", "server": "https://n:6443"});
+    let now = time::OffsetDateTime::now_utc();
+
+    // 401: missing, malformed, badly signed, expired, wrong audience, wrong issuer, alg none.
+    let (status, headers, _) = server.send(Method::POST, "/v1/clusters", None, Some(create.clone())).await;
+    assert_eq!(status, 401);
+    assert_eq!(headers["www-authenticate"], "Bearer realm=\"kca\"");
+    let claims = json!({
+        "sub": "mallory", "iss": "kca", "aud": "kca", "iat": now.unix_timestamp(),
+        "exp": now.unix_timestamp() + 3600, "jti": "x", "scopes": ["admin"], "clusters": ["*"]
+    });
+    let mut tampered = admin.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    let wrong_audience =
+        TokenService::load(server.app.store.as_ref(), &server.app.keyring, "kca", "someone-else")
+            .await
+            .unwrap();
+    let wrong_issuer =
+        TokenService::load(server.app.store.as_ref(), &server.app.keyring, "other", "kca").await.unwrap();
+    let request = |ttl: time::Duration| TokenRequest {
+        subject: "tester".into(),
+        scopes: vec![Scope::Admin],
+        clusters: vec!["*".into()],
+        groups: None,
+        max_ttl: None,
+        ttl,
+    };
+    let expired = server.app.tokens.mint(&request(time::Duration::hours(-1)), now).unwrap();
+    let other_audience = wrong_audience.mint(&request(time::Duration::hours(1)), now).unwrap();
+    let other_issuer = wrong_issuer.mint(&request(time::Duration::hours(1)), now).unwrap();
+    let cases = [
+        ("garbage", "not-a-jwt".to_string()),
+        ("tampered signature", tampered),
+        ("expired", expired),
+        ("wrong audience", other_audience),
+        ("wrong issuer", other_issuer),
+        ("alg none", forge_unsigned(claims)),
+    ];
+    for (case, token) in cases {
+        let problem =
+            server.json(Method::POST, "/v1/clusters", Some(&token), Some(create.clone()), 401).await;
+        assert_eq!(problem["status"], 401, "{case}");
+        // A bad token is refused even where no token is needed.
+        server.json(Method::GET, "/v1/clusters/prod/authorities", Some(&token), None, 401).await;
+    }
+    let (status, _, _) = server
+        .client
+        .get(format!("{}/v1/clusters", server.url))
+        .header("authorization", "Basic YWxhZGRpbjpvcGVuc2VzYW1l")
+        .send()
+        .await
+        .map(|r| (r.status(), (), ()))
+        .unwrap();
+    assert_eq!(status, 401);
+
+    // 403: valid token without the scope, or for another cluster.
+    let reader = server.token(&[Scope::Read]);
+    server.json(Method::POST, "/v1/clusters", Some(&reader), Some(create.clone()), 403).await;
+    server.json(Method::DELETE, "/v1/clusters/prod", Some(&reader), None, 403).await;
+    server.json(Method::PATCH, "/v1/clusters/prod", Some(&reader), Some(json!({})), 403).await;
+    let dev_writer = server.token_for(&[Scope::ClustersWrite, Scope::Read], &["dev"]);
+    server.json(Method::DELETE, "/v1/clusters/prod", Some(&dev_writer), None, 403).await;
+    server.json(Method::GET, "/v1/clusters/prod", Some(&dev_writer), None, 403).await;
+    server.json(Method::POST, "/v1/clusters", Some(&dev_writer), Some(create.clone()), 403).await;
+    server.json(Method::GET, "/v1/clusters/dev", Some(&dev_writer), None, 200).await;
+    // A cluster-limited token lists only its clusters.
+    let listed = server.json(Method::GET, "/v1/clusters", Some(&dev_writer), None, 200).await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    assert_eq!(listed["items"][0]["name"], "dev");
+    // Nothing above changed anything.
+    let all = server.json(Method::GET, "/v1/clusters", Some(&admin), None, 200).await;
+    assert_eq!(all["items"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_reads_can_be_turned_off() {
+    let server = TestServer::start_with(Backend::Sqlite, |args| args.public_read = false).await;
+    let admin = server.token(&[Scope::Admin]);
+    server.create_cluster(&admin, "closed").await;
+    server.create_cluster(&admin, "other").await;
+    server.json(Method::GET, "/v1/clusters/closed/authorities", None, None, 401).await;
+    let (status, _, _) =
+        server.send(Method::GET, "/v1/clusters/closed/authorities/etcd/ca.pem", None, None).await;
+    assert_eq!(status, 401);
+    let other_reader = server.token_for(&[Scope::Read], &["other"]);
+    server.json(Method::GET, "/v1/clusters/closed/authorities", Some(&other_reader), None, 403).await;
+    let reader = server.token_for(&[Scope::Read], &["closed"]);
+    server.json(Method::GET, "/v1/clusters/closed/authorities", Some(&reader), None, 200).await;
+}
+
+#[test]
+fn token_create_prints_a_token_the_server_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let token = run_ok(
+        env!("CARGO_BIN_EXE_kca"),
+        &[
+            "token",
+            "create",
+            "--data-dir",
+            data_dir,
+            "--subject",
+            "ops",
+            "--scope",
+            "read",
+            "--cluster",
+            "prod",
+            "--ttl",
+            "2h",
+        ],
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let args = serve_args(dir.path(), None);
+        let (store, keyring, tokens) = kca::app::open_store_and_keys(&args.store).await.unwrap();
+        drop((store, keyring));
+        let claims = tokens.verify(token.trim(), time::OffsetDateTime::now_utc()).unwrap();
+        assert_eq!(claims.sub, "ops");
+        assert_eq!(claims.scopes, vec![Scope::Read]);
+        assert_eq!(claims.clusters, vec!["prod".to_string()]);
+        assert!(claims.exp - claims.iat == 7200);
+    });
+    // An unknown scope is refused with the list of valid ones.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kca"))
+        .args(["token", "create", "--data-dir", data_dir, "--subject", "x", "--scope", "root"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("kubeconfigs:issue"));
+}

@@ -1,0 +1,9 @@
+//! Integration tests: one binary, since linking dominates build time.
+
+mod common;
+
+mod auth;
+mod clusters;
+mod keys;
+mod limits;
+mod openapi;
