@@ -9,6 +9,8 @@ use crate::config::StoreArgs;
 use crate::http::error::ApiError;
 use crate::keyring::{Keyring, KeyringError, MasterKeySource, load_master_key};
 use crate::published::{ClusterSnapshot, Published};
+use crate::ratelimit::RateLimiter;
+use crate::recorder::Recorder;
 use crate::store::{self, Store, StoreError};
 use crate::token::{TokenError, TokenService};
 
@@ -38,6 +40,8 @@ pub struct App {
     pub keyring: Keyring,
     pub tokens: TokenService,
     pub published: Published,
+    pub recorder: Recorder,
+    pub issue_limiter: RateLimiter,
 }
 
 pub type AppState = Arc<App>;
@@ -88,7 +92,18 @@ pub async fn open_store_and_keys(
 impl App {
     pub async fn open(args: &StoreArgs, settings: Settings) -> Result<AppState, StartupError> {
         let (store, keyring, tokens) = open_store_and_keys(args).await?;
-        let app = Arc::new(App { settings, store, keyring, tokens, published: Published::default() });
+        let writers = if store.backend() == "postgres" { 2 } else { 1 };
+        let recorder = Recorder::start(store.clone(), writers);
+        let issue_limiter = RateLimiter::per_minute(settings.issue_rate_limit);
+        let app = Arc::new(App {
+            settings,
+            store,
+            keyring,
+            tokens,
+            published: Published::default(),
+            recorder,
+            issue_limiter,
+        });
         app.preload().await?;
         Ok(app)
     }
@@ -115,6 +130,19 @@ impl App {
     pub fn now(&self) -> OffsetDateTime {
         let now = OffsetDateTime::now_utc();
         now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000).expect("a valid nanosecond")
+    }
+
+    /// Refuse an issuance when the caller has used up its rate.
+    pub fn check_issue_rate(&self, subject: &str) -> Result<(), ApiError> {
+        self.issue_limiter.check(subject, std::time::Instant::now()).map_err(ApiError::too_many_requests)
+    }
+
+    /// Run CPU-bound work (key generation, signing) on the blocking pool, off the async workers.
+    pub async fn run_blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        tokio::task::spawn_blocking(work).await.map_err(ApiError::internal)
     }
 
     /// Re-read a cluster's authorities and CRLs and publish them.

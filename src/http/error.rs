@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::issuance::Refusal;
 use crate::keyring::KeyringError;
 use crate::pki::PkiError;
 use crate::policy::FieldError;
@@ -183,6 +184,15 @@ impl From<StoreError> for ApiError {
                 ApiError::unavailable("the database is unavailable; retry shortly", 5)
             }
             other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Invalid { field, detail } => ApiError::invalid(field, detail),
+            Refusal::Policy { rule, field, detail } => ApiError::policy(rule, field, detail),
         }
     }
 }

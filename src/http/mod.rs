@@ -4,11 +4,13 @@
 pub mod audit;
 pub mod auth;
 pub mod authorities;
+pub mod certificates;
 pub mod clusters;
 pub mod download;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod kubeconfigs;
 pub mod pagination;
 
 use std::time::Duration;
@@ -43,6 +45,8 @@ pub const BODY_LIMIT: usize = 64 * 1024;
     tags(
         (name = "clusters", description = "Clusters and their issuance policy"),
         (name = "authorities", description = "The five CAs of a cluster and their bundles"),
+        (name = "kubeconfigs", description = "Short-lived user kubeconfigs"),
+        (name = "certificates", description = "Issued certificates"),
         (name = "audit", description = "The audit trail"),
         (name = "operations", description = "Health and readiness"),
     )
@@ -69,6 +73,9 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(authorities::list_authorities))
         .routes(routes!(authorities::get_authority))
         .routes(routes!(authorities::ca_bundle))
+        .routes(routes!(kubeconfigs::issue_kubeconfig))
+        .routes(routes!(certificates::list_certificates))
+        .routes(routes!(certificates::get_certificate))
         .routes(routes!(audit::list_audit))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

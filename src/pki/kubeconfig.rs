@@ -16,8 +16,8 @@ pub struct ClusterEndpoint<'a> {
 /// How the user authenticates.
 #[derive(Debug, Clone)]
 pub enum UserCredential<'a> {
-    /// An embedded client certificate and key.
-    Certificate { certificate_pem: &'a str, key_pem: &'a str },
+    /// An embedded client certificate, and its key unless the client kept it (CSR issuance).
+    Certificate { certificate_pem: &'a str, key_pem: Option<&'a str> },
     /// A `client.authentication.k8s.io/v1` exec plugin.
     Exec { command: &'a str, args: Vec<String>, install_hint: &'a str },
 }
@@ -63,8 +63,8 @@ enum UserEntry<'a> {
     Certificate {
         #[serde(rename = "client-certificate-data")]
         client_certificate_data: String,
-        #[serde(rename = "client-key-data")]
-        client_key_data: String,
+        #[serde(rename = "client-key-data", skip_serializing_if = "Option::is_none")]
+        client_key_data: Option<String>,
     },
     Exec {
         exec: ExecEntry<'a>,
@@ -102,7 +102,7 @@ pub fn render(cluster: &ClusterEndpoint<'_>, user_name: &str, credential: &UserC
     let user = match credential {
         UserCredential::Certificate { certificate_pem, key_pem } => UserEntry::Certificate {
             client_certificate_data: STANDARD.encode(certificate_pem),
-            client_key_data: STANDARD.encode(key_pem),
+            client_key_data: key_pem.map(|key| STANDARD.encode(key)),
         },
         UserCredential::Exec { command, args, install_hint } => UserEntry::Exec {
             exec: ExecEntry {
@@ -179,7 +179,7 @@ mod tests {
         let yaml = render(
             &cluster,
             "alice",
-            &UserCredential::Certificate { certificate_pem: "CERT", key_pem: "KEY" },
+            &UserCredential::Certificate { certificate_pem: "CERT", key_pem: Some("KEY") },
         );
         let parsed: serde_norway::Value = serde_norway::from_str(&yaml).unwrap();
         assert_eq!(parsed["apiVersion"], "v1");

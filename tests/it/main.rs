@@ -5,5 +5,7 @@ mod common;
 mod auth;
 mod clusters;
 mod keys;
+mod kubeconfigs;
 mod limits;
+mod mtls;
 mod openapi;

@@ -1,0 +1,235 @@
+//! `/v1/clusters/{cluster}/certificates`: what was issued, and recording it.
+
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::Caller;
+use super::error::{ApiError, ProblemResponses};
+use super::extract::{Json, Path, Query};
+use super::pagination::{PageParams, next_cursor};
+use crate::app::AppState;
+use crate::issuance::{Signed, Usage};
+use crate::pki::{AuthorityKind, Serial, to_pem};
+use crate::store::{
+    AuthorityRecord, CertificateFilter, CertificateRecord, CertificateStatus, ClusterRecord, StoreError,
+};
+use crate::token::Scope;
+
+/// An issued certificate (never its key).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CertificateResponse {
+    /// Uppercase hex.
+    pub serial: String,
+    pub cluster_id: uuid::Uuid,
+    /// The CA kind that signed it.
+    pub kind: AuthorityKind,
+    /// The CA generation that signed it.
+    pub generation: i32,
+    /// `user` for kubeconfigs, else the component profile.
+    pub profile: String,
+    pub common_name: String,
+    pub groups: Vec<String>,
+    pub dns_names: Vec<String>,
+    pub ip_addresses: Vec<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    pub fingerprint_sha256: String,
+    pub certificate_pem: String,
+    /// Subject of the token that issued it.
+    pub issued_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// `active`, `expired` or `revoked`.
+    pub status: String,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    pub revocation_reason: Option<String>,
+}
+
+impl CertificateResponse {
+    pub fn from_record(record: CertificateRecord, now: OffsetDateTime) -> Self {
+        let status = if record.revoked_at.is_some() {
+            "revoked"
+        } else if record.not_after <= now {
+            "expired"
+        } else {
+            "active"
+        };
+        Self {
+            certificate_pem: to_pem("CERTIFICATE", &record.certificate_der),
+            serial: record.serial,
+            cluster_id: record.cluster_id,
+            kind: record.kind,
+            generation: record.generation,
+            profile: record.profile,
+            common_name: record.common_name,
+            groups: record.groups,
+            dns_names: record.dns_names,
+            ip_addresses: record.ip_addresses,
+            not_before: record.not_before,
+            not_after: record.not_after,
+            fingerprint_sha256: record.fingerprint,
+            issued_by: record.issued_by,
+            created_at: record.created_at,
+            status: status.to_string(),
+            revoked_at: record.revoked_at,
+            revocation_reason: record.revocation_reason.map(|r| r.as_str().to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CertificateList {
+    pub items: Vec<CertificateResponse>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusFilter {
+    Active,
+    Expired,
+    Revoked,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CertificateQuery {
+    /// Only certificates of this user (CN).
+    pub user: Option<String>,
+    /// Only certificates in this state.
+    pub status: Option<StatusFilter>,
+    /// Items per page (1-500, default 50).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Record an issued certificate with its audit event; returns once committed.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn record_issued(
+    app: &AppState,
+    caller: &Caller,
+    cluster: &ClusterRecord,
+    authority: &AuthorityRecord,
+    profile: &str,
+    usage: &Usage,
+    signed: &Signed,
+    now: OffsetDateTime,
+) -> Result<(), ApiError> {
+    let record = CertificateRecord {
+        serial: signed.serial.to_hex(),
+        cluster_id: cluster.id,
+        authority_id: authority.id,
+        kind: authority.kind,
+        generation: authority.generation,
+        profile: profile.to_string(),
+        common_name: usage.common_name.clone(),
+        groups: usage.organizations.clone(),
+        dns_names: usage.dns_names.clone(),
+        ip_addresses: usage.ip_addresses.iter().map(|ip| ip.to_string()).collect(),
+        not_before: signed.not_before,
+        not_after: signed.not_after,
+        fingerprint: signed.leaf.fingerprint.clone(),
+        certificate_der: signed.leaf.der.clone(),
+        issued_by: caller.actor().to_string(),
+        created_at: now,
+        revoked_at: None,
+        revocation_reason: None,
+    };
+    let audit = caller.audit(
+        now,
+        "certificate.issue",
+        "certificate",
+        record.serial.clone(),
+        Some(cluster.id),
+        serde_json::json!({
+            "profile": profile,
+            "kind": authority.kind,
+            "generation": authority.generation,
+            "common_name": record.common_name,
+            "groups": record.groups,
+            "not_after": signed.not_after.unix_timestamp(),
+        }),
+    );
+    app.recorder.record(record, audit).await.map_err(|err| match err.as_ref() {
+        StoreError::Unavailable(_) => {
+            ApiError::unavailable("the database is unavailable; nothing was issued", 5)
+        }
+        other => ApiError::internal(format!("recording a certificate failed: {other}")),
+    })
+}
+
+/// The certificates of a cluster, newest first.
+#[utoipa::path(
+    get, path = "/v1/clusters/{cluster}/certificates", tag = "certificates",
+    params(("cluster" = String, Path, description = "Cluster id or name"), CertificateQuery),
+    responses((status = 200, body = CertificateList), ProblemResponses),
+    security(("bearer" = []))
+)]
+pub async fn list_certificates(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(cluster): Path<String>,
+    Query(query): Query<CertificateQuery>,
+) -> Result<Json<CertificateList>, ApiError> {
+    caller.require(Scope::Read)?;
+    let snapshot = app.snapshot(&cluster).await?;
+    caller.require_for_cluster(Scope::Read, &snapshot.cluster.name)?;
+    let page = PageParams { limit: query.limit, cursor: query.cursor };
+    let limit = page.limit()?;
+    let filter = CertificateFilter {
+        common_name: query.user,
+        status: query.status.map(|s| match s {
+            StatusFilter::Active => CertificateStatus::Active,
+            StatusFilter::Expired => CertificateStatus::Expired,
+            StatusFilter::Revoked => CertificateStatus::Revoked,
+        }),
+        before_seq: page.cursor_number()?,
+        limit,
+    };
+    let now = app.now();
+    let rows = app.store.list_certificates(snapshot.cluster.id, &filter, now).await?;
+    let next = next_cursor(rows.len(), limit, rows.last().map(|(seq, _)| seq.to_string()));
+    let items = rows.into_iter().map(|(_, record)| CertificateResponse::from_record(record, now)).collect();
+    Ok(Json(CertificateList { items, next_cursor: next }))
+}
+
+/// Parse a `{serial}` path segment (hex, either case, optional colons).
+pub(crate) fn parse_serial(text: &str) -> Result<String, ApiError> {
+    Serial::parse_hex(text)
+        .map(|s| s.to_hex())
+        .ok_or_else(|| ApiError::not_found(format!("no certificate with serial {text:?}")))
+}
+
+/// One certificate: metadata and PEM, never a key.
+#[utoipa::path(
+    get, path = "/v1/clusters/{cluster}/certificates/{serial}", tag = "certificates",
+    params(
+        ("cluster" = String, Path, description = "Cluster id or name"),
+        ("serial" = String, Path, description = "Serial number, hex"),
+    ),
+    responses((status = 200, body = CertificateResponse), ProblemResponses),
+    security(("bearer" = []))
+)]
+pub async fn get_certificate(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((cluster, serial)): Path<(String, String)>,
+) -> Result<Json<CertificateResponse>, ApiError> {
+    caller.require(Scope::Read)?;
+    let snapshot = app.snapshot(&cluster).await?;
+    caller.require_for_cluster(Scope::Read, &snapshot.cluster.name)?;
+    let serial = parse_serial(&serial)?;
+    let record = app.store.get_certificate(snapshot.cluster.id, &serial).await.map_err(|e| match e {
+        StoreError::NotFound => {
+            ApiError::not_found(format!("no certificate with serial {serial} in this cluster"))
+        }
+        other => other.into(),
+    })?;
+    Ok(Json(CertificateResponse::from_record(record, app.now())))
+}

@@ -1,0 +1,177 @@
+//! `POST /v1/clusters/{cluster}/kubeconfigs`: short-lived user kubeconfigs.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use super::auth::Caller;
+use super::certificates::record_issued;
+use super::error::{ApiError, ProblemResponses};
+use super::extract::{Json, Path};
+use crate::app::AppState;
+use crate::issuance::{SubjectKey, Usage, UserRequest, decide_user_certificate, sign};
+use crate::pki::kubeconfig::{ClusterEndpoint, UserCredential, render};
+use crate::pki::leaf::ExtendedUsage;
+use crate::pki::{AuthorityKind, KeyAlgorithm};
+use crate::token::Scope;
+
+/// A kubeconfig to issue.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewKubeconfigRequest {
+    /// The Kubernetes user: the certificate's CN.
+    #[schema(example = "alice")]
+    pub user: String,
+    /// The Kubernetes groups: one O per group, in this order.
+    #[serde(default)]
+    #[schema(example = json!(["dev", "ops"]))]
+    pub groups: Vec<String>,
+    /// Lifetime; the cluster policy's default when absent.
+    pub ttl_seconds: Option<u64>,
+    /// A PEM CSR to sign instead of generating a key; only its public key is used.
+    pub csr_pem: Option<String>,
+    /// Algorithm of the key kca generates (default `p256`); not with `csr_pem`.
+    pub key_algorithm: Option<KeyAlgorithm>,
+}
+
+/// An issued kubeconfig and its parts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KubeconfigResponse {
+    /// The kubeconfig, YAML.
+    pub kubeconfig: String,
+    pub certificate_pem: String,
+    /// Only when kca generated the key. Shown once; kca keeps no copy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_key_pem: Option<String>,
+    /// The control-plane CA bundle the kubeconfig trusts.
+    pub ca_pem: String,
+    pub server: String,
+    /// Uppercase hex.
+    pub serial: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    pub fingerprint_sha256: String,
+}
+
+fn wants_yaml(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| {
+        accept.split(',').any(|item| {
+            matches!(
+                item.split(';').next().unwrap_or("").trim(),
+                "application/yaml" | "application/x-yaml" | "text/yaml"
+            )
+        })
+    })
+}
+
+/// Issue a user kubeconfig: CN = user, one O per group, clientAuth only, signed by the newest
+/// active operators CA, recorded before it is returned.
+#[utoipa::path(
+    post, path = "/v1/clusters/{cluster}/kubeconfigs", tag = "kubeconfigs",
+    params(
+        ("cluster" = String, Path, description = "Cluster id or name"),
+        ("Accept" = Option<String>, Header, description = "`application/yaml` for the kubeconfig alone"),
+    ),
+    request_body = NewKubeconfigRequest,
+    responses(
+        (status = 201, description = "Issued", headers(("Location" = String, description = "The certificate")),
+         content((KubeconfigResponse = "application/json"), (String = "application/yaml"))),
+        ProblemResponses,
+    ),
+    security(("bearer" = []))
+)]
+pub async fn issue_kubeconfig(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(cluster): Path<String>,
+    Json(request): Json<NewKubeconfigRequest>,
+) -> Result<Response, ApiError> {
+    let snapshot = app.snapshot(&cluster).await?;
+    let claims = caller.require_for_cluster(Scope::KubeconfigsIssue, &snapshot.cluster.name)?;
+    let ttl = decide_user_certificate(
+        &snapshot.cluster.policy,
+        claims,
+        &UserRequest { user: &request.user, groups: &request.groups, ttl_seconds: request.ttl_seconds },
+    )?;
+    let key = match (request.csr_pem, request.key_algorithm) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "key_algorithm",
+                "key_algorithm applies only when kca generates the key",
+            ));
+        }
+        (Some(csr), None) => SubjectKey::Csr(csr),
+        (None, algorithm) => SubjectKey::Generate(algorithm.unwrap_or_default()),
+    };
+    app.check_issue_rate(caller.actor())?;
+    let authority = snapshot
+        .signer(AuthorityKind::Operators)
+        .ok_or_else(|| ApiError::internal("the operators CA has no active generation"))?;
+    let ca = app.keyring.signer(authority)?;
+    let now = app.now();
+    let usage = Usage {
+        common_name: request.user,
+        organizations: request.groups,
+        extended_usages: vec![ExtendedUsage::ClientAuth],
+        dns_names: vec![],
+        ip_addresses: vec![],
+        ttl,
+    };
+    let job = usage.clone();
+    let signed = app.run_blocking(move || sign(&ca, &key, &job, now)).await??;
+    record_issued(&app, &caller, &snapshot.cluster, authority, "user", &usage, &signed, now).await?;
+
+    let ca_pem = snapshot.ca_bundle(&[AuthorityKind::ControlPlane]);
+    let key_pem = signed.private_key_pem.as_ref().map(|k| k.as_str().to_string());
+    // With a CSR the key stays with the client, and out of the kubeconfig.
+    let kubeconfig = render(
+        &ClusterEndpoint {
+            name: &snapshot.cluster.name,
+            server: &snapshot.cluster.server,
+            ca_bundle_pem: &ca_pem,
+        },
+        &usage.common_name,
+        &UserCredential::Certificate { certificate_pem: &signed.leaf.pem, key_pem: key_pem.as_deref() },
+    );
+    tracing::info!(
+        cluster.name = %snapshot.cluster.name,
+        cert.serial = %signed.serial,
+        cert.user = %usage.common_name,
+        actor = caller.actor(),
+        "kubeconfig issued"
+    );
+    let location = format!("/v1/clusters/{}/certificates/{}", snapshot.cluster.id, signed.serial);
+    let mut response = if wants_yaml(&headers) {
+        let mut response = (StatusCode::CREATED, kubeconfig).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/yaml"));
+        let filename = format!(
+            "attachment; filename=\"kubeconfig-{}-{}.yaml\"",
+            snapshot.cluster.name, usage.common_name
+        );
+        if let Ok(value) = HeaderValue::from_str(&filename) {
+            response.headers_mut().insert(header::CONTENT_DISPOSITION, value);
+        }
+        response
+    } else {
+        let body = KubeconfigResponse {
+            kubeconfig,
+            certificate_pem: signed.leaf.pem.clone(),
+            private_key_pem: key_pem,
+            ca_pem,
+            server: snapshot.cluster.server.clone(),
+            serial: signed.serial.to_hex(),
+            not_before: signed.not_before,
+            not_after: signed.not_after,
+            fingerprint_sha256: signed.leaf.fingerprint.clone(),
+        };
+        (StatusCode::CREATED, Json(body)).into_response()
+    };
+    response.headers_mut().insert(header::LOCATION, HeaderValue::from_str(&location).expect("ascii"));
+    Ok(response)
+}

@@ -1,0 +1,76 @@
+//! Group commit of issued certificates: concurrent issuances are written in one transaction, and
+//! each request is answered only after the transaction holding its certificate has committed.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::{AuditEntry, CertificateRecord, Store, StoreError};
+
+/// Largest batch written in one transaction.
+const MAX_BATCH: usize = 256;
+
+struct Pending {
+    certificate: CertificateRecord,
+    audit: AuditEntry,
+    committed: oneshot::Sender<Result<(), Arc<StoreError>>>,
+}
+
+/// Hands certificates to the writer tasks and waits for their commit.
+#[derive(Clone)]
+pub struct Recorder {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl Recorder {
+    /// Start `writers` writer tasks on `store`. Each takes whatever is queued when it becomes free,
+    /// so at low load a certificate is written alone and at once, and under load in batches.
+    pub fn start(store: Arc<dyn Store>, writers: usize) -> Self {
+        let (queue, receiver) = mpsc::channel::<Pending>(MAX_BATCH * 8);
+        let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
+        for _ in 0..writers.max(1) {
+            tokio::spawn(write_batches(store.clone(), receiver.clone()));
+        }
+        Self { queue }
+    }
+
+    /// Record one certificate with its audit event; returns once it is durably committed.
+    pub async fn record(
+        &self,
+        certificate: CertificateRecord,
+        audit: AuditEntry,
+    ) -> Result<(), Arc<StoreError>> {
+        let (committed, outcome) = oneshot::channel();
+        let closed = || Arc::new(StoreError::Config("the certificate writer has stopped".into()));
+        self.queue.send(Pending { certificate, audit, committed }).await.map_err(|_| closed())?;
+        outcome.await.map_err(|_| closed())?
+    }
+}
+
+async fn write_batches(store: Arc<dyn Store>, receiver: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>) {
+    loop {
+        let mut batch = Vec::new();
+        {
+            let mut receiver = receiver.lock().await;
+            match receiver.recv().await {
+                Some(first) => batch.push(first),
+                None => return,
+            }
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+        }
+        let (rows, waiters): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|p| ((p.certificate, p.audit), p.committed)).unzip();
+        let outcome = store.record_certificates(&rows).await.map_err(Arc::new);
+        if let Err(err) = &outcome {
+            tracing::error!(error = %err, certificates = rows.len(), "recording certificates failed; none was handed out");
+        }
+        for waiter in waiters {
+            let _ = waiter.send(outcome.clone());
+        }
+    }
+}
