@@ -5,7 +5,7 @@ use base64::engine::general_purpose::STANDARD;
 use reqwest::Method;
 use serde_json::{Value, json};
 use x509_cert::ext::pkix::{
-    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectKeyIdentifier,
+    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectKeyIdentifier,
 };
 
 use crate::common::*;
@@ -317,7 +317,9 @@ async fn every_policy_rule_refuses_and_records_nothing(backend: Backend) {
         )
         .unwrap();
 
-    let cases: Vec<(&str, &str, Value, u16, Option<&str>, &str)> = vec![
+    // (cluster, token, request, status, rule, field)
+    type Case<'a> = (&'a str, &'a str, Value, u16, Option<&'a str>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "strict",
             &issuer,

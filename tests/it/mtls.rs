@@ -20,7 +20,6 @@ pub struct Peer {
 }
 
 pub struct MtlsServer {
-    pub port: u16,
     pub peers: Arc<Mutex<Vec<Peer>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -60,7 +59,6 @@ pub fn serve(
         .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let peers = Arc::new(Mutex::new(Vec::new()));
-    let port = listener.local_addr().unwrap().port();
     let seen = peers.clone();
     let task = tokio::spawn(async move {
         loop {
@@ -87,7 +85,7 @@ pub fn serve(
             });
         }
     });
-    MtlsServer { port, peers, task }
+    MtlsServer { peers, task }
 }
 
 fn peer_of(cert: &CertificateDer<'_>) -> Peer {
