@@ -6,6 +6,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::config::StoreArgs;
+use crate::crl_publisher::CrlPublisher;
 use crate::http::error::ApiError;
 use crate::keyring::{Keyring, KeyringError, MasterKeySource, load_master_key};
 use crate::published::{ClusterSnapshot, Published};
@@ -42,6 +43,7 @@ pub struct App {
     pub published: Published,
     pub recorder: Recorder,
     pub issue_limiter: RateLimiter,
+    pub crl_publisher: CrlPublisher,
 }
 
 pub type AppState = Arc<App>;
@@ -103,6 +105,7 @@ impl App {
             published: Published::default(),
             recorder,
             issue_limiter,
+            crl_publisher: CrlPublisher::default(),
         });
         app.preload().await?;
         Ok(app)

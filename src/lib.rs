@@ -4,6 +4,7 @@ pub mod app;
 pub mod cli;
 pub mod clusters;
 pub mod config;
+pub mod crl_publisher;
 pub mod devcert;
 pub mod http;
 pub mod issuance;

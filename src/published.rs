@@ -2,7 +2,7 @@
 //! fast and keeps being served while the database is unreachable.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use uuid::Uuid;
 
@@ -48,19 +48,25 @@ impl ClusterSnapshot {
 }
 
 /// A CRL ready to serve.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct CachedCrl {
     pub record: CrlRecord,
     pub pem: String,
     /// Strong validator: the CRL Number and authority identify the content.
     pub etag: String,
+    map_lines: OnceLock<Vec<String>>,
 }
 
 impl CachedCrl {
     pub fn new(record: CrlRecord) -> Self {
         let pem = to_pem("X509 CRL", &record.der);
         let etag = format!("\"{}-{}\"", record.authority_id.simple(), record.number);
-        Self { record, pem, etag }
+        Self { record, pem, etag, map_lines: OnceLock::new() }
+    }
+
+    /// `<SERIAL> <reason>` for each entry, read from the CRL itself (once).
+    pub fn map_lines(&self) -> &[String] {
+        self.map_lines.get_or_init(|| crate::pki::crl::read_entries(&self.record.der).unwrap_or_default())
     }
 }
 

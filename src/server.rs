@@ -80,8 +80,9 @@ impl Application {
         let Self { app, listener, transport, handle } = self;
         let service = crate::http::router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(shutdown_on_signal(handle.clone()));
+        let background = tokio::spawn(keep_crls_fresh(app.clone()));
         let address = listener.local_addr()?;
-        match transport {
+        let served = match transport {
             Transport::PlainHttp => {
                 tracing::info!(%address, "kca listening (plain HTTP)");
                 axum_server::from_tcp(listener)?.handle(handle).serve(service).await
@@ -92,7 +93,9 @@ impl Application {
                 tracing::info!(%address, "kca listening (HTTPS)");
                 axum_server::from_tcp_rustls(listener, config)?.handle(handle).serve(service).await
             }
-        }
+        };
+        background.abort();
+        served
     }
 }
 
@@ -113,6 +116,19 @@ pub fn load_tls(cert: &Path, key: &Path) -> std::io::Result<ServerConfig> {
             .map_err(|e| invalid(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// Re-sign CRLs before they age, for as long as the server runs.
+async fn keep_crls_fresh(app: AppState) {
+    let interval = crate::crl_publisher::check_interval(app.settings.crl_validity);
+    loop {
+        match crate::crl_publisher::resign_stale_crls(&app).await {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(crls = count, "re-signed CRLs"),
+            Err(err) => tracing::warn!(error = %err, "re-signing CRLs failed; retrying"),
+        }
+        tokio::time::sleep(interval).await;
+    }
 }
 
 async fn reload_on_sighup(config: RustlsConfig, cert: PathBuf, key: PathBuf) {

@@ -7,13 +7,16 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
 use super::error::{ApiError, ProblemResponses};
-use super::extract::{Json, Path, Query};
+use super::extract::{Json, Path, Query, RawBody};
 use super::pagination::{PageParams, next_cursor};
 use crate::app::AppState;
 use crate::issuance::{Signed, Usage};
+use crate::pki::crl::RevocationReason;
 use crate::pki::{AuthorityKind, Serial, to_pem};
+use crate::published::ClusterSnapshot;
 use crate::store::{
-    AuthorityRecord, CertificateFilter, CertificateRecord, CertificateStatus, ClusterRecord, StoreError,
+    AuthorityRecord, AuthorityState, CertificateFilter, CertificateRecord, CertificateStatus, ClusterRecord,
+    StoreError,
 };
 use crate::token::Scope;
 
@@ -232,4 +235,151 @@ pub async fn get_certificate(
         other => other.into(),
     })?;
     Ok(Json(CertificateResponse::from_record(record, app.now())))
+}
+
+/// Why a certificate is revoked.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// An RFC 5280 reason name; `unspecified` by default.
+    #[serde(default)]
+    pub reason: RevocationReason,
+}
+
+/// Revoke every live certificate of a user.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeUserRequest {
+    /// The user (CN) whose unexpired, unrevoked certificates are revoked.
+    pub user: String,
+    #[serde(default)]
+    pub reason: RevocationReason,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RevocationResponse {
+    /// Serials revoked by this call.
+    pub serials: Vec<String>,
+}
+
+/// Publish fresh CRLs for the authorities of revoked certificates, before answering: a revoke call
+/// returns once the CRL that lists the certificate is published.
+async fn publish_for(
+    app: &AppState,
+    snapshot: &ClusterSnapshot,
+    authority_ids: &[uuid::Uuid],
+) -> Result<(), ApiError> {
+    let mut seen = Vec::new();
+    for id in authority_ids {
+        if seen.contains(id) {
+            continue;
+        }
+        seen.push(*id);
+        // A retired generation is in no bundle and needs no CRL.
+        if let Some(authority) =
+            snapshot.authorities.iter().find(|a| a.id == *id && a.state != AuthorityState::Retired)
+        {
+            app.crl_publisher.publish(app, authority).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Revoke one certificate (idempotent: revoking again answers the same revocation).
+#[utoipa::path(
+    post, path = "/v1/clusters/{cluster}/certificates/{serial}/revoke", tag = "revocation",
+    params(
+        ("cluster" = String, Path, description = "Cluster id or name"),
+        ("serial" = String, Path, description = "Serial number, hex"),
+    ),
+    request_body(content = Option<RevokeRequest>, content_type = "application/json"),
+    responses((status = 200, body = CertificateResponse), ProblemResponses),
+    security(("bearer" = []))
+)]
+pub async fn revoke_certificate(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((cluster, serial)): Path<(String, String)>,
+    RawBody(body): RawBody,
+) -> Result<Json<CertificateResponse>, ApiError> {
+    caller.require(Scope::CertificatesRevoke)?;
+    let snapshot = app.snapshot(&cluster).await?;
+    caller.require_for_cluster(Scope::CertificatesRevoke, &snapshot.cluster.name)?;
+    let serial = parse_serial(&serial)?;
+    // The body is optional: an empty one means the default reason.
+    let reason = if body.iter().all(u8::is_ascii_whitespace) {
+        RevocationReason::default()
+    } else {
+        serde_json::from_slice::<RevokeRequest>(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?
+            .reason
+    };
+    let audit = caller.audit(
+        app.now(),
+        "certificate.revoke",
+        "certificate",
+        serial.clone(),
+        Some(snapshot.cluster.id),
+        serde_json::json!({ "reason": reason.as_str() }),
+    );
+    let (record, revoked_now) =
+        app.store.revoke_certificate(snapshot.cluster.id, &serial, reason, &audit).await.map_err(
+            |e| match e {
+                StoreError::NotFound => {
+                    ApiError::not_found(format!("no certificate with serial {serial} in this cluster"))
+                }
+                other => other.into(),
+            },
+        )?;
+    if revoked_now {
+        tracing::info!(cluster.name = %snapshot.cluster.name, cert.serial = %serial, reason = reason.as_str(), actor = caller.actor(), "certificate revoked");
+    }
+    // Revoking again publishes nothing new, unless the first call's CRL never made it out.
+    let listed = app.published.crl(record.authority_id).is_some_and(|crl| {
+        crl.map_lines().iter().any(|line| line.split(' ').next() == Some(serial.as_str()))
+    });
+    if revoked_now || !listed {
+        publish_for(&app, &snapshot, &[record.authority_id]).await?;
+    }
+    Ok(Json(CertificateResponse::from_record(record, app.now())))
+}
+
+/// Revoke every unexpired, unrevoked certificate of a user.
+#[utoipa::path(
+    post, path = "/v1/clusters/{cluster}/revocations", tag = "revocation",
+    params(("cluster" = String, Path, description = "Cluster id or name")),
+    request_body = RevokeUserRequest,
+    responses((status = 200, body = RevocationResponse), ProblemResponses),
+    security(("bearer" = []))
+)]
+pub async fn revoke_user(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(cluster): Path<String>,
+    Json(request): Json<RevokeUserRequest>,
+) -> Result<Json<RevocationResponse>, ApiError> {
+    caller.require(Scope::CertificatesRevoke)?;
+    let snapshot = app.snapshot(&cluster).await?;
+    caller.require_for_cluster(Scope::CertificatesRevoke, &snapshot.cluster.name)?;
+    crate::policy::validate_identity("user", &request.user)?;
+    let audit = caller.audit(
+        app.now(),
+        "certificate.revoke_user",
+        "user",
+        request.user.clone(),
+        Some(snapshot.cluster.id),
+        serde_json::json!({ "reason": request.reason.as_str() }),
+    );
+    let revoked =
+        app.store.revoke_by_common_name(snapshot.cluster.id, &request.user, request.reason, &audit).await?;
+    tracing::info!(
+        cluster.name = %snapshot.cluster.name,
+        cert.user = %request.user,
+        certificates = revoked.len(),
+        actor = caller.actor(),
+        "certificates of a user revoked"
+    );
+    let authorities: Vec<uuid::Uuid> = revoked.iter().map(|c| c.authority_id).collect();
+    publish_for(&app, &snapshot, &authorities).await?;
+    Ok(Json(RevocationResponse { serials: revoked.into_iter().map(|c| c.serial).collect() }))
 }

@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::crl_publisher::PublishError;
 use crate::issuance::Refusal;
 use crate::keyring::KeyringError;
 use crate::pki::PkiError;
@@ -208,6 +209,15 @@ impl From<PkiError> for ApiError {
         match err {
             PkiError::InvalidCsr(detail) => ApiError::invalid("csr_pem", detail),
             other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<PublishError> for ApiError {
+    fn from(err: PublishError) -> Self {
+        match err {
+            PublishError::Store(store) => store.into(),
+            PublishError::Keyring(keyring) => keyring.into(),
         }
     }
 }

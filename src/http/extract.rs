@@ -50,3 +50,21 @@ impl From<QueryRejection> for ApiError {
         ApiError::from_rejection(rejection.status(), rejection.body_text())
     }
 }
+
+/// The raw body (for optional JSON bodies), with an oversized body answered as problem+json.
+#[derive(Debug)]
+pub struct RawBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        axum::body::Bytes::from_request(request, state).await.map(RawBody).map_err(ApiError::from)
+    }
+}
+
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::BytesRejection) -> Self {
+        ApiError::from_rejection(rejection.status(), rejection.body_text())
+    }
+}

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod authorities;
 pub mod certificates;
 pub mod clusters;
+pub mod crls;
 pub mod download;
 pub mod error;
 pub mod extract;
@@ -47,6 +48,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
         (name = "authorities", description = "The five CAs of a cluster and their bundles"),
         (name = "kubeconfigs", description = "Short-lived user kubeconfigs"),
         (name = "certificates", description = "Issued certificates"),
+        (name = "revocation", description = "Revocation, CRLs and the bundles proxies consume"),
         (name = "audit", description = "The audit trail"),
         (name = "operations", description = "Health and readiness"),
     )
@@ -76,6 +78,13 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(kubeconfigs::issue_kubeconfig))
         .routes(routes!(certificates::list_certificates))
         .routes(routes!(certificates::get_certificate))
+        .routes(routes!(certificates::revoke_certificate))
+        .routes(routes!(certificates::revoke_user))
+        .routes(routes!(crls::crl_der))
+        .routes(routes!(crls::crl_pem))
+        .routes(routes!(crls::client_ca))
+        .routes(routes!(crls::client_crl))
+        .routes(routes!(crls::revoked_map))
         .routes(routes!(audit::list_audit))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

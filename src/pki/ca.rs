@@ -64,7 +64,7 @@ pub fn create_authority(
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages =
         vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    params.key_identifier_method = KeyIdMethod::PreSpecified(super::key_identifier(&key.spki_der()));
+    params.key_identifier_method = KeyIdMethod::PreSpecified(super::key_identifier(&key.spki_der())?);
     params.serial_number = Some(rcgen::SerialNumber::from_slice(Serial::random()?.as_bytes()));
     // X.509 times have whole seconds; keep the stored times equal to the encoded ones.
     let not_before = (now - BACKDATE).replace_nanosecond(0).expect("0 is a valid nanosecond");

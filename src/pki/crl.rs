@@ -114,6 +114,39 @@ pub fn sign_crl(ca: &CaSigner, window: CrlWindow, revoked: &[RevokedEntry]) -> R
     Ok(crl.der().to_vec())
 }
 
+/// The entries of a DER CRL as `<SERIAL HEX> <reason>` lines (the HAProxy map format).
+pub fn read_entries(der: &[u8]) -> Result<Vec<String>, PkiError> {
+    use der::Decode;
+    let crl = x509_cert::crl::CertificateList::from_der(der)?;
+    let reason_oid = der::asn1::ObjectIdentifier::new_unwrap("2.5.29.21");
+    let mut lines = Vec::new();
+    for entry in crl.tbs_cert_list.revoked_certificates.iter().flatten() {
+        let reason = entry
+            .crl_entry_extensions
+            .iter()
+            .flatten()
+            .find(|e| e.extn_id == reason_oid)
+            .and_then(|e| x509_cert::ext::pkix::CrlReason::from_der(e.extn_value.as_bytes()).ok())
+            .map_or(RevocationReason::Unspecified, from_crl_reason);
+        lines.push(format!("{} {}", hex::encode_upper(entry.serial_number.as_bytes()), reason.as_str()));
+    }
+    Ok(lines)
+}
+
+fn from_crl_reason(reason: x509_cert::ext::pkix::CrlReason) -> RevocationReason {
+    use x509_cert::ext::pkix::CrlReason as R;
+    match reason {
+        R::KeyCompromise => RevocationReason::KeyCompromise,
+        R::CaCompromise => RevocationReason::CaCompromise,
+        R::AffiliationChanged => RevocationReason::AffiliationChanged,
+        R::Superseded => RevocationReason::Superseded,
+        R::CessationOfOperation => RevocationReason::CessationOfOperation,
+        R::PrivilegeWithdrawn => RevocationReason::PrivilegeWithdrawn,
+        R::AaCompromise => RevocationReason::AaCompromise,
+        _ => RevocationReason::Unspecified,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +194,9 @@ mod tests {
             .unwrap();
         let aki = AuthorityKeyIdentifier::from_der(aki.extn_value.as_bytes()).unwrap();
         assert_eq!(aki.key_identifier.unwrap().as_bytes(), ca.signer.key_id());
+        let lines = read_entries(&der).unwrap();
+        assert_eq!(lines[0], format!("{} keyCompromise", entries[0].serial));
+        assert_eq!(lines[1], format!("{} unspecified", entries[1].serial));
     }
 
     #[test]

@@ -105,7 +105,8 @@ pub fn issue_leaf(ca: &CaSigner, spec: &LeafSpec<'_>) -> Result<IssuedLeaf, PkiE
         extensions.push(ExtendedKeyUsage(ekus).to_extension(&subject, &[])?);
     }
     extensions.push(
-        SubjectKeyIdentifier(OctetString::new(key_identifier(spec.spki_der))?).to_extension(&subject, &[])?,
+        SubjectKeyIdentifier(OctetString::new(key_identifier(spec.spki_der)?)?)
+            .to_extension(&subject, &[])?,
     );
     extensions.push(
         AuthorityKeyIdentifier {

@@ -35,10 +35,12 @@ pub fn fingerprint_sha256(der: &[u8]) -> String {
 }
 
 /// Key identifier (SKI/AKI) of a public key: RFC 7093 method 1, the leftmost 160 bits of the
-/// SHA-256 of the SubjectPublicKeyInfo. The same method rcgen uses for the CA certificates.
-pub fn key_identifier(spki_der: &[u8]) -> Vec<u8> {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, spki_der);
-    digest.as_ref()[..20].to_vec()
+/// SHA-256 of the subjectPublicKey BIT STRING value (a method linters recognise).
+pub fn key_identifier(spki_der: &[u8]) -> Result<Vec<u8>, PkiError> {
+    use der::Decode;
+    let spki = spki::SubjectPublicKeyInfoRef::from_der(spki_der)?;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, spki.subject_public_key.raw_bytes());
+    Ok(digest.as_ref()[..20].to_vec())
 }
 
 /// PEM-encode DER bytes under a label such as `CERTIFICATE` or `X509 CRL`.

@@ -273,6 +273,13 @@ pub trait Store: Send + Sync + 'static {
         sign: CrlSigner<'_>,
     ) -> StoreResult<CrlRecord>;
 
+    /// Serial (uppercase hex) and reason of every revoked, unexpired certificate of these authorities.
+    async fn list_revoked_serials(
+        &self,
+        authority_ids: &[Uuid],
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<(String, RevocationReason)>>;
+
     /// The current CRL of each of these authorities.
     async fn current_crls(&self, authority_ids: &[Uuid]) -> StoreResult<Vec<CrlRecord>>;
 

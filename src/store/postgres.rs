@@ -564,6 +564,30 @@ impl Store for PostgresStore {
         Ok(record)
     }
 
+    async fn list_revoked_serials(
+        &self,
+        authority_ids: &[Uuid],
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<(String, RevocationReason)>> {
+        let rows = sqlx::query(
+            "SELECT serial, revocation_reason FROM certificates \
+             WHERE authority_id = ANY($1) AND revoked_at IS NOT NULL AND not_after > $2 ORDER BY seq",
+        )
+        .bind(authority_ids.to_vec())
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let reason: Option<String> = row.try_get("revocation_reason")?;
+                Ok((
+                    row.try_get("serial")?,
+                    reason.as_deref().map(parse_reason).transpose()?.unwrap_or_default(),
+                ))
+            })
+            .collect()
+    }
+
     async fn current_crls(&self, authority_ids: &[Uuid]) -> StoreResult<Vec<CrlRecord>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {CRL_COLUMNS} FROM crls WHERE authority_id = ANY($1)"

@@ -599,6 +599,32 @@ impl Store for SqliteStore {
         Ok(record)
     }
 
+    async fn list_revoked_serials(
+        &self,
+        authority_ids: &[Uuid],
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<(String, RevocationReason)>> {
+        let ids: Vec<String> = authority_ids.iter().map(Uuid::to_string).collect();
+        let rows = sqlx::query(
+            "SELECT serial, revocation_reason FROM certificates \
+             WHERE authority_id IN (SELECT value FROM json_each(?)) AND revoked_at IS NOT NULL AND not_after > ? \
+             ORDER BY seq",
+        )
+        .bind(Json(ids))
+        .bind(micros(now))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let reason: Option<String> = row.try_get("revocation_reason")?;
+                Ok((
+                    row.try_get("serial")?,
+                    reason.as_deref().map(parse_reason).transpose()?.unwrap_or_default(),
+                ))
+            })
+            .collect()
+    }
+
     async fn current_crls(&self, authority_ids: &[Uuid]) -> StoreResult<Vec<CrlRecord>> {
         let ids: Vec<String> = authority_ids.iter().map(Uuid::to_string).collect();
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(

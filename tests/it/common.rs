@@ -118,6 +118,19 @@ impl TestServer {
     pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut ServeArgs)) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
         let database = (backend == Backend::Postgres).then(PgDatabase::create);
+        Self::resume_with(data_dir, database, adjust).await
+    }
+
+    /// Start again on the data directory and database a stopped server left.
+    pub async fn resume(data_dir: TempDir, database: Option<PgDatabase>) -> Self {
+        Self::resume_with(data_dir, database, |_| {}).await
+    }
+
+    async fn resume_with(
+        data_dir: TempDir,
+        database: Option<PgDatabase>,
+        adjust: impl FnOnce(&mut ServeArgs),
+    ) -> Self {
         let mut args = serve_args(data_dir.path(), database.as_ref().map(|db| db.url.clone()));
         adjust(&mut args);
         let application = Application::build(&args).await.expect("the server starts");

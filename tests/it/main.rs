@@ -7,5 +7,8 @@ mod clusters;
 mod keys;
 mod kubeconfigs;
 mod limits;
+mod lint;
 mod mtls;
 mod openapi;
+mod pgcluster;
+mod revocation;
