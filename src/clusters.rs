@@ -107,56 +107,65 @@ pub struct BuiltCluster {
     pub signers: Vec<(Uuid, Arc<CaSigner>)>,
 }
 
-/// Make the five authorities (keys sealed under `master`, bound to their ids) and their first CRLs.
+/// One authority generation: its record (key sealed under `master`, bound to its id), its first
+/// (empty) CRL, and its signer.
+pub struct BuiltAuthority {
+    pub record: AuthorityRecord,
+    pub crl: CrlRecord,
+    pub signer: Arc<CaSigner>,
+}
+
+/// Make generation `generation` of a cluster's `kind` CA.
+pub fn build_authority(
+    cluster: &ClusterRecord,
+    kind: AuthorityKind,
+    generation: i32,
+    master: &MasterKey,
+    now: OffsetDateTime,
+    crl_validity: Duration,
+) -> Result<BuiltAuthority, PkiError> {
+    let cluster_id = cluster.id.to_string();
+    let identity =
+        AuthorityIdentity { cluster_name: &cluster.name, cluster_id: &cluster_id, kind, generation };
+    let made = create_authority(&identity, cluster.key_algorithm, now)?;
+    let authority_id = Uuid::new_v4();
+    let signed = sign_crl_now(&made.signer, 1, &[], now, crl_validity)?;
+    let crl = CrlRecord {
+        authority_id,
+        number: 1,
+        this_update: signed.this_update,
+        next_update: signed.next_update,
+        entries: 0,
+        der: signed.der,
+    };
+    let record = AuthorityRecord {
+        id: authority_id,
+        cluster_id: cluster.id,
+        kind,
+        generation,
+        state: AuthorityState::Active,
+        subject: made.signer.subject_text(),
+        fingerprint: fingerprint_sha256(&made.certificate_der),
+        key_algorithm: cluster.key_algorithm,
+        sealed_key: master.seal(&made.pkcs8, &authority_aad(authority_id))?,
+        key_version: master.version(),
+        not_before: made.signer.not_before(),
+        not_after: made.signer.not_after(),
+        created_at: now,
+        certificate_der: made.certificate_der,
+    };
+    Ok(BuiltAuthority { record, crl, signer: Arc::new(made.signer) })
+}
+
+/// Make the five first-generation authorities of a new cluster and their first CRLs.
 pub fn build_cluster(
     draft: ClusterDraft,
     master: &MasterKey,
     now: OffsetDateTime,
     crl_validity: Duration,
 ) -> Result<BuiltCluster, PkiError> {
-    let cluster_id = Uuid::new_v4();
-    let cluster_id_text = cluster_id.to_string();
-    let mut authorities = Vec::with_capacity(AuthorityKind::ALL.len());
-    let mut crls = Vec::with_capacity(AuthorityKind::ALL.len());
-    let mut signers = Vec::with_capacity(AuthorityKind::ALL.len());
-    for kind in AuthorityKind::ALL {
-        let identity = AuthorityIdentity {
-            cluster_name: &draft.name,
-            cluster_id: &cluster_id_text,
-            kind,
-            generation: 1,
-        };
-        let made = create_authority(&identity, draft.key_algorithm, now)?;
-        let authority_id = Uuid::new_v4();
-        let signed = sign_crl_now(&made.signer, 1, &[], now, crl_validity)?;
-        crls.push(CrlRecord {
-            authority_id,
-            number: 1,
-            this_update: signed.this_update,
-            next_update: signed.next_update,
-            entries: 0,
-            der: signed.der,
-        });
-        authorities.push(AuthorityRecord {
-            id: authority_id,
-            cluster_id,
-            kind,
-            generation: 1,
-            state: AuthorityState::Active,
-            subject: made.signer.subject_text(),
-            fingerprint: fingerprint_sha256(&made.certificate_der),
-            key_algorithm: draft.key_algorithm,
-            sealed_key: master.seal(&made.pkcs8, &authority_aad(authority_id))?,
-            key_version: master.version(),
-            not_before: made.signer.not_before(),
-            not_after: made.signer.not_after(),
-            created_at: now,
-            certificate_der: made.certificate_der,
-        });
-        signers.push((authority_id, Arc::new(made.signer)));
-    }
     let cluster = ClusterRecord {
-        id: cluster_id,
+        id: Uuid::new_v4(),
         name: draft.name,
         server: draft.server,
         key_algorithm: draft.key_algorithm,
@@ -165,6 +174,15 @@ pub fn build_cluster(
         created_at: now,
         updated_at: now,
     };
+    let mut authorities = Vec::with_capacity(AuthorityKind::ALL.len());
+    let mut crls = Vec::with_capacity(AuthorityKind::ALL.len());
+    let mut signers = Vec::with_capacity(AuthorityKind::ALL.len());
+    for kind in AuthorityKind::ALL {
+        let built = build_authority(&cluster, kind, 1, master, now, crl_validity)?;
+        signers.push((built.record.id, built.signer));
+        authorities.push(built.record);
+        crls.push(built.crl);
+    }
     Ok(BuiltCluster { new: NewCluster { cluster, authorities, crls }, signers })
 }
 

@@ -11,6 +11,7 @@ pub mod issuance;
 pub mod keyring;
 pub mod pki;
 pub mod policy;
+pub mod profiles;
 pub mod published;
 pub mod ratelimit;
 pub mod recorder;

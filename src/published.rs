@@ -114,6 +114,10 @@ impl Published {
         self.crls.read().expect("crls lock").get(&authority_id).cloned()
     }
 
+    pub fn remove_crl(&self, authority_id: Uuid) {
+        self.crls.write().expect("crls lock").remove(&authority_id);
+    }
+
     /// Keep `record` unless a CRL with a higher number is already cached: what is served never
     /// goes backwards, whatever order updates arrive in.
     pub fn put_crl(&self, record: CrlRecord) -> Arc<CachedCrl> {

@@ -3,18 +3,21 @@
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::auth::Caller;
+use super::clusters::load_cluster;
 use super::download::{Caching, cacheable, etag_of};
 use super::error::{ApiError, ProblemResponses};
-use super::extract::{Json, Path};
+use super::extract::{Json, Path, RawBody};
 use crate::app::AppState;
+use crate::clusters::build_authority;
 use crate::pki::{AuthorityKind, to_pem};
 use crate::published::ClusterSnapshot;
-use crate::store::AuthorityRecord;
+use crate::store::{AuthorityRecord, AuthorityState, StoreError};
+use crate::token::Scope;
 
 /// One generation of a CA.
 #[derive(Debug, Serialize, ToSchema)]
@@ -170,4 +173,130 @@ pub async fn ca_bundle(
         Caching { max_age: Some(300), last_modified: None },
         bundle,
     ))
+}
+
+/// Rotate a CA: generation N+1 (new key, distinct subject) becomes the signer; the previous
+/// generation becomes `retiring` and stays in every bundle, with its CRL, until retired.
+#[utoipa::path(
+    post, path = "/v1/clusters/{cluster}/authorities/{kind}/rotate", tag = "authorities",
+    params(
+        ("cluster" = String, Path, description = "Cluster id or name"),
+        ("kind" = AuthorityKind, Path, description = "etcd, control-plane, operators, kubelet or aggregation"),
+    ),
+    responses((status = 200, body = AuthorityResponse), ProblemResponses),
+    security(("bearer" = []))
+)]
+pub async fn rotate_authority(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((cluster, kind)): Path<(String, String)>,
+) -> Result<Json<AuthorityResponse>, ApiError> {
+    let kind = parse_kind(&kind)?;
+    caller.require(Scope::Admin)?;
+    let snapshot = load_cluster(&app, &cluster).await?;
+    let generation =
+        snapshot.authorities.iter().filter(|a| a.kind == kind).map(|a| a.generation).max().unwrap_or(0) + 1;
+    let now = app.now();
+    let (crl_validity, cluster_record, job_app) =
+        (app.settings.crl_validity, snapshot.cluster.clone(), app.clone());
+    let built = app
+        .run_blocking(move || {
+            build_authority(&cluster_record, kind, generation, job_app.keyring.master(), now, crl_validity)
+        })
+        .await??;
+    let audit = caller.audit(
+        now,
+        "authority.rotate",
+        "authority",
+        format!("{kind}/{generation}"),
+        Some(snapshot.cluster.id),
+        serde_json::json!({ "kind": kind, "generation": generation, "fingerprint_sha256": built.record.fingerprint }),
+    );
+    app.store.rotate_authority(&built.record, &built.crl, &audit).await.map_err(|e| match e {
+        StoreError::Conflict(_) => {
+            ApiError::conflict(format!("the {kind} CA was rotated concurrently; retry"))
+        }
+        other => other.into(),
+    })?;
+    tracing::info!(cluster.name = %snapshot.cluster.name, authority.kind = %kind, generation, actor = caller.actor(), "authority rotated");
+    app.keyring.insert(built.record.id, built.signer);
+    app.published.put_crl(built.crl);
+    let snapshot = app.refresh_snapshot(snapshot.cluster.clone()).await?;
+    AuthorityResponse::from_snapshot(&snapshot, kind)
+        .map(Json)
+        .ok_or_else(|| ApiError::internal("the rotated authority has no signer"))
+}
+
+/// Whether to revoke what the generation still vouches for.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetireRequest {
+    /// Revoke its unexpired, unrevoked certificates first (reason `cessationOfOperation`).
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Retire a retiring generation: it leaves every bundle and its certificates stop verifying.
+/// Refused (409) while it has unexpired, unrevoked certificates, unless `force`.
+#[utoipa::path(
+    post, path = "/v1/clusters/{cluster}/authorities/{kind}/generations/{generation}/retire", tag = "authorities",
+    params(
+        ("cluster" = String, Path, description = "Cluster id or name"),
+        ("kind" = AuthorityKind, Path, description = "etcd, control-plane, operators, kubelet or aggregation"),
+        ("generation" = i32, Path, description = "The generation to retire"),
+    ),
+    request_body(content = Option<RetireRequest>, content_type = "application/json"),
+    responses((status = 200, body = AuthorityResponse), ProblemResponses),
+    security(("bearer" = []))
+)]
+pub async fn retire_generation(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((cluster, kind, generation)): Path<(String, String, i32)>,
+    RawBody(body): RawBody,
+) -> Result<Json<AuthorityResponse>, ApiError> {
+    let kind = parse_kind(&kind)?;
+    caller.require(Scope::Admin)?;
+    let request: RetireRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RetireRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?
+    };
+    let snapshot = load_cluster(&app, &cluster).await?;
+    let authority = snapshot
+        .authorities
+        .iter()
+        .find(|a| a.kind == kind && a.generation == generation)
+        .ok_or_else(|| ApiError::not_found(format!("the {kind} CA has no generation {generation}")))?;
+    if authority.state != AuthorityState::Retired {
+        let audit = caller.audit(
+            app.now(),
+            "authority.retire",
+            "authority",
+            format!("{kind}/{generation}"),
+            Some(snapshot.cluster.id),
+            serde_json::json!({ "kind": kind, "generation": generation, "force": request.force }),
+        );
+        let revoked =
+            app.store.retire_authority(authority.id, request.force, &audit).await.map_err(|e| match e {
+                StoreError::Conflict(detail) => ApiError::conflict(detail),
+                other => other.into(),
+            })?;
+        tracing::info!(
+            cluster.name = %snapshot.cluster.name,
+            authority.kind = %kind,
+            generation,
+            revoked = revoked.len(),
+            actor = caller.actor(),
+            "authority generation retired"
+        );
+        app.keyring.remove(&[authority.id]);
+        app.crl_publisher.forget(&[authority.id]);
+        app.published.remove_crl(authority.id);
+    }
+    let snapshot = app.refresh_snapshot(snapshot.cluster.clone()).await?;
+    AuthorityResponse::from_snapshot(&snapshot, kind)
+        .map(Json)
+        .ok_or_else(|| ApiError::internal("the authority has no signer"))
 }

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod authorities;
 pub mod certificates;
 pub mod clusters;
+pub mod components;
 pub mod crls;
 pub mod download;
 pub mod error;
@@ -75,8 +76,11 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(authorities::list_authorities))
         .routes(routes!(authorities::get_authority))
         .routes(routes!(authorities::ca_bundle))
+        .routes(routes!(authorities::rotate_authority))
+        .routes(routes!(authorities::retire_generation))
+        .routes(routes!(components::list_profiles))
         .routes(routes!(kubeconfigs::issue_kubeconfig))
-        .routes(routes!(certificates::list_certificates))
+        .routes(routes!(certificates::list_certificates, components::issue_certificate))
         .routes(routes!(certificates::get_certificate))
         .routes(routes!(certificates::revoke_certificate))
         .routes(routes!(certificates::revoke_user))

@@ -232,6 +232,25 @@ pub trait Store: Send + Sync + 'static {
     /// Every non-retired authority of every cluster.
     async fn list_live_authorities(&self) -> StoreResult<Vec<AuthorityRecord>>;
 
+    /// Add a new generation of an authority (with its first CRL) and make it the signer: the
+    /// active generations of that kind become retiring. Conflict when another rotation won.
+    async fn rotate_authority(
+        &self,
+        new: &AuthorityRecord,
+        crl: &CrlRecord,
+        audit: &AuditEntry,
+    ) -> StoreResult<()>;
+
+    /// Retire a retiring generation: it leaves every bundle and its CRL goes. Conflict while it
+    /// still has unexpired, unrevoked certificates, unless `force`, which revokes them first
+    /// (cessationOfOperation). Answers the serials revoked.
+    async fn retire_authority(
+        &self,
+        authority_id: Uuid,
+        force: bool,
+        audit: &AuditEntry,
+    ) -> StoreResult<Vec<String>>;
+
     /// Record issued certificates, each with its audit event, in one transaction.
     async fn record_certificates(&self, batch: &[(CertificateRecord, AuditEntry)]) -> StoreResult<()>;
 

@@ -346,6 +346,91 @@ impl Store for PostgresStore {
         rows.iter().map(authority_from_row).collect()
     }
 
+    async fn rotate_authority(
+        &self,
+        new: &AuthorityRecord,
+        crl: &CrlRecord,
+        audit: &AuditEntry,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE authorities SET state = 'retiring' WHERE cluster_id = $1 AND kind = $2 AND state = 'active'")
+            .bind(new.cluster_id)
+            .bind(new.kind.as_str())
+            .execute(&mut *tx)
+            .await?;
+        insert_authority(&mut tx, new).await?;
+        sqlx::query("UPDATE authorities SET crl_number = $2 WHERE id = $1")
+            .bind(new.id)
+            .bind(crl.number)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO crls ({CRL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+        )))
+        .bind(crl.authority_id)
+        .bind(crl.number)
+        .bind(crl.this_update)
+        .bind(crl.next_update)
+        .bind(crl.entries)
+        .bind(&crl.der)
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn retire_authority(
+        &self,
+        authority_id: Uuid,
+        force: bool,
+        audit: &AuditEntry,
+    ) -> StoreResult<Vec<String>> {
+        let mut tx = self.pool.begin().await?;
+        let state: String = sqlx::query_scalar("SELECT state FROM authorities WHERE id = $1 FOR UPDATE")
+            .bind(authority_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        if state != "retiring" {
+            return Err(StoreError::Conflict(format!(
+                "only a retiring generation can be retired; this one is {state} (rotate first)"
+            )));
+        }
+        let live: Vec<String> = sqlx::query_scalar(
+            "SELECT serial FROM certificates WHERE authority_id = $1 AND revoked_at IS NULL AND not_after > $2",
+        )
+        .bind(authority_id)
+        .bind(audit.at)
+        .fetch_all(&mut *tx)
+        .await?;
+        if !live.is_empty() && !force {
+            return Err(StoreError::Conflict(format!(
+                "{} unexpired, unrevoked certificates were signed by this generation; \
+                 retire with force to revoke them first",
+                live.len()
+            )));
+        }
+        sqlx::query(
+            "UPDATE certificates SET revoked_at = $2, revocation_reason = 'cessationOfOperation' \
+             WHERE authority_id = $1 AND revoked_at IS NULL AND not_after > $2",
+        )
+        .bind(authority_id)
+        .bind(audit.at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE authorities SET state = 'retired' WHERE id = $1")
+            .bind(authority_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM crls WHERE authority_id = $1").bind(authority_id).execute(&mut *tx).await?;
+        let mut entry = audit.clone();
+        entry.details["revoked"] = live.iter().cloned().collect();
+        insert_audit(&mut tx, &entry).await?;
+        tx.commit().await?;
+        Ok(live)
+    }
+
     async fn record_certificates(&self, batch: &[(CertificateRecord, AuditEntry)]) -> StoreResult<()> {
         if batch.is_empty() {
             return Ok(());

@@ -398,6 +398,93 @@ impl Store for SqliteStore {
         rows.iter().map(authority_from_row).collect()
     }
 
+    async fn rotate_authority(
+        &self,
+        new: &AuthorityRecord,
+        crl: &CrlRecord,
+        audit: &AuditEntry,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE authorities SET state = 'retiring' WHERE cluster_id = ? AND kind = ? AND state = 'active'")
+            .bind(new.cluster_id.to_string())
+            .bind(new.kind.as_str())
+            .execute(&mut *tx)
+            .await?;
+        insert_authority(&mut tx, new).await?;
+        sqlx::query("UPDATE authorities SET crl_number = ? WHERE id = ?")
+            .bind(crl.number)
+            .bind(new.id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO crls ({CRL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+        )))
+        .bind(crl.authority_id.to_string())
+        .bind(crl.number)
+        .bind(micros(crl.this_update))
+        .bind(micros(crl.next_update))
+        .bind(crl.entries)
+        .bind(&crl.der)
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn retire_authority(
+        &self,
+        authority_id: Uuid,
+        force: bool,
+        audit: &AuditEntry,
+    ) -> StoreResult<Vec<String>> {
+        let mut tx = self.begin_write().await?;
+        let id = authority_id.to_string();
+        let state: String = sqlx::query_scalar("SELECT state FROM authorities WHERE id = ?")
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        if state != "retiring" {
+            return Err(StoreError::Conflict(format!(
+                "only a retiring generation can be retired; this one is {state} (rotate first)"
+            )));
+        }
+        let at = micros(audit.at);
+        let live: Vec<String> = sqlx::query_scalar(
+            "SELECT serial FROM certificates WHERE authority_id = ? AND revoked_at IS NULL AND not_after > ?",
+        )
+        .bind(&id)
+        .bind(at)
+        .fetch_all(&mut *tx)
+        .await?;
+        if !live.is_empty() && !force {
+            return Err(StoreError::Conflict(format!(
+                "{} unexpired, unrevoked certificates were signed by this generation; \
+                 retire with force to revoke them first",
+                live.len()
+            )));
+        }
+        sqlx::query(
+            "UPDATE certificates SET revoked_at = ?2, revocation_reason = 'cessationOfOperation' \
+             WHERE authority_id = ?1 AND revoked_at IS NULL AND not_after > ?2",
+        )
+        .bind(&id)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE authorities SET state = 'retired' WHERE id = ?")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM crls WHERE authority_id = ?").bind(&id).execute(&mut *tx).await?;
+        let mut entry = audit.clone();
+        entry.details["revoked"] = live.iter().cloned().collect();
+        insert_audit(&mut tx, &entry).await?;
+        tx.commit().await?;
+        Ok(live)
+    }
+
     async fn record_certificates(&self, batch: &[(CertificateRecord, AuditEntry)]) -> StoreResult<()> {
         if batch.is_empty() {
             return Ok(());

@@ -4,6 +4,7 @@ mod common;
 
 mod auth;
 mod clusters;
+mod components;
 mod keys;
 mod kubeconfigs;
 mod limits;
@@ -12,3 +13,4 @@ mod mtls;
 mod openapi;
 mod pgcluster;
 mod revocation;
+mod rotation;

@@ -1,0 +1,151 @@
+//! Component certificates (etcd, apiserver, kubelets, controllers, front-proxy), issued under the
+//! named profiles of `crate::profiles`.
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use super::auth::Caller;
+use super::certificates::record_issued;
+use super::error::{ApiError, ProblemResponses};
+use super::extract::{Json, Path};
+use crate::app::AppState;
+use crate::issuance::{SubjectKey, sign};
+use crate::pki::KeyAlgorithm;
+use crate::profiles::{ComponentRequest, Profile, profiles, resolve};
+use crate::token::Scope;
+
+/// A component certificate to issue.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewCertificateRequest {
+    /// A profile name from `GET /v1/profiles`, e.g. `etcd-peer` or `apiserver`.
+    #[schema(example = "etcd-peer")]
+    pub profile: String,
+    /// The CN, where the profile lets the request choose it.
+    pub common_name: Option<String>,
+    /// Must equal the profile's fixed organizations when given.
+    pub organizations: Option<Vec<String>>,
+    #[serde(default)]
+    pub dns_names: Vec<String>,
+    #[serde(default)]
+    pub ip_addresses: Vec<String>,
+    /// A PEM CSR to sign instead of generating a key.
+    pub csr_pem: Option<String>,
+    /// Lifetime; the profile's default (one year) when absent.
+    pub ttl_seconds: Option<u64>,
+    /// Algorithm of the key kca generates (default `p256`); not with `csr_pem`.
+    pub key_algorithm: Option<KeyAlgorithm>,
+    /// `apiserver` only: the cluster DNS domain (default `cluster.local`).
+    pub cluster_domain: Option<String>,
+    /// `apiserver` only: the `kubernetes` service IP (default `10.96.0.1`).
+    pub service_ip: Option<String>,
+}
+
+/// An issued component certificate.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IssuedCertificateResponse {
+    pub profile: String,
+    /// Uppercase hex.
+    pub serial: String,
+    pub certificate_pem: String,
+    /// Only when kca generated the key. Shown once; kca keeps no copy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_key_pem: Option<String>,
+    /// The bundle of the CA kind that signed it (every live generation).
+    pub ca_pem: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    pub fingerprint_sha256: String,
+}
+
+/// Issue a component certificate under a profile.
+#[utoipa::path(
+    post, path = "/v1/clusters/{cluster}/certificates", tag = "certificates",
+    params(("cluster" = String, Path, description = "Cluster id or name")),
+    request_body = NewCertificateRequest,
+    responses(
+        (status = 201, body = IssuedCertificateResponse, headers(("Location" = String, description = "The certificate"))),
+        ProblemResponses,
+    ),
+    security(("bearer" = []))
+)]
+pub async fn issue_certificate(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(cluster): Path<String>,
+    Json(request): Json<NewCertificateRequest>,
+) -> Result<Response, ApiError> {
+    let snapshot = app.snapshot(&cluster).await?;
+    caller.require_for_cluster(Scope::CertificatesIssue, &snapshot.cluster.name)?;
+    let profile = crate::profiles::find(&request.profile).ok_or_else(|| {
+        ApiError::invalid("profile", format!("no profile {:?}", request.profile))
+            .with_valid_values(profiles().iter().map(|p| p.name.to_string()).collect())
+    })?;
+    let usage = resolve(
+        &profile,
+        &ComponentRequest {
+            common_name: request.common_name,
+            organizations: request.organizations,
+            dns_names: request.dns_names,
+            ip_addresses: request.ip_addresses,
+            ttl_seconds: request.ttl_seconds,
+            cluster_domain: request.cluster_domain,
+            service_ip: request.service_ip,
+        },
+    )?;
+    let key = match (request.csr_pem, request.key_algorithm) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "key_algorithm",
+                "key_algorithm applies only when kca generates the key",
+            ));
+        }
+        (Some(csr), None) => SubjectKey::Csr(csr),
+        (None, algorithm) => SubjectKey::Generate(algorithm.unwrap_or_default()),
+    };
+    app.check_issue_rate(caller.actor())?;
+    let authority = snapshot.signer(profile.authority).ok_or_else(|| {
+        ApiError::internal(format!("the {} CA has no active generation", profile.authority))
+    })?;
+    let ca = app.keyring.signer(authority)?;
+    let now = app.now();
+    let job = usage.clone();
+    let signed = app.run_blocking(move || sign(&ca, &key, &job, now)).await??;
+    record_issued(&app, &caller, &snapshot.cluster, authority, profile.name, &usage, &signed, now).await?;
+    tracing::info!(
+        cluster.name = %snapshot.cluster.name,
+        cert.serial = %signed.serial,
+        cert.profile = profile.name,
+        actor = caller.actor(),
+        "component certificate issued"
+    );
+    let location = format!("/v1/clusters/{}/certificates/{}", snapshot.cluster.id, signed.serial);
+    let body = IssuedCertificateResponse {
+        profile: profile.name.to_string(),
+        serial: signed.serial.to_hex(),
+        certificate_pem: signed.leaf.pem.clone(),
+        private_key_pem: signed.private_key_pem.as_ref().map(|k| k.as_str().to_string()),
+        ca_pem: snapshot.ca_bundle(&[profile.authority]),
+        not_before: signed.not_before,
+        not_after: signed.not_after,
+        fingerprint_sha256: signed.leaf.fingerprint.clone(),
+    };
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    response.headers_mut().insert(header::LOCATION, HeaderValue::from_str(&location).expect("ascii"));
+    Ok(response)
+}
+
+/// The component certificate profiles and their rules.
+#[utoipa::path(
+    get, path = "/v1/profiles", tag = "certificates",
+    responses((status = 200, body = Vec<Profile>), ProblemResponses)
+)]
+pub async fn list_profiles() -> Json<Vec<Profile>> {
+    Json(profiles())
+}
