@@ -1,4 +1,19 @@
-//! The `kca` command line: the server's own commands (`serve`, `migrate`, `token`, `openapi`).
+//! The `kca` command line: the server's own commands (`serve`, `migrate`, `token`, `openapi`) and
+//! the client commands that talk to a kca server over HTTPS (`kubeconfig`, `authority-cert`,
+//! `clusters`, `certificates`, `revoke-user`).
+//!
+//! Client commands find the server, token and trusted CA in flags, then `KCA_URL`, `KCA_TOKEN`,
+//! `KCA_CACERT`, then the config file (see [`settings`]). `-o` names the output *format*
+//! (`text` or `json`) on commands that return records, and the output *file* on the commands that
+//! return a document (`kubeconfig`, `authority-cert`).
+
+pub mod cache;
+pub mod certificates;
+pub mod client;
+pub mod clusters;
+pub mod kubeconfig;
+pub mod output;
+pub mod settings;
 
 use std::process::ExitCode;
 
@@ -25,6 +40,16 @@ pub enum Command {
     Token(TokenCommand),
     /// Print the OpenAPI document.
     Openapi,
+    /// Issue a user kubeconfig, an exec credential (-x), or an exec-plugin kubeconfig (--exec).
+    Kubeconfig(Box<kubeconfig::KubeconfigArgs>),
+    /// Print the PEM bundle of one of a cluster's CAs (every live generation).
+    AuthorityCert(kubeconfig::AuthorityCertArgs),
+    /// Create, list, show and delete clusters.
+    Clusters(clusters::ClustersArgs),
+    /// List, show and revoke a cluster's certificates.
+    Certificates(certificates::CertificatesArgs),
+    /// Revoke every unexpired certificate of a user.
+    RevokeUser(certificates::RevokeUserArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,6 +96,11 @@ pub async fn run(cli: Cli) -> ExitCode {
             print!("{}", crate::http::openapi_json());
             Ok(())
         }
+        Command::Kubeconfig(args) => kubeconfig::run(*args).await,
+        Command::AuthorityCert(args) => kubeconfig::authority_cert(args).await,
+        Command::Clusters(args) => clusters::run(args).await,
+        Command::Certificates(args) => certificates::run(args).await,
+        Command::RevokeUser(args) => certificates::revoke_user(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

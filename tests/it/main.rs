@@ -3,6 +3,7 @@
 mod common;
 
 mod auth;
+mod cli;
 mod clusters;
 mod components;
 mod keys;

@@ -1,0 +1,245 @@
+//! `kca clusters list|create|show|delete`.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use anyhow::bail;
+use serde_json::{Value, json};
+
+use super::client::Client;
+use super::output::{Format, FormatArg, cell, print_json, render_fields, render_table};
+use super::settings::ConnectionArgs;
+use crate::config::parse_duration;
+
+#[derive(Debug, clap::Args)]
+pub struct ClustersArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    #[command(subcommand)]
+    pub command: ClustersCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ClustersCommand {
+    /// List the clusters (every page).
+    List(FormatArg),
+    /// Create a cluster and its five CAs.
+    Create(CreateArgs),
+    /// Show a cluster: its server, policy, labels and CAs.
+    Show {
+        /// Cluster name or id.
+        cluster: String,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Delete a cluster and its CAs; its certificates stop being published.
+    Delete {
+        /// Cluster name or id.
+        cluster: String,
+        /// Do not ask for confirmation.
+        #[arg(short = 'y', long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// Unique name, a DNS label.
+    pub name: String,
+    /// The kube-apiserver URL written into kubeconfigs (https).
+    #[arg(long, value_name = "URL")]
+    pub server: String,
+    /// A label `key=value` (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Key algorithm of the five CAs: p256 (default), p384 or ed25519.
+    #[arg(long, value_name = "ALGORITHM", value_parser = ["p256", "p384", "ed25519"])]
+    pub key_algorithm: Option<String>,
+    /// Policy: TTL of a certificate when the request gives none (e.g. 1h).
+    #[arg(long, value_name = "TTL", value_parser = parse_duration)]
+    pub default_ttl: Option<Duration>,
+    /// Policy: shortest TTL a request may ask for.
+    #[arg(long, value_name = "TTL", value_parser = parse_duration)]
+    pub min_ttl: Option<Duration>,
+    /// Policy: longest TTL a request may ask for (e.g. 8h).
+    #[arg(long, value_name = "TTL", value_parser = parse_duration)]
+    pub max_ttl: Option<Duration>,
+    /// Policy: most groups in one certificate.
+    #[arg(long, value_name = "N")]
+    pub max_groups: Option<u32>,
+    /// Policy: a glob a requested group must match (repeatable; `*` when none is given).
+    #[arg(long = "allowed-group", value_name = "PATTERN")]
+    pub allowed_groups: Vec<String>,
+    /// Policy: let admin tokens issue system:masters.
+    #[arg(long)]
+    pub allow_system_masters: bool,
+    #[command(flatten)]
+    pub format: FormatArg,
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{text:?} is not key=value"))
+}
+
+impl CreateArgs {
+    fn body(&self) -> Value {
+        let mut policy = serde_json::Map::new();
+        let mut set = |key: &str, value: Value| {
+            policy.insert(key.into(), value);
+        };
+        if let Some(ttl) = self.default_ttl {
+            set("default_ttl_seconds", ttl.as_secs().into());
+        }
+        if let Some(ttl) = self.min_ttl {
+            set("min_ttl_seconds", ttl.as_secs().into());
+        }
+        if let Some(ttl) = self.max_ttl {
+            set("max_ttl_seconds", ttl.as_secs().into());
+        }
+        if let Some(n) = self.max_groups {
+            set("max_groups", n.into());
+        }
+        if !self.allowed_groups.is_empty() {
+            set("allowed_groups", json!(self.allowed_groups));
+        }
+        if self.allow_system_masters {
+            set("allow_system_masters", true.into());
+        }
+        let mut body = json!({"name": self.name, "server": self.server});
+        if !policy.is_empty() {
+            body["policy"] = policy.into();
+        }
+        if !self.labels.is_empty() {
+            body["labels"] = self.labels.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        }
+        if let Some(algorithm) = &self.key_algorithm {
+            body["key_algorithm"] = json!(algorithm);
+        }
+        body
+    }
+}
+
+pub async fn run(args: ClustersArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.connection.resolve()?)?;
+    match args.command {
+        ClustersCommand::List(FormatArg { format }) => {
+            let items = client.list_all(&["v1", "clusters"], &[]).await?;
+            match format {
+                Format::Json => print_json(&items)?,
+                Format::Text => print!("{}", cluster_table(&items)),
+            }
+        }
+        ClustersCommand::Create(create) => {
+            let cluster: Value = client.post_json(&["v1", "clusters"], &create.body()).await?;
+            show(&cluster, create.format.format)?;
+        }
+        ClustersCommand::Show { cluster, format } => {
+            let cluster: Value = client.get_json(&["v1", "clusters", &cluster]).await?;
+            show(&cluster, format.format)?;
+        }
+        ClustersCommand::Delete { cluster, yes } => {
+            if !yes {
+                confirm(&format!("Delete cluster {cluster:?}, its five CAs and its records?"))?;
+            }
+            client.delete(&["v1", "clusters", &cluster]).await?;
+            eprintln!("kca: deleted cluster {cluster}");
+        }
+    }
+    Ok(())
+}
+
+/// Ask on the terminal; without one, refuse (a script must say `--yes`).
+fn confirm(question: &str) -> anyhow::Result<()> {
+    if !std::io::stdin().is_terminal() {
+        bail!("refusing to delete without --yes (stdin is not a terminal)");
+    }
+    eprint!("{question} [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        bail!("not deleted");
+    }
+    Ok(())
+}
+
+fn cluster_table(items: &[Value]) -> String {
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|c| {
+            vec![
+                cell(&c["name"]),
+                cell(&c["server"]),
+                cell(&c["key_algorithm"]),
+                cell(&c["labels"]),
+                cell(&c["created_at"]),
+            ]
+        })
+        .collect();
+    render_table(&["NAME", "SERVER", "KEY", "LABELS", "CREATED"], &rows)
+}
+
+fn show(cluster: &Value, format: Format) -> anyhow::Result<()> {
+    if format == Format::Json {
+        return print_json(cluster);
+    }
+    let mut out = render_fields(&[
+        ("name", cell(&cluster["name"])),
+        ("id", cell(&cluster["id"])),
+        ("server", cell(&cluster["server"])),
+        ("key algorithm", cell(&cluster["key_algorithm"])),
+        ("labels", cell(&cluster["labels"])),
+        ("created", cell(&cluster["created_at"])),
+        ("updated", cell(&cluster["updated_at"])),
+    ]);
+    if let Some(policy) = cluster["policy"].as_object() {
+        out.push_str("\npolicy:\n");
+        let fields: Vec<(&str, String)> = policy.iter().map(|(k, v)| (k.as_str(), cell(v))).collect();
+        for line in render_fields(&fields).lines() {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    if let Some(authorities) = cluster["authorities"].as_array() {
+        let rows: Vec<Vec<String>> = authorities
+            .iter()
+            .map(|a| {
+                ["kind", "generation", "state", "not_after", "fingerprint_sha256"]
+                    .iter()
+                    .map(|k| cell(&a[k]))
+                    .collect()
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&render_table(&["AUTHORITY", "GENERATION", "STATE", "NOT AFTER", "FINGERPRINT"], &rows));
+    }
+    print!("{out}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_policy_fields_given_are_sent() {
+        let args = CreateArgs {
+            name: "prod".into(),
+            server: "https://k:6443".into(),
+            labels: vec![("env".into(), "prod".into())],
+            key_algorithm: None,
+            default_ttl: None,
+            min_ttl: None,
+            max_ttl: Some(Duration::from_secs(7200)),
+            max_groups: None,
+            allowed_groups: vec![],
+            allow_system_masters: false,
+            format: FormatArg::default(),
+        };
+        assert_eq!(
+            args.body(),
+            json!({"name": "prod", "server": "https://k:6443", "labels": {"env": "prod"},
+                   "policy": {"max_ttl_seconds": 7200}})
+        );
+    }
+}
