@@ -9,6 +9,7 @@ use crate::config::StoreArgs;
 use crate::crl_publisher::CrlPublisher;
 use crate::http::error::ApiError;
 use crate::keyring::{Keyring, KeyringError, MasterKeySource, load_master_key};
+use crate::metrics::{Metrics, render_gauges};
 use crate::published::{ClusterSnapshot, Published};
 use crate::ratelimit::RateLimiter;
 use crate::recorder::Recorder;
@@ -44,6 +45,7 @@ pub struct App {
     pub recorder: Recorder,
     pub issue_limiter: RateLimiter,
     pub crl_publisher: CrlPublisher,
+    pub metrics: Metrics,
 }
 
 pub type AppState = Arc<App>;
@@ -106,6 +108,7 @@ impl App {
             recorder,
             issue_limiter,
             crl_publisher: CrlPublisher::default(),
+            metrics: Metrics::default(),
         });
         app.preload().await?;
         Ok(app)
@@ -133,6 +136,103 @@ impl App {
     pub fn now(&self) -> OffsetDateTime {
         let now = OffsetDateTime::now_utc();
         now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000).expect("a valid nanosecond")
+    }
+
+    /// What needs an operator's attention soon: a CRL expiring within a day (re-signing is
+    /// failing), a CA generation expiring within 90 days (rotate it).
+    pub fn expiry_warnings(&self, now: OffsetDateTime) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for snapshot in self.published.snapshots() {
+            for authority in
+                snapshot.authorities.iter().filter(|a| a.state != crate::store::AuthorityState::Retired)
+            {
+                let what = format!(
+                    "cluster {} {} CA generation {}",
+                    snapshot.cluster.name, authority.kind, authority.generation
+                );
+                if authority.not_after - now < time::Duration::days(90) {
+                    warnings.push(format!("{what} expires at {}", authority.not_after));
+                }
+                if let Some(crl) = self.published.crl(authority.id)
+                    && crl.record.next_update - now < time::Duration::days(1)
+                {
+                    warnings.push(format!("the CRL of {what} expires at {}", crl.record.next_update));
+                }
+            }
+        }
+        warnings
+    }
+
+    /// Every metric, in Prometheus text format.
+    pub fn render_metrics(&self, now: OffsetDateTime) -> String {
+        let mut out = String::new();
+        self.metrics.render_counters(&mut out);
+        let (mut crl_age, mut crl_next, mut crl_number, mut ca_expiry) = (vec![], vec![], vec![], vec![]);
+        for snapshot in self.published.snapshots() {
+            for authority in
+                snapshot.authorities.iter().filter(|a| a.state != crate::store::AuthorityState::Retired)
+            {
+                let labels = vec![
+                    ("cluster", snapshot.cluster.name.clone()),
+                    ("authority", authority.kind.to_string()),
+                    ("generation", authority.generation.to_string()),
+                ];
+                ca_expiry.push((labels.clone(), authority.not_after.unix_timestamp() as f64));
+                if let Some(crl) = self.published.crl(authority.id) {
+                    crl_age.push((labels.clone(), (now - crl.record.this_update).as_seconds_f64()));
+                    crl_next.push((labels.clone(), crl.record.next_update.unix_timestamp() as f64));
+                    crl_number.push((labels, crl.record.number as f64));
+                }
+            }
+        }
+        render_gauges(
+            &mut out,
+            "kca_crl_age_seconds",
+            "Seconds since the current CRL's thisUpdate.",
+            &crl_age,
+        );
+        render_gauges(
+            &mut out,
+            "kca_crl_next_update_timestamp_seconds",
+            "nextUpdate of the current CRL.",
+            &crl_next,
+        );
+        render_gauges(&mut out, "kca_crl_number", "CRL Number of the current CRL.", &crl_number);
+        render_gauges(
+            &mut out,
+            "kca_authority_not_after_timestamp_seconds",
+            "Expiry of each live CA generation.",
+            &ca_expiry,
+        );
+        let pool = self.store.pool_state();
+        render_gauges(
+            &mut out,
+            "kca_db_pool_connections",
+            "Database pool connections, by state.",
+            &[
+                (vec![("state", "idle".to_string())], f64::from(pool.idle)),
+                (vec![("state", "in_use".to_string())], f64::from(pool.size.saturating_sub(pool.idle))),
+            ],
+        );
+        render_gauges(
+            &mut out,
+            "kca_db_pool_max_connections",
+            "Largest database pool.",
+            &[(vec![], f64::from(pool.max))],
+        );
+        render_gauges(
+            &mut out,
+            "kca_build_info",
+            "Version and storage backend of this kca.",
+            &[(
+                vec![
+                    ("version", env!("CARGO_PKG_VERSION").to_string()),
+                    ("backend", self.store.backend().to_string()),
+                ],
+                1.0,
+            )],
+        );
+        out
     }
 
     /// Refuse an issuance when the caller has used up its rate.

@@ -12,7 +12,7 @@ use crate::app::App;
 use crate::clusters::sign_crl_now;
 use crate::keyring::KeyringError;
 use crate::published::CachedCrl;
-use crate::store::{AuthorityRecord, AuthorityState, StoreError};
+use crate::store::{AuthorityRecord, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -95,29 +95,4 @@ impl CrlPublisher {
 /// at most once a minute.
 pub fn check_interval(validity: Duration) -> Duration {
     (validity / 8).clamp(Duration::from_secs(1), Duration::from_secs(60))
-}
-
-/// Re-sign every CRL that has lived half its validity, so no published CRL is ever near expiry
-/// (HAProxy rejects every client of a CA whose CRL has expired), and pick up CRLs published by
-/// other replicas.
-pub async fn resign_stale_crls(app: &App) -> Result<usize, PublishError> {
-    let authorities = app.store.list_live_authorities().await?;
-    let ids: Vec<Uuid> = authorities.iter().map(|a| a.id).collect();
-    for crl in app.store.current_crls(&ids).await? {
-        app.published.put_crl(crl);
-    }
-    let half = app.settings.crl_validity / 2;
-    let now = app.now();
-    let mut resigned = 0;
-    for authority in authorities.iter().filter(|a| a.state != AuthorityState::Retired) {
-        let stale = match app.published.crl(authority.id) {
-            Some(cached) => cached.record.this_update + crate::pki::ca::BACKDATE + half <= now,
-            None => true,
-        };
-        if stale {
-            app.crl_publisher.publish(app, authority).await?;
-            resigned += 1;
-        }
-    }
-    Ok(resigned)
 }

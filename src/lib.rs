@@ -1,6 +1,7 @@
 //! kca: a private certificate authority for Kubernetes clusters, served as an HTTP REST API.
 
 pub mod app;
+pub mod background;
 pub mod cli;
 pub mod clusters;
 pub mod config;
@@ -9,6 +10,7 @@ pub mod devcert;
 pub mod http;
 pub mod issuance;
 pub mod keyring;
+pub mod metrics;
 pub mod pki;
 pub mod policy;
 pub mod profiles;

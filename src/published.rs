@@ -106,8 +106,8 @@ impl Published {
         }
     }
 
-    pub fn cluster_ids(&self) -> Vec<Uuid> {
-        self.clusters.read().expect("clusters lock").keys().copied().collect()
+    pub fn snapshots(&self) -> Vec<Arc<ClusterSnapshot>> {
+        self.clusters.read().expect("clusters lock").values().cloned().collect()
     }
 
     pub fn crl(&self, authority_id: Uuid) -> Option<Arc<CachedCrl>> {

@@ -80,7 +80,7 @@ impl Application {
         let Self { app, listener, transport, handle } = self;
         let service = crate::http::router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(shutdown_on_signal(handle.clone()));
-        let background = tokio::spawn(keep_crls_fresh(app.clone()));
+        let background = crate::background::start(app.clone());
         let address = listener.local_addr()?;
         let served = match transport {
             Transport::PlainHttp => {
@@ -94,7 +94,9 @@ impl Application {
                 axum_server::from_tcp_rustls(listener, config)?.handle(handle).serve(service).await
             }
         };
-        background.abort();
+        for task in background {
+            task.abort();
+        }
         served
     }
 }
@@ -116,19 +118,6 @@ pub fn load_tls(cert: &Path, key: &Path) -> std::io::Result<ServerConfig> {
             .map_err(|e| invalid(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
-}
-
-/// Re-sign CRLs before they age, for as long as the server runs.
-async fn keep_crls_fresh(app: AppState) {
-    let interval = crate::crl_publisher::check_interval(app.settings.crl_validity);
-    loop {
-        match crate::crl_publisher::resign_stale_crls(&app).await {
-            Ok(0) => {}
-            Ok(count) => tracing::info!(crls = count, "re-signed CRLs"),
-            Err(err) => tracing::warn!(error = %err, "re-signing CRLs failed; retrying"),
-        }
-        tokio::time::sleep(interval).await;
-    }
 }
 
 async fn reload_on_sighup(config: RustlsConfig, cert: PathBuf, key: PathBuf) {

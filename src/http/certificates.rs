@@ -332,6 +332,7 @@ pub async fn revoke_certificate(
             },
         )?;
     if revoked_now {
+        app.metrics.certificates_revoked(&snapshot.cluster.name, record.kind.as_str(), 1);
         tracing::info!(cluster.name = %snapshot.cluster.name, cert.serial = %serial, reason = reason.as_str(), actor = caller.actor(), "certificate revoked");
     }
     // Revoking again publishes nothing new, unless the first call's CRL never made it out.
@@ -379,6 +380,9 @@ pub async fn revoke_user(
         actor = caller.actor(),
         "certificates of a user revoked"
     );
+    for certificate in &revoked {
+        app.metrics.certificates_revoked(&snapshot.cluster.name, certificate.kind.as_str(), 1);
+    }
     let authorities: Vec<uuid::Uuid> = revoked.iter().map(|c| c.authority_id).collect();
     publish_for(&app, &snapshot, &authorities).await?;
     Ok(Json(RevocationResponse { serials: revoked.into_iter().map(|c| c.serial).collect() }))

@@ -1,6 +1,9 @@
-//! `/healthz` (the process is up) and `/readyz` (the database answers and the keys open).
+//! Operations: `/healthz` (the process is up), `/readyz` (the database answers and the keys open)
+//! and `/metrics` (Prometheus).
 
 use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -11,12 +14,15 @@ use crate::app::AppState;
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
     pub status: String,
+    /// What needs attention soon: CRLs expiring within a day, CAs within 90 days.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Liveness: answers while the process runs.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok".into() })
+    Json(Health { status: "ok".into(), warnings: vec![] })
 }
 
 /// Readiness: the database answers and the master key opens the sealed keys.
@@ -36,5 +42,16 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Health>, ApiErro
             ApiError::unavailable("the sealed keys cannot be opened", 30)
         }
     })?;
-    Ok(Json(Health { status: "ready".into() }))
+    Ok(Json(Health { status: "ready".into(), warnings: app.expiry_warnings(app.now()) }))
+}
+
+/// Prometheus metrics: requests by route and status, latency histograms, certificates issued and
+/// revoked, CRL age and next update and CA expiry per authority, database pool state, build info.
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String))
+)]
+pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    let body = app.render_metrics(app.now());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }

@@ -14,6 +14,7 @@ pub mod extract;
 pub mod health;
 pub mod kubeconfigs;
 pub mod pagination;
+pub mod web;
 
 use std::time::Duration;
 
@@ -92,6 +93,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(audit::list_audit))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
         .split_for_parts()
 }
 
@@ -108,6 +110,7 @@ pub fn router(app: AppState) -> Router {
     let request_timeout = app.settings.request_timeout;
     api_routes
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .merge(web::router())
         .fallback(|| async { ApiError::not_found("no such resource") })
         .method_not_allowed_fallback(|| async {
             ApiError::from_rejection(
@@ -116,6 +119,7 @@ pub fn router(app: AppState) -> Router {
             )
         })
         .layer(middleware::from_fn_with_state(request_timeout, enforce_timeout))
+        .layer(middleware::from_fn_with_state(app.clone(), count_request))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(default_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .layer(default_header(header::X_FRAME_OPTIONS, "DENY"))
@@ -142,6 +146,16 @@ pub fn router(app: AppState) -> Router {
                 }),
         )
         .with_state(app)
+}
+
+/// Count and time every request by its matched route.
+async fn count_request(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().to_string();
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
+    let response = next.run(request).await;
+    app.metrics.observe_request(&method, &route, response.status().as_u16(), started.elapsed());
+    response
 }
 
 /// Answer 503 problem+json when a request takes longer than the configured timeout.

@@ -175,6 +175,35 @@ pub struct SignedCrl {
 /// the number is allocated and the entries are read, so that a higher number never lists less.
 pub type CrlSigner<'a> = &'a (dyn Fn(u64, &[RevokedEntry]) -> Result<SignedCrl, PkiError> + Send + Sync);
 
+/// A change another replica made, announced through the database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A new CRL of this authority.
+    Crl(Uuid),
+    /// This cluster was created, changed or deleted, or one of its authorities rotated or retired.
+    Cluster(Uuid),
+    /// Announcements may have been missed (the listening connection was lost): re-read everything.
+    Resync,
+}
+
+impl Change {
+    pub(crate) fn payload(&self) -> String {
+        match self {
+            Change::Crl(id) => format!("crl:{id}"),
+            Change::Cluster(id) => format!("cluster:{id}"),
+            Change::Resync => "resync".to_string(),
+        }
+    }
+
+    pub(crate) fn parse(payload: &str) -> Option<Self> {
+        match payload.split_once(':') {
+            Some(("crl", id)) => Uuid::parse_str(id).ok().map(Change::Crl),
+            Some(("cluster", id)) => Uuid::parse_str(id).ok().map(Change::Cluster),
+            _ => (payload == "resync").then_some(Change::Resync),
+        }
+    }
+}
+
 /// Pool figures for metrics.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PoolState {
@@ -196,6 +225,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// A round trip to the database.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// Whether this process leads the background work (CRL re-signing). Replicas sharing a
+    /// database elect one; a leader that dies loses the lead with its connection.
+    async fn hold_leadership(&self) -> StoreResult<bool>;
+
+    /// Changes made by any replica, as they commit; `None` where no other process can write
+    /// (the embedded database).
+    async fn subscribe(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<Change>>>;
 
     /// A named value, e.g. the sealed token signing key.
     async fn get_setting(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;

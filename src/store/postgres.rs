@@ -17,8 +17,11 @@ use crate::pki::Serial;
 const MIGRATIONS: &[EmbeddedMigration] =
     &[(1, "initial", include_str!("../../migrations/postgres/0001_initial.sql"))];
 
-/// Channel on which a replica announces a new CRL; payload: the authority id.
-pub const CRL_CHANNEL: &str = "kca_crl";
+/// Channel on which replicas announce changes (see [`Change`]), delivered at commit.
+pub const CHANGES_CHANNEL: &str = "kca_changes";
+
+/// Session advisory lock held by the replica that leads background work.
+const LEADER_LOCK: i64 = 0x6b63_615f_6c65_6164;
 
 const CLUSTER_COLUMNS: &str = "id, name, server, key_algorithm, policy, labels, created_at, updated_at";
 const AUTHORITY_COLUMNS: &str = "id, cluster_id, kind, generation, state, subject, certificate_der, fingerprint, \
@@ -30,6 +33,9 @@ const CRL_COLUMNS: &str = "authority_id, crl_number, this_update, next_update, e
 
 pub struct PostgresStore {
     pool: PgPool,
+    options: PgConnectOptions,
+    /// The connection holding the leader lock, while this replica leads.
+    leader: tokio::sync::Mutex<Option<PgConnection>>,
 }
 
 impl PostgresStore {
@@ -44,8 +50,8 @@ impl PostgresStore {
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(3))
             .test_before_acquire(true)
-            .connect_lazy_with(options);
-        Ok(Self { pool })
+            .connect_lazy_with(options.clone());
+        Ok(Self { pool, options, leader: tokio::sync::Mutex::new(None) })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -139,6 +145,16 @@ fn audit_from_row(row: &PgRow) -> StoreResult<AuditRecord> {
     })
 }
 
+/// Announce a change to every replica when the transaction commits.
+async fn notify(conn: &mut PgConnection, change: Change) -> StoreResult<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANGES_CHANNEL)
+        .bind(change.payload())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 async fn insert_audit(conn: &mut PgConnection, entry: &AuditEntry) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO audit_events (at, actor, action, object_type, object_id, cluster_id, remote_addr, details) \
@@ -180,6 +196,57 @@ impl Store for PostgresStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn hold_leadership(&self) -> StoreResult<bool> {
+        use sqlx::Connection;
+        let mut held = self.leader.lock().await;
+        if let Some(connection) = held.as_mut() {
+            if sqlx::query("SELECT 1").execute(&mut *connection).await.is_ok() {
+                return Ok(true);
+            }
+            // The connection is gone, and the session lock with it.
+            *held = None;
+        }
+        let connect = PgConnection::connect_with(&self.options);
+        let mut connection = tokio::time::timeout(Duration::from_secs(3), connect)
+            .await
+            .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolTimedOut))??;
+        let won: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(LEADER_LOCK)
+            .fetch_one(&mut connection)
+            .await?;
+        if won {
+            *held = Some(connection);
+        }
+        Ok(won)
+    }
+
+    async fn subscribe(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<Change>>> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANGES_CHANNEL).await?;
+        let (sender, receiver) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(async move {
+            loop {
+                let change = match listener.try_recv().await {
+                    Ok(Some(notification)) => Change::parse(notification.payload()),
+                    // The connection dropped; the next try_recv reconnects. Whatever was announced
+                    // meanwhile is lost: have the subscriber re-read everything.
+                    Ok(None) => Some(Change::Resync),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "listening for changes failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        Some(Change::Resync)
+                    }
+                };
+                if let Some(change) = change
+                    && sender.send(change).await.is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Ok(Some(receiver))
     }
 
     async fn get_setting(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
@@ -241,6 +308,7 @@ impl Store for PostgresStore {
             .await?;
         }
         insert_audit(&mut tx, audit).await?;
+        notify(&mut tx, Change::Cluster(c.id)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -302,6 +370,7 @@ impl Store for PostgresStore {
             return Err(StoreError::NotFound);
         }
         insert_audit(&mut tx, audit).await?;
+        notify(&mut tx, Change::Cluster(cluster.id)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -313,6 +382,7 @@ impl Store for PostgresStore {
             return Err(StoreError::NotFound);
         }
         insert_audit(&mut tx, audit).await?;
+        notify(&mut tx, Change::Cluster(id)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -376,6 +446,7 @@ impl Store for PostgresStore {
         .execute(&mut *tx)
         .await?;
         insert_audit(&mut tx, audit).await?;
+        notify(&mut tx, Change::Cluster(new.cluster_id)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -387,11 +458,12 @@ impl Store for PostgresStore {
         audit: &AuditEntry,
     ) -> StoreResult<Vec<String>> {
         let mut tx = self.pool.begin().await?;
-        let state: String = sqlx::query_scalar("SELECT state FROM authorities WHERE id = $1 FOR UPDATE")
-            .bind(authority_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let (state, cluster_id): (String, Uuid) =
+            sqlx::query_as("SELECT state, cluster_id FROM authorities WHERE id = $1 FOR UPDATE")
+                .bind(authority_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::NotFound)?;
         if state != "retiring" {
             return Err(StoreError::Conflict(format!(
                 "only a retiring generation can be retired; this one is {state} (rotate first)"
@@ -427,6 +499,7 @@ impl Store for PostgresStore {
         let mut entry = audit.clone();
         entry.details["revoked"] = live.iter().cloned().collect();
         insert_audit(&mut tx, &entry).await?;
+        notify(&mut tx, Change::Cluster(cluster_id)).await?;
         tx.commit().await?;
         Ok(live)
     }
@@ -640,11 +713,7 @@ impl Store for PostgresStore {
         .execute(&mut *tx)
         .await?;
         // Delivered at commit: the other replicas refresh their cached CRL at once.
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CRL_CHANNEL)
-            .bind(authority_id.to_string())
-            .execute(&mut *tx)
-            .await?;
+        notify(&mut tx, Change::Crl(authority_id)).await?;
         tx.commit().await?;
         Ok(record)
     }

@@ -238,6 +238,15 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn hold_leadership(&self) -> StoreResult<bool> {
+        // One process owns the database file.
+        Ok(true)
+    }
+
+    async fn subscribe(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<Change>>> {
+        Ok(None)
+    }
+
     async fn get_setting(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
         Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
             .bind(key)

@@ -3,9 +3,11 @@
 mod common;
 
 mod auth;
+mod browser;
 mod cli;
 mod clusters;
 mod components;
+mod faults;
 mod keys;
 mod kubeconfigs;
 mod limits;
@@ -13,5 +15,6 @@ mod lint;
 mod mtls;
 mod openapi;
 mod pgcluster;
+mod replicas;
 mod revocation;
 mod rotation;

@@ -5,7 +5,6 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 use crate::on_both_backends;
-use crate::pgcluster::PgCluster;
 use kca::token::Scope;
 
 on_both_backends!(revoking_publishes_a_crl_that_openssl_enforces, concurrent_revocations_all_reach_the_crl);
@@ -300,43 +299,4 @@ async fn downloads_carry_validators_and_bundles_line_up() {
     server
         .json(Method::GET, "/v1/clusters/prod/authorities/operators/crl?generation=7", None, None, 404)
         .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crls_are_served_while_the_database_is_down() {
-    let postgres = PgCluster::start();
-    let server =
-        TestServer::start_with(Backend::Sqlite, |args| args.store.database_url = Some(postgres.url())).await;
-    let admin = server.token(&[Scope::Admin]);
-    server.create_cluster(&admin, "prod").await;
-    let issued = issue_user(&server, &admin, "prod", "alice", &[]).await;
-    let path = format!("/v1/clusters/prod/certificates/{}/revoke", issued["serial"].as_str().unwrap());
-    server.json(Method::POST, &path, Some(&admin), None, 200).await;
-    let (_, _, before) = server.send(Method::GET, "/v1/clusters/prod/client-crl.pem", None, None).await;
-
-    postgres.stop_server();
-    for path in [
-        "/v1/clusters/prod/authorities/operators/crl",
-        "/v1/clusters/prod/authorities/operators/crl.pem",
-        "/v1/clusters/prod/authorities/operators/ca.pem",
-        "/v1/clusters/prod/client-ca.pem",
-        "/v1/clusters/prod/client-crl.pem",
-        "/v1/clusters/prod/revoked.map",
-    ] {
-        let (status, _, body) = server.send(Method::GET, path, None, None).await;
-        assert_eq!(status, 200, "{path} with the database down");
-        if path.ends_with("client-crl.pem") {
-            assert_eq!(body, before);
-        }
-        if path.ends_with("revoked.map") {
-            assert!(body.starts_with(issued["serial"].as_str().unwrap()), "{body}");
-        }
-    }
-    // What needs the database says so: 503 with Retry-After.
-    let (status, headers, _) = server
-        .send(Method::POST, "/v1/clusters/prod/kubeconfigs", Some(&admin), Some(json!({"user": "bob"})))
-        .await;
-    assert_eq!(status, 503);
-    assert!(headers.contains_key("retry-after"));
-    postgres.start_server();
 }

@@ -1,0 +1,196 @@
+//! Background work of a running server: keeping the published snapshots and CRLs in step with the
+//! database (changes other replicas announce, and a periodic re-read), and, on the one replica
+//! that leads, re-signing CRLs before they age.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::app::{App, AppState};
+use crate::crl_publisher::{PublishError, check_interval};
+use crate::store::{AuthorityState, Change, StoreError};
+
+/// How often every replica re-reads clusters, authorities and CRLs, in case an announcement was
+/// missed. Announcements arrive within milliseconds; this bounds the staleness when one is lost.
+pub const RESYNC_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Start the background tasks; they stop when the returned handles are aborted.
+pub fn start(app: AppState) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![tokio::spawn(follow_changes(app.clone())), tokio::spawn(maintain(app))]
+}
+
+/// Apply the changes other replicas announce, and re-read everything periodically.
+async fn follow_changes(app: AppState) {
+    let mut changes = None;
+    let mut resync = tokio::time::interval(RESYNC_INTERVAL);
+    loop {
+        if changes.is_none() {
+            match app.store.subscribe().await {
+                Ok(Some(receiver)) => changes = Some(receiver),
+                // Nothing to follow (embedded database): only the periodic re-read matters.
+                Ok(None) => {}
+                Err(err) => tracing::debug!(error = %err, "cannot listen for changes yet"),
+            }
+        }
+        let change = match changes.as_mut() {
+            Some(receiver) => tokio::select! {
+                change = receiver.recv() => match change {
+                    Some(change) => change,
+                    None => { changes = None; Change::Resync }
+                },
+                _ = resync.tick() => Change::Resync,
+            },
+            None => {
+                resync.tick().await;
+                Change::Resync
+            }
+        };
+        if let Err(err) = apply(&app, change).await {
+            tracing::debug!(error = %err, ?change, "applying a change failed; the next re-read catches up");
+        }
+    }
+}
+
+async fn apply(app: &App, change: Change) -> Result<(), StoreError> {
+    match change {
+        Change::Crl(authority_id) => {
+            for crl in app.store.current_crls(&[authority_id]).await? {
+                app.published.put_crl(crl);
+            }
+        }
+        Change::Cluster(cluster_id) => match app.store.find_cluster(&cluster_id.to_string()).await {
+            Ok(cluster) => {
+                let snapshot = app.refresh_snapshot(cluster).await?;
+                forget_retired(app, &snapshot.authorities);
+            }
+            Err(StoreError::NotFound) => forget_cluster(app, cluster_id),
+            Err(err) => return Err(err),
+        },
+        Change::Resync => resync(app).await?,
+    }
+    Ok(())
+}
+
+/// Re-read what changed since the snapshots were taken: clusters created, changed or deleted,
+/// authorities rotated or retired, newer CRLs.
+async fn resync(app: &App) -> Result<(), StoreError> {
+    let mut current = HashMap::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = app.store.list_clusters(after.as_deref(), None, 500).await?;
+        let full = page.len() == 500;
+        after = page.last().map(|c| c.name.clone());
+        for cluster in page {
+            current.insert(cluster.id, cluster);
+        }
+        if !full {
+            break;
+        }
+    }
+    let live = app.store.list_live_authorities().await?;
+    for snapshot in app.published.snapshots() {
+        if !current.contains_key(&snapshot.cluster.id) {
+            forget_cluster(app, snapshot.cluster.id);
+        }
+    }
+    for (id, cluster) in current {
+        let cached = app.published.cluster(&id.to_string());
+        let live_here: Vec<_> = live.iter().filter(|a| a.cluster_id == id).map(|a| (a.id, a.state)).collect();
+        let stale = match &cached {
+            None => true,
+            Some(snapshot) => {
+                let cached_live: Vec<_> = snapshot
+                    .authorities
+                    .iter()
+                    .filter(|a| a.state != AuthorityState::Retired)
+                    .map(|a| (a.id, a.state))
+                    .collect();
+                snapshot.cluster != cluster
+                    || cached_live.len() != live_here.len()
+                    || live_here.iter().any(|entry| !cached_live.contains(entry))
+            }
+        };
+        if stale {
+            let snapshot = app.refresh_snapshot(cluster).await?;
+            forget_retired(app, &snapshot.authorities);
+        }
+    }
+    let ids: Vec<_> = live.iter().map(|a| a.id).collect();
+    for crl in app.store.current_crls(&ids).await? {
+        app.published.put_crl(crl);
+    }
+    Ok(())
+}
+
+fn forget_cluster(app: &App, cluster_id: uuid::Uuid) {
+    if let Some(snapshot) = app.published.cluster(&cluster_id.to_string()) {
+        let ids: Vec<_> = snapshot.authorities.iter().map(|a| a.id).collect();
+        app.keyring.remove(&ids);
+        app.crl_publisher.forget(&ids);
+    }
+    app.published.remove_cluster(cluster_id);
+}
+
+fn forget_retired(app: &App, authorities: &[crate::store::AuthorityRecord]) {
+    let retired: Vec<_> =
+        authorities.iter().filter(|a| a.state == AuthorityState::Retired).map(|a| a.id).collect();
+    app.keyring.remove(&retired);
+    app.crl_publisher.forget(&retired);
+    for id in retired {
+        app.published.remove_crl(id);
+    }
+}
+
+/// On the leading replica: re-sign CRLs that have lived half their validity. On every replica:
+/// warn about CRLs and CAs close to expiry, once an hour.
+async fn maintain(app: AppState) {
+    let interval = check_interval(app.settings.crl_validity);
+    let mut last_warning: Option<std::time::Instant> = None;
+    loop {
+        match app.store.hold_leadership().await {
+            Ok(true) => match resign_stale_crls(&app).await {
+                Ok(0) => {}
+                Ok(count) => tracing::info!(crls = count, "re-signed CRLs"),
+                Err(err) => tracing::warn!(error = %err, "re-signing CRLs failed; retrying"),
+            },
+            Ok(false) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot reach the database for background work; retrying")
+            }
+        }
+        if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(3600)) {
+            let warnings = app.expiry_warnings(app.now());
+            for warning in &warnings {
+                tracing::warn!(%warning, "expiry approaching");
+            }
+            if !warnings.is_empty() {
+                last_warning = Some(std::time::Instant::now());
+            }
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// Re-sign every CRL that has lived half its validity, so that no published CRL is ever near
+/// expiry: HAProxy rejects every client of a CA whose CRL has expired. Re-reading the current
+/// CRLs first makes a CRL another replica just published count.
+pub async fn resign_stale_crls(app: &App) -> Result<usize, PublishError> {
+    let authorities = app.store.list_live_authorities().await?;
+    let ids: Vec<_> = authorities.iter().map(|a| a.id).collect();
+    for crl in app.store.current_crls(&ids).await? {
+        app.published.put_crl(crl);
+    }
+    let half = app.settings.crl_validity / 2;
+    let now = app.now();
+    let mut resigned = 0;
+    for authority in &authorities {
+        let stale = match app.published.crl(authority.id) {
+            Some(cached) => cached.record.this_update + crate::pki::ca::BACKDATE + half <= now,
+            None => true,
+        };
+        if stale {
+            app.crl_publisher.publish(app, authority).await?;
+            resigned += 1;
+        }
+    }
+    Ok(resigned)
+}

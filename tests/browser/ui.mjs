@@ -1,0 +1,349 @@
+// End-to-end test of the kca web UI in the system's headless Chromium, driven by playwright-core
+// (which downloads no browser). It signs in, creates a cluster, downloads its CA files, issues a
+// kubeconfig (and checks it with kubectl), sees policy refusals next to their fields, revokes, and
+// checks that /docs renders with every request off 127.0.0.1 blocked. Screenshots go to OUT_DIR.
+//
+//   KCA_TOKEN=<admin token> node ui.mjs <kca url> <server cert pem> [out dir]
+//
+// Exits 0 on success, 1 with the failed step and a screenshot (failure.png) otherwise.
+
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { X509Certificate, createHash } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const [base = process.env.KCA_URL, certPath = process.env.KCA_CA_CERT, outArg = process.env.KCA_OUT_DIR] =
+  process.argv.slice(2);
+const token = process.env.KCA_TOKEN;
+if (!base || !certPath || !token) {
+  console.error('usage: KCA_TOKEN=<admin token> node ui.mjs <kca url> <server cert pem> [out dir]');
+  process.exit(2);
+}
+const outDir = resolve(outArg ?? 'browser-output');
+mkdirSync(outDir, { recursive: true });
+const kubectl = process.env.KUBECTL ?? '/usr/bin/kubectl';
+
+const CSP =
+  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
+  "base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+const CLUSTER = 'e2e-web';
+const SERVER = 'https://k8s.e2e.test:6443';
+
+// Trust exactly the server's certificate (by its key), rather than ignoring every TLS error.
+// Chromium honours this flag with a --user-data-dir, which launchPersistentContext gives it.
+const spki = new X509Certificate(readFileSync(certPath)).publicKey.export({ type: 'spki', format: 'der' });
+const pin = createHash('sha256').update(spki).digest('base64');
+
+const profile = mkdtempSync(join(tmpdir(), 'kca-chromium-'));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  headless: true,
+  args: [
+    '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+    '--disable-component-update', '--no-first-run', '--disable-quic', '--disable-sync',
+    `--ignore-certificate-errors-spki-list=${pin}`,
+  ],
+  acceptDownloads: true,
+  viewport: { width: 1280, height: 900 },
+});
+
+// No network: every request not to 127.0.0.1 is refused, and listed.
+const blocked = [];
+await context.route('**/*', (route) => {
+  const url = new URL(route.request().url());
+  if (url.hostname === '127.0.0.1') return route.continue();
+  blocked.push(url.href);
+  return route.abort('blockedbyclient');
+});
+
+// CSP violations, from the page's own event (init scripts run outside the page's CSP) and from
+// the console; other console errors and uncaught exceptions too.
+const violations = [];
+const consoleErrors = [];
+await context.exposeBinding('__kcaCspViolation', ({ page }, text) => violations.push(`${page.url()}: ${text}`));
+await context.addInitScript(() => {
+  document.addEventListener('securitypolicyviolation', (e) =>
+    window.__kcaCspViolation(`${e.violatedDirective} blocked ${e.blockedURI || 'inline'} at ${e.sourceFile}:${e.lineNumber}`));
+});
+const page = context.pages()[0] ?? (await context.newPage());
+page.setDefaultTimeout(15_000);
+page.on('console', (msg) => {
+  if (msg.type() === 'error') consoleErrors.push({ url: page.url(), text: msg.text() });
+});
+page.on('pageerror', (err) => consoleErrors.push({ url: page.url(), text: `uncaught: ${err.message}` }));
+
+let shots = 0;
+const shot = async (name) => {
+  const path = join(outDir, `${String(++shots).padStart(2, '0')}-${name}.png`);
+  await page.screenshot({ path, fullPage: true });
+  console.log(`  screenshot ${path}`);
+};
+let current = '';
+const step = (name) => {
+  current = name;
+  console.log(`step: ${name}`);
+};
+
+/** Wait until the locator's text matches `re`; fail with the text it had. */
+async function expectText(locator, re, timeout = 10_000) {
+  const deadline = Date.now() + timeout;
+  let text = '';
+  while (Date.now() < deadline) {
+    text = (await locator.count()) ? ((await locator.first().textContent()) ?? '') : '';
+    if (re.test(text)) return text;
+    await page.waitForTimeout(100);
+  }
+  throw new Error(`expected ${locator} to match ${re}, it reads ${JSON.stringify(text)}`);
+}
+
+/** Click `trigger` and save the download it starts; answers [suggested name, content]. */
+async function downloadFrom(trigger) {
+  const [download] = await Promise.all([page.waitForEvent('download'), trigger.click()]);
+  const path = join(outDir, download.suggestedFilename());
+  await download.saveAs(path);
+  return [download.suggestedFilename(), readFileSync(path, 'utf8'), path];
+}
+
+const rowOf = (serial) => page.locator(`tbody tr[data-serial="${serial}"]`);
+
+try {
+  step('the page is served with its content type, validators and CSP');
+  const response = await page.goto(`${base}/`);
+  assert.equal(response.status(), 200);
+  const headers = response.headers();
+  assert.equal(headers['content-security-policy'], CSP);
+  assert.match(headers['content-type'], /^text\/html/);
+  assert.equal(headers['cache-control'], 'no-cache');
+  assert.ok(headers.etag, 'an ETag');
+
+  step('keyboard: on a fresh load Tab reaches the skip link first, and focus is visible');
+  await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+  await shot('sign-in');
+  await page.keyboard.press('Tab');
+  const focused = await page.evaluate(() => ({
+    text: document.activeElement.textContent,
+    outline: getComputedStyle(document.activeElement).outlineStyle,
+  }));
+  assert.equal(focused.text, 'Skip to content');
+  assert.equal(focused.outline, 'solid');
+
+  step('sign in: a malformed token is refused next to the field, a real one signs in');
+  await page.getByLabel('Access token').fill('not-a-token');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await expectText(page.locator('#signin-token-error'), /not a JWT/);
+  await page.getByLabel('Access token').fill(token);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('heading', { name: 'Clusters' }).waitFor();
+  await expectText(page.locator('#who-sub'), /^tester$/);
+  await expectText(page.locator('#who-scopes'), /admin on all clusters/);
+  await expectText(page.locator('#who-can'), /may list, create clusters, issue kubeconfigs, revoke/);
+  await expectText(page.locator('#who-exp'), /token expires in \d+ min/);
+  assert.ok(!page.url().includes(token), 'the token is not in the URL');
+  assert.deepEqual(await context.cookies(), [], 'no cookies');
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('kca.token')), token);
+
+  step('create a cluster: a server refusal shows next to its field, then it is created');
+  await page.getByText('Create a cluster').click();
+  await page.getByLabel('Name', { exact: true }).fill('Not_A_Label');
+  await page.getByLabel('API server URL').fill(SERVER);
+  await page.getByRole('textbox', { name: 'Labels' }).fill('env=e2e, team=web');
+  await page.getByLabel('Maximum TTL').fill('8h');
+  await page.getByLabel('Maximum groups').fill('4');
+  await page.getByLabel('Allowed groups').fill('dev, ops, team-*');
+  await page.getByRole('button', { name: 'Create cluster' }).click();
+  await expectText(page.locator('.field[data-field="name"] .field-error'), /DNS label/);
+  assert.equal(await page.getByLabel('Name', { exact: true }).getAttribute('aria-invalid'), 'true');
+  await shot('create-cluster-refused');
+  await page.getByLabel('Name', { exact: true }).fill(CLUSTER);
+  await page.getByRole('button', { name: 'Create cluster' }).click();
+  await page.getByRole('heading', { name: CLUSTER }).waitFor();
+
+  step('the overview shows the five CAs with fingerprints and expiry');
+  const caRows = page.locator('#ov-cas-h + .scroll tbody tr');
+  await expectText(page.locator('#ov-cas-h + .scroll tbody'), /aggregation/);
+  assert.equal(await caRows.count(), 5);
+  const kinds = await caRows.locator('th').allTextContents();
+  assert.deepEqual([...kinds].sort(), ['aggregation', 'control-plane', 'etcd', 'kubelet', 'operators']);
+  for (const fingerprint of await caRows.locator('.fingerprint').allTextContents()) {
+    assert.match(fingerprint, /^[0-9A-Fa-f:]{32,}$/);
+  }
+  for (const expiry of await caRows.locator('time').allTextContents()) assert.match(expiry, /^in \d+ d$/);
+  await expectText(page.locator('.pairs'), /Maximum TTL8 h/);
+  await shot('cluster-overview');
+
+  step('download CA bundles, CRLs and the proxy bundles');
+  let [name, text] = await downloadFrom(page.getByRole('button', { name: `Download ${CLUSTER}-operators-ca.pem` }));
+  assert.equal(name, `${CLUSTER}-operators-ca.pem`);
+  assert.match(text, /^-----BEGIN CERTIFICATE-----/);
+  [name, text] = await downloadFrom(page.getByRole('button', { name: `Download ${CLUSTER}-etcd-crl.pem` }));
+  assert.match(text, /^-----BEGIN X509 CRL-----/);
+  [name, text] = await downloadFrom(page.getByRole('button', { name: `Download ${CLUSTER}-client-ca.pem` }));
+  assert.ok(text.split('BEGIN CERTIFICATE').length - 1 >= 3, 'the client CAs');
+  [name, text] = await downloadFrom(page.getByRole('button', { name: `Download ${CLUSTER}-client-crl.pem` }));
+  assert.match(text, /BEGIN X509 CRL/);
+  [name, text] = await downloadFrom(page.getByRole('button', { name: `Download ${CLUSTER}-revoked.map` }));
+  assert.equal(text, '', 'nothing revoked yet');
+
+  step('the cluster list finds the cluster by name and by label');
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Clusters' }).click();
+  await page.getByRole('link', { name: CLUSTER }).waitFor();
+  await page.getByLabel('Search').fill('team=web');
+  await page.getByRole('link', { name: CLUSTER }).waitFor();
+  await shot('clusters');
+  await page.getByLabel('Search').fill('env=prod');
+  await expectText(page.locator('[data-ref=empty]'), /No cluster matches/);
+  await page.getByLabel('Search').fill('');
+  await page.getByRole('link', { name: CLUSTER }).click();
+
+  step('issue: chips, then a TTL above the cluster maximum is refused next to the TTL');
+  await page.getByRole('link', { name: 'Issue kubeconfig' }).click();
+  await page.getByRole('heading', { name: 'Issue a kubeconfig' }).waitFor();
+  assert.equal(await page.getByLabel('Cluster', { exact: true }).inputValue(), CLUSTER);
+  await page.getByLabel('User', { exact: true }).fill('alice');
+  const groupInput = page.getByLabel('Groups', { exact: true });
+  for (const group of ['dev', 'ops', 'oops']) {
+    await groupInput.fill(group);
+    await groupInput.press('Enter');
+  }
+  await page.getByRole('button', { name: 'Remove group oops' }).click();
+  assert.deepEqual(await page.locator('.chip > span').allTextContents(), ['dev', 'ops']);
+  assert.ok(await page.getByLabel('24 h (outside policy)').isDisabled(), 'a preset above the maximum is disabled');
+  await page.getByLabel('Custom lifetime').fill('12h');
+  await page.getByRole('button', { name: 'Issue kubeconfig' }).click();
+  await expectText(page.locator('fieldset[data-field="ttl_seconds"] .field-error'), /at most 28800 seconds/);
+  assert.equal(await page.getByLabel('Custom lifetime').getAttribute('aria-invalid'), 'true');
+  await shot('issue-refused-ttl');
+
+  step('a group outside allowed_groups is refused next to the groups, on its chip');
+  await groupInput.fill('admins');
+  await groupInput.press('Enter');
+  await page.getByLabel('8 h', { exact: true }).check();
+  await page.getByRole('button', { name: 'Issue kubeconfig' }).click();
+  await expectText(page.locator('.field[data-field="groups"] .field-error'), /"admins" matches none of the cluster's allowed_groups/);
+  assert.equal(await page.locator('.chip.invalid > span').textContent(), 'admins');
+  await expectText(page.locator('fieldset[data-field="ttl_seconds"] .field-error'), /^$/);
+  await shot('issue-refused-group');
+
+  step('issue a kubeconfig and check the download with kubectl');
+  await page.getByRole('button', { name: 'Remove group admins' }).click();
+  await page.getByRole('button', { name: 'Issue kubeconfig' }).click();
+  await page.getByRole('heading', { name: 'Kubeconfig issued' }).waitFor();
+  const aliceSerial = await page.locator('[data-ref=facts] code').textContent();
+  assert.match(aliceSerial, /^[0-9A-F]+$/);
+  await expectText(page.locator('[data-ref=facts] time'), /^in [78] h$/);
+  let path;
+  [name, text, path] = await downloadFrom(page.getByRole('link', { name: /^Download kubeconfig/ }));
+  assert.equal(name, `kubeconfig-${CLUSTER}-alice.yaml`);
+  const config = JSON.parse(execFileSync(kubectl, ['config', 'view', '--raw', '--kubeconfig', path, '-o', 'json'], { encoding: 'utf8' }));
+  assert.equal(config.clusters[0].cluster.server, SERVER);
+  assert.equal(config.users[0].name, 'alice');
+  assert.ok(config.users[0].user['client-certificate-data'] && config.users[0].user['client-key-data'], 'the credential');
+  const raw = execFileSync(kubectl, ['config', 'view', '--raw', '--kubeconfig', path], { encoding: 'utf8' });
+  assert.match(raw, /client-key-data: /);
+  console.log(`  kubectl config view --raw parses ${path}`);
+  await shot('issued');
+
+  step('issue a second one, for bob, at the default TTL');
+  await page.getByLabel('User', { exact: true }).fill('bob');
+  await page.getByLabel('Default (1 h)').check();
+  await page.getByRole('button', { name: 'Issue kubeconfig' }).click();
+  await expectText(page.locator('[data-ref=facts]'), /bob/);
+  const bobSerial = await page.locator('[data-ref=facts] code').textContent();
+
+  step('the certificates list shows both, expiry relative');
+  await page.getByRole('link', { name: 'Certificates' }).click();
+  await rowOf(aliceSerial).waitFor();
+  await rowOf(bobSerial).waitFor();
+  await expectText(rowOf(aliceSerial).locator('time'), /^in [78] h$/);
+  await expectText(rowOf(bobSerial).locator('time'), /^in (59|60) min$/);
+  await shot('certificates');
+
+  step('Escape cancels the revoke dialog');
+  await rowOf(bobSerial).getByRole('button', { name: `Revoke ${bobSerial}` }).click();
+  await page.getByRole('dialog').waitFor();
+  await page.keyboard.press('Escape');
+  await page.getByRole('dialog').waitFor({ state: 'hidden' });
+  await expectText(rowOf(bobSerial).locator('.badge'), /^active$/);
+
+  step('revoke alice\'s certificate with a reason, after confirmation');
+  await rowOf(aliceSerial).getByRole('button', { name: `Revoke ${aliceSerial}` }).click();
+  const dialog = page.getByRole('dialog', { name: `Revoke ${aliceSerial}?` });
+  await dialog.waitFor();
+  await dialog.getByLabel('Reason').selectOption('keyCompromise');
+  await shot('revoke-dialog');
+  await dialog.getByRole('button', { name: 'Revoke' }).click();
+  await expectText(rowOf(aliceSerial).locator('td:nth-child(5)'), /revoked keyCompromise/);
+  await expectText(page.locator('#toast'), /revoked \(keyCompromise\)/);
+
+  step('the revoked filter shows it, the active filter does not');
+  await page.getByLabel('Status').selectOption('revoked');
+  await page.getByRole('button', { name: 'Apply' }).click();
+  await expectText(page.locator('tbody'), /alice/);
+  await rowOf(aliceSerial).waitFor();
+  assert.equal(await rowOf(bobSerial).count(), 0);
+  await shot('certificates-revoked');
+  await page.getByLabel('Status').selectOption('active');
+  await page.getByRole('button', { name: 'Apply' }).click();
+  await rowOf(bobSerial).waitFor();
+  assert.equal(await rowOf(aliceSerial).count(), 0);
+
+  step('revoke every certificate of bob');
+  await page.locator('#ru-user').fill('bob');
+  await page.locator('#ru-reason').selectOption('superseded');
+  await page.getByRole('button', { name: 'Revoke all…' }).click();
+  const bobDialog = page.getByRole('dialog', { name: 'Revoke every certificate of bob?' });
+  assert.equal(await bobDialog.getByLabel('Reason').inputValue(), 'superseded', 'the form\'s reason is carried over');
+  await bobDialog.getByRole('button', { name: 'Revoke' }).click();
+  await expectText(page.locator('#toast'), /1 certificate of bob revoked/);
+  await expectText(page.locator('[data-ref=empty]'), /No certificates match/);
+  await page.locator('#f-user').fill('bob');
+  await page.getByLabel('Status').selectOption('revoked');
+  await page.getByRole('button', { name: 'Apply' }).click();
+  await expectText(rowOf(bobSerial).locator('td:nth-child(5)'), /revoked superseded/);
+
+  step('the revoked map lists both serials');
+  await page.getByRole('link', { name: 'Overview' }).click();
+  [name, text] = await downloadFrom(page.getByRole('button', { name: `Download ${CLUSTER}-revoked.map` }));
+  assert.match(text, new RegExp(`^${aliceSerial} keyCompromise$`, 'm'));
+  assert.match(text, new RegExp(`^${bobSerial} superseded$`, 'm'));
+
+  step('sign out forgets the token');
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('kca.token')), null);
+
+  step('no CSP violation and no unexpected console error on the UI pages');
+  assert.deepEqual(violations, [], 'CSP violations');
+  const uiErrors = consoleErrors.filter((e) => !e.url.includes('/docs'));
+  // Chromium logs every 4xx answer; the refusals this test provokes are the only ones expected.
+  const unexpected = uiErrors.filter((e) => !/Failed to load resource: the server responded with a status of (403|422)/.test(e.text));
+  assert.deepEqual(unexpected, [], 'console errors');
+  assert.ok(!uiErrors.some((e) => /Content Security Policy|Refused to/.test(e.text)), 'CSP messages');
+  const uiBlocked = [...blocked];
+  assert.deepEqual(uiBlocked, [], 'the UI made requests off 127.0.0.1');
+
+  step('/docs renders the API with every request off 127.0.0.1 blocked');
+  await page.goto(`${base}/docs/`);
+  const docsPath = page.locator('.opblock-summary-path[data-path="/v1/clusters"]').first();
+  await docsPath.waitFor({ state: 'visible', timeout: 20_000 });
+  assert.equal((await docsPath.innerText()).replace(/\u200b/g, ''), '/v1/clusters');
+  await page.getByText('A private certificate authority for Kubernetes clusters.').waitFor();
+  await shot('docs');
+  console.log(`  requests blocked while on /docs: ${blocked.length ? blocked.join(', ') : 'none'}`);
+
+  console.log(`ok: ${shots} screenshots in ${outDir}`);
+} catch (err) {
+  console.error(`FAILED at step "${current}": ${err.stack ?? err}`);
+  if (consoleErrors.length) console.error(`console errors: ${JSON.stringify(consoleErrors, null, 1)}`);
+  if (violations.length) console.error(`CSP violations: ${violations.join('\n')}`);
+  if (blocked.length) console.error(`blocked requests: ${blocked.join(', ')}`);
+  await page.screenshot({ path: join(outDir, 'failure.png'), fullPage: true }).catch(() => {});
+  console.error(`  screenshot ${join(outDir, 'failure.png')}`);
+  process.exitCode = 1;
+} finally {
+  await context.close();
+  rmSync(profile, { recursive: true, force: true });
+}
