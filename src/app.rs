@@ -23,6 +23,10 @@ pub struct Settings {
     pub crl_validity: Duration,
     pub request_timeout: Duration,
     pub issue_rate_limit: u32,
+    /// Origins allowed to call the API from a browser (CORS); none by default.
+    pub cors_origins: Vec<String>,
+    /// Send `Strict-Transport-Security` (when serving HTTPS).
+    pub hsts: bool,
 }
 
 impl Default for Settings {
@@ -32,6 +36,8 @@ impl Default for Settings {
             crl_validity: Duration::from_secs(7 * 86_400),
             request_timeout: Duration::from_secs(30),
             issue_rate_limit: 0,
+            cors_origins: Vec::new(),
+            hsts: false,
         }
     }
 }
@@ -69,7 +75,8 @@ pub async fn open_store_and_keys(
     std::fs::create_dir_all(&args.data_dir).map_err(|e| {
         StartupError::Other(format!("cannot create the data directory {}: {e}", args.data_dir.display()))
     })?;
-    let store = store::connect(&args.database_url(), args.database_max_connections).await?;
+    let url = args.database_url().map_err(StartupError::Other)?;
+    let store = store::connect(&url, args.database_max_connections).await?;
     store.migrate().await?;
     let (master, source) = load_master_key(args)?;
     match source {
@@ -235,9 +242,9 @@ impl App {
         out
     }
 
-    /// Refuse an issuance when the caller has used up its rate.
-    pub fn check_issue_rate(&self, subject: &str) -> Result<(), ApiError> {
-        self.issue_limiter.check(subject, std::time::Instant::now()).map_err(ApiError::too_many_requests)
+    /// Refuse an issuance when the caller's token has used up its rate.
+    pub fn check_issue_rate(&self, token_id: &str) -> Result<(), ApiError> {
+        self.issue_limiter.check(token_id, std::time::Instant::now()).map_err(ApiError::too_many_requests)
     }
 
     /// Run CPU-bound work (key generation, signing) on the blocking pool, off the async workers.

@@ -16,6 +16,10 @@ pub struct StoreArgs {
     #[arg(long, env = "KCA_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
+    /// File holding the database URL (it carries a password), e.g. a Docker secret.
+    #[arg(long, env = "KCA_DATABASE_URL_FILE", conflicts_with = "database_url")]
+    pub database_url_file: Option<PathBuf>,
+
     /// Largest database connection pool (Postgres).
     #[arg(long, env = "KCA_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     pub database_max_connections: u32,
@@ -49,12 +53,18 @@ impl std::fmt::Debug for StoreArgs {
 }
 
 impl StoreArgs {
-    /// The database URL, or the embedded SQLite file in the data directory.
-    pub fn database_url(&self) -> String {
-        match &self.database_url {
+    /// The database URL (given, or read from its file), or the embedded SQLite file in the data
+    /// directory.
+    pub fn database_url(&self) -> Result<String, String> {
+        if let Some(path) = &self.database_url_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read KCA_DATABASE_URL_FILE {}: {e}", path.display()))?;
+            return Ok(text.trim().to_string());
+        }
+        Ok(match &self.database_url {
             Some(url) => url.clone(),
             None => format!("sqlite://{}", self.data_dir.join("kca.db").display()),
-        }
+        })
     }
 }
 
@@ -95,6 +105,10 @@ pub struct ServeArgs {
     /// Issuances per minute allowed to one token subject (0: unlimited).
     #[arg(long, env = "KCA_ISSUE_RATE_LIMIT", default_value_t = 0)]
     pub issue_rate_limit: u32,
+
+    /// Log format: `text` (readable lines) or `json` (one JSON object a line).
+    #[arg(long, env = "KCA_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
 
     /// Allow browsers on these origins to call the API (CORS); none by default.
     #[arg(long, env = "KCA_CORS_ORIGINS", value_delimiter = ',')]

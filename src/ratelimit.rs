@@ -1,5 +1,5 @@
-//! Per-subject rate limiting of issuance (a token bucket per token subject), so that one client
-//! cannot exhaust the service.
+//! Rate limiting of issuance: a token bucket per API token, so that one client cannot exhaust the
+//! service.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -34,13 +34,6 @@ pub struct Application {
 
 impl Application {
     pub async fn build(args: &ServeArgs) -> Result<Self, StartupError> {
-        let settings = Settings {
-            public_read: args.public_read,
-            crl_validity: args.crl_validity,
-            request_timeout: args.request_timeout,
-            issue_rate_limit: args.issue_rate_limit,
-        };
-        let app = App::open(&args.store, settings).await?;
         let transport = match (&args.tls_cert, &args.tls_key, args.http) {
             (_, _, true) => Transport::PlainHttp,
             (Some(cert), Some(key), false) => Transport::Tls { cert: cert.clone(), key: key.clone() },
@@ -56,6 +49,15 @@ impl Application {
                 Transport::Tls { cert, key }
             }
         };
+        let settings = Settings {
+            public_read: args.public_read,
+            crl_validity: args.crl_validity,
+            request_timeout: args.request_timeout,
+            issue_rate_limit: args.issue_rate_limit,
+            cors_origins: args.cors_origins.clone(),
+            hsts: matches!(transport, Transport::Tls { .. }),
+        };
+        let app = App::open(&args.store, settings).await?;
         let listener = std::net::TcpListener::bind(args.listen)
             .map_err(|e| StartupError::Other(format!("cannot listen on {}: {e}", args.listen)))?;
         listener.set_nonblocking(true).map_err(|e| StartupError::Other(e.to_string()))?;

@@ -1,6 +1,6 @@
 //! The `kca` command line: the server's own commands (`serve`, `migrate`, `token`, `openapi`) and
 //! the client commands that talk to a kca server over HTTPS (`kubeconfig`, `authority-cert`,
-//! `clusters`, `certificates`, `revoke-user`).
+//! `clusters`, `certificates`, `revoke-user`, and `crl-sync` on the proxy host).
 //!
 //! Client commands find the server, token and trusted CA in flags, then `KCA_URL`, `KCA_TOKEN`,
 //! `KCA_CACERT`, then the config file (see [`settings`]). `-o` names the output *format*
@@ -112,7 +112,7 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    crate::telemetry::init();
+    crate::telemetry::init_with_format(args.log_format == "json");
     let application = crate::server::Application::build(&args).await?;
     application.run().await?;
     Ok(())
@@ -121,7 +121,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 async fn migrate(args: StoreArgs) -> anyhow::Result<()> {
     crate::telemetry::init();
     std::fs::create_dir_all(&args.data_dir)?;
-    let store = crate::store::connect(&args.database_url(), 2).await?;
+    let store = crate::store::connect(&args.database_url().map_err(anyhow::Error::msg)?, 2).await?;
     store.migrate().await?;
     eprintln!("kca: the {} database is up to date", store.backend());
     Ok(())

@@ -81,6 +81,13 @@ impl Caller {
         self.require_for_cluster(Scope::Read, cluster_name).map(|_| ())
     }
 
+    /// What rate limits count against: the token (its `jti`), else the subject.
+    pub fn token_id(&self) -> &str {
+        self.claims
+            .as_ref()
+            .map_or("anonymous", |c| if c.jti.is_empty() { c.sub.as_str() } else { c.jti.as_str() })
+    }
+
     /// The subject recorded for what this caller does.
     pub fn actor(&self) -> &str {
         self.claims.as_ref().map_or("anonymous", |c| c.sub.as_str())

@@ -164,7 +164,9 @@ pub(crate) async fn record_issued(
             ApiError::unavailable("the database is unavailable; nothing was issued", 5)
         }
         other => ApiError::internal(format!("recording a certificate failed: {other}")),
-    })
+    })?;
+    app.metrics.certificate_issued(&cluster.name, authority.kind.as_str(), profile);
+    Ok(())
 }
 
 /// The certificates of a cluster, newest first.

@@ -109,7 +109,7 @@ pub async fn issue_certificate(
         (Some(csr), None) => SubjectKey::Csr(csr),
         (None, algorithm) => SubjectKey::Generate(algorithm.unwrap_or_default()),
     };
-    app.check_issue_rate(caller.actor())?;
+    app.check_issue_rate(caller.token_id())?;
     let authority = snapshot.signer(profile.authority).ok_or_else(|| {
         ApiError::internal(format!("the {} CA has no active generation", profile.authority))
     })?;

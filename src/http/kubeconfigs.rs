@@ -109,7 +109,7 @@ pub async fn issue_kubeconfig(
         (Some(csr), None) => SubjectKey::Csr(csr),
         (None, algorithm) => SubjectKey::Generate(algorithm.unwrap_or_default()),
     };
-    app.check_issue_rate(caller.actor())?;
+    app.check_issue_rate(caller.token_id())?;
     let authority = snapshot
         .signer(AuthorityKind::Operators)
         .ok_or_else(|| ApiError::internal("the operators CA has no active generation"))?;

@@ -108,6 +108,9 @@ pub fn openapi_json() -> String {
 pub fn router(app: AppState) -> Router {
     let (api_routes, openapi) = api();
     let request_timeout = app.settings.request_timeout;
+    let hsts =
+        app.settings.hsts.then(|| default_header(header::STRICT_TRANSPORT_SECURITY, "max-age=31536000"));
+    let cors = cors(&app.settings.cors_origins);
     api_routes
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .merge(web::router())
@@ -127,6 +130,8 @@ pub fn router(app: AppState) -> Router {
         // Most answers are private and some carry a private key: not cached unless a handler
         // chose otherwise (downloads of public material).
         .layer(default_header(header::CACHE_CONTROL, "no-store"))
+        .layer(tower::util::option_layer(hsts))
+        .layer(tower::util::option_layer(cors))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request| {
@@ -164,6 +169,29 @@ async fn enforce_timeout(State(timeout): State<Duration>, request: Request, next
         Ok(response) => response,
         Err(_) => ApiError::unavailable("the request timed out", 1).into_response(),
     }
+}
+
+/// CORS for the configured origins only; with none (the default), browsers on other origins
+/// cannot call the API.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::Method;
+    let origins: Vec<HeaderValue> =
+        origins.iter().filter_map(|o| HeaderValue::from_str(o.trim()).ok()).collect();
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::ACCEPT,
+                header::IF_NONE_MATCH,
+            ])
+            .expose_headers([header::ETAG, header::LOCATION, header::RETRY_AFTER]),
+    )
 }
 
 /// A header set on every response that does not carry its own.
