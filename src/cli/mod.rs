@@ -13,6 +13,7 @@ pub mod client;
 pub mod clusters;
 pub mod kubeconfig;
 pub mod output;
+pub mod pki_export;
 pub mod settings;
 
 use std::process::ExitCode;
@@ -50,6 +51,8 @@ pub enum Command {
     Certificates(certificates::CertificatesArgs),
     /// Revoke every unexpired certificate of a user.
     RevokeUser(certificates::RevokeUserArgs),
+    /// Write a control plane's CA files and component certificates in kubeadm's layout.
+    Pki(pki_export::PkiArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +104,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Clusters(args) => clusters::run(args).await,
         Command::Certificates(args) => certificates::run(args).await,
         Command::RevokeUser(args) => certificates::revoke_user(args).await,
+        Command::Pki(args) => pki_export::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

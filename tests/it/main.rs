@@ -17,6 +17,7 @@ mod mtls;
 mod openapi;
 mod operations;
 mod pgcluster;
+mod pki_export;
 mod replicas;
 mod revocation;
 mod rotation;

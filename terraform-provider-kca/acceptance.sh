@@ -1,0 +1,380 @@
+#!/usr/bin/env bash
+# Acceptance test of terraform-provider-kca: builds the provider and kca, starts a real kca on a
+# free loopback port with a throw-away data directory, and drives the real `terraform` through
+# apply, plan, replacement, drift, import and destroy, checking kca's side of each step with curl.
+#
+#   terraform-provider-kca/acceptance.sh
+#
+# Needs cargo, protoc, terraform >= 1.11, curl, jq and openssl. Knobs: TERRAFORM (binary),
+# STEP_TIMEOUT, BUILD_TIMEOUT, TOTAL_TIMEOUT (seconds), KEEP_LOGS=1 (keep the work directory).
+#
+# Only 127.0.0.1 is contacted: the provider comes from a dev_overrides directory (no `terraform
+# init`, no registry) and Terraform's version check is disabled. Every step is time-bounded, kca
+# is killed by its pid on exit, and any failed check exits non-zero.
+set -euo pipefail
+
+# The whole run is bounded too: on overrun, timeout signals the run's process group (this script,
+# kca, terraform), and the EXIT trap below still cleans up.
+if [[ -z "${KCA_ACCEPTANCE_BOUNDED:-}" ]]; then
+    export KCA_ACCEPTANCE_BOUNDED=1
+    exec timeout "${TOTAL_TIMEOUT:-3600}" bash "$(realpath "${BASH_SOURCE[0]}")" "$@"
+fi
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$HERE")
+TERRAFORM=${TERRAFORM:-terraform}
+STEP_TIMEOUT=${STEP_TIMEOUT:-300}   # seconds, any one terraform/curl step
+BUILD_TIMEOUT=${BUILD_TIMEOUT:-2400} # seconds, each cargo build (2 cores, cold cache)
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/kca-tf-acc.XXXXXX")
+KCA_PID=""
+PASSED=0
+STARTED=$(date +%s)
+
+cleanup() {
+    local rc=$?
+    if [[ -n "$KCA_PID" ]] && kill -0 "$KCA_PID" 2>/dev/null; then
+        kill "$KCA_PID" 2>/dev/null || true
+        wait "$KCA_PID" 2>/dev/null || true
+    fi
+    rm -f "$WORK/auth.header" # the admin token; the rest of a failed run is kept for diagnosis
+    if [[ $rc -ne 0 ]]; then
+        echo "FAILED (exit $rc) after $PASSED checks; logs kept in $WORK (kca.log, tf-*.log)" >&2
+    elif [[ -n "${KEEP_LOGS:-}" ]]; then
+        echo "logs kept in $WORK (kca.log, tf-*.log)"
+    else
+        rm -rf "$WORK"
+    fi
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { printf '\n== %s\n' "$*"; }
+ok() { PASSED=$((PASSED + 1)); printf 'ok %2d - %s\n' "$PASSED" "$*"; }
+fail() { printf 'not ok - %s\n' "$*" >&2; exit 1; }
+
+for tool in cargo curl jq openssl "$TERRAFORM"; do
+    command -v "$tool" >/dev/null || fail "missing tool: $tool"
+done
+command -v protoc >/dev/null || [[ -n "${PROTOC:-}" ]] ||
+    fail "missing protoc (Debian: apt-get install protobuf-compiler), needed to build the plugin protocol"
+
+# --- build -------------------------------------------------------------------------------------
+log "building the provider and kca"
+t0=$(date +%s)
+(cd "$HERE" && timeout "$BUILD_TIMEOUT" cargo build --quiet)
+t1=$(date +%s)
+(cd "$ROOT" && timeout "$BUILD_TIMEOUT" cargo build --quiet)
+t2=$(date +%s)
+echo "provider build: $((t1 - t0))s, kca build: $((t2 - t1))s"
+mkdir -p "$WORK/plugins"
+cp "$HERE/target/debug/terraform-provider-kca" "$WORK/plugins/terraform-provider-kca"
+
+# --- kca ---------------------------------------------------------------------------------------
+log "starting kca"
+export KCA_DATA_DIR="$WORK/data"
+KCA="" CACERT="$KCA_DATA_DIR/tls/dev-cert.pem"
+# A port below the kernel's ephemeral range (32768+), so no outgoing connection holds it; kca is
+# started again on another port if it still finds its port taken.
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for attempt in 1 2 3 4 5; do
+    PORT=$((20000 + RANDOM % 12000))
+    port_free "$PORT" || continue
+    "$ROOT/target/debug/kca" serve --listen "127.0.0.1:$PORT" >"$WORK/kca.log" 2>&1 &
+    KCA_PID=$!
+    KCA="https://127.0.0.1:$PORT"
+    CACERT="$KCA_DATA_DIR/tls/dev-cert.pem"
+    for _ in $(seq 100); do
+        kill -0 "$KCA_PID" 2>/dev/null || break
+        [[ -f "$CACERT" ]] && curl -sf --max-time 2 --cacert "$CACERT" "$KCA/readyz" >/dev/null && break
+        sleep 0.3
+    done
+    kill -0 "$KCA_PID" 2>/dev/null && break
+    grep -q "Address already in use" "$WORK/kca.log" || { cat "$WORK/kca.log" >&2; fail "kca exited at start"; }
+    echo "port $PORT taken, attempt $attempt"
+done
+curl -sf --max-time 2 --cacert "$CACERT" "$KCA/readyz" >/dev/null || { cat "$WORK/kca.log" >&2; fail "kca not ready"; }
+TOKEN=$(timeout 60 "$ROOT/target/debug/kca" token create --subject terraform --scope admin --ttl 2h)
+[[ -n "$TOKEN" ]] || fail "no token"
+echo "kca pid $KCA_PID on $KCA, data in $KCA_DATA_DIR"
+
+# curl against kca as the admin; the token goes in a header file, never on a command line.
+printf 'Authorization: Bearer %s\n' "$TOKEN" >"$WORK/auth.header"
+chmod 600 "$WORK/auth.header"
+api() { # api METHOD PATH [JSON] -> body on stdout; fails on a non-2xx answer
+    local args=(-sS --fail-with-body --max-time 30 --cacert "$CACERT" -H "@$WORK/auth.header" -X "$1" "$KCA$2")
+    [[ $# -ge 3 ]] && args+=(-H 'Content-Type: application/json' --data "$3")
+    curl "${args[@]}"
+}
+api_status() { # api_status METHOD PATH -> HTTP status only
+    curl -sS -o /dev/null -w '%{http_code}' --max-time 30 --cacert "$CACERT" -H "@$WORK/auth.header" \
+        -X "$1" "$KCA$2"
+}
+
+# --- terraform ---------------------------------------------------------------------------------
+cat >"$WORK/terraform.rc" <<EOF
+disable_checkpoint = true
+provider_installation {
+  dev_overrides {
+    "registry.terraform.io/kca/kca" = "$WORK/plugins"
+  }
+  direct {}
+}
+EOF
+export TF_CLI_CONFIG_FILE="$WORK/terraform.rc" TF_IN_AUTOMATION=1 TF_INPUT=0 CHECKPOINT_DISABLE=1
+export TF_DATA_DIR="$WORK/tf/.terraform"
+export KCA_URL="$KCA" KCA_TOKEN="$TOKEN" KCA_CACERT="$CACERT" # KCA_CACERT as a path here
+TF="$WORK/tf"
+mkdir -p "$TF"
+SUFFIX=$(date +%s | tail -c 6)$RANDOM
+NAME="tf-acc-$SUFFIX"
+IMPORTED="tf-imp-$SUFFIX"
+
+cat >"$TF/main.tf" <<EOF
+terraform {
+  required_providers {
+    kca = { source = "kca/kca" }
+  }
+}
+
+provider "kca" {} # url, token and ca_cert_pem from KCA_URL, KCA_TOKEN, KCA_CACERT
+
+variable "groups" { type = list(string) }
+variable "early_renewal_seconds" { type = number }
+variable "server" { type = string }
+
+resource "kca_cluster" "main" {
+  name   = "$NAME"
+  server = var.server
+  labels = { env = "test" }
+  policy {
+    max_ttl_seconds = 28800
+  }
+}
+
+resource "kca_kubeconfig" "alice" {
+  cluster               = kca_cluster.main.id
+  user                  = "alice"
+  groups                = var.groups
+  ttl_seconds           = 7200
+  early_renewal_seconds = var.early_renewal_seconds
+}
+
+# A key made outside kca and Terraform: only its CSR goes in, so no private key is in the state.
+resource "kca_kubeconfig" "bob" {
+  cluster = kca_cluster.main.id
+  user    = "bob"
+  csr_pem = file("\${path.module}/bob.csr")
+}
+
+data "kca_authority" "operators" {
+  cluster = kca_cluster.main.name
+  kind    = "operators"
+}
+
+data "kca_client_bundle" "proxy" {
+  cluster = kca_cluster.main.id
+  kinds   = ["operators", "control-plane"]
+}
+
+output "cluster_id" { value = kca_cluster.main.id }
+output "serial" { value = kca_kubeconfig.alice.serial }
+output "not_after" { value = kca_kubeconfig.alice.not_after }
+output "default_ttl" { value = kca_cluster.main.policy.default_ttl_seconds }
+output "ca_kinds" { value = sort(keys(kca_cluster.main.ca_pem)) }
+output "operators_fingerprint" { value = kca_cluster.main.ca_fingerprints["operators"] }
+output "bundle_matches" { value = data.kca_authority.operators.bundle_pem == kca_cluster.main.ca_pem["operators"] }
+output "crl_url" { value = data.kca_authority.operators.crl_url }
+output "client_ca_certs" { value = length(regexall("BEGIN CERTIFICATE", data.kca_client_bundle.proxy.ca_pem)) }
+output "client_crls" { value = length(regexall("BEGIN X509 CRL", data.kca_client_bundle.proxy.crl_pem)) }
+output "kubeconfig" {
+  value     = kca_kubeconfig.alice.kubeconfig
+  sensitive = true
+}
+output "bob_serial" { value = kca_kubeconfig.bob.serial }
+output "bob_certificate" { value = kca_kubeconfig.bob.certificate_pem }
+output "bob_kubeconfig" {
+  value     = kca_kubeconfig.bob.kubeconfig
+  sensitive = true
+}
+EOF
+vars() { # vars GROUPS_JSON EARLY SERVER
+    printf 'groups = %s\nearly_renewal_seconds = %s\nserver = "%s"\n' "$1" "$2" "$3" >"$TF/terraform.tfvars"
+}
+SERVER="https://k8s.acc.test:6443"
+vars '["dev"]' 600 "$SERVER"
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=bob \
+    -keyout "$WORK/bob.key" -out "$TF/bob.csr" 2>/dev/null
+
+N=0
+tf() { # tf ARGS... -> output in $WORK/tf-N.log, shown on failure
+    N=$((N + 1))
+    local out="$WORK/tf-$N-$1.log" rc=0
+    (cd "$TF" && timeout "$STEP_TIMEOUT" "$TERRAFORM" "$@" -no-color >"$out" 2>&1) || rc=$?
+    LAST_LOG=$out
+    return $rc
+}
+tf_ok() { tf "$@" || { cat "$LAST_LOG" >&2; fail "terraform $*"; }; }
+expect_plan() { # expect_plan CODE WHAT: `terraform plan -detailed-exitcode` must exit with CODE
+    local rc=0
+    tf plan -input=false -detailed-exitcode || rc=$?
+    [[ $rc == "$1" ]] || { cat "$LAST_LOG" >&2; fail "$2: plan exit code $rc, expected $1"; }
+}
+# The dev_overrides warning goes to stderr on every command: keep it out of the report.
+out() { (cd "$TF" && "$TERRAFORM" output -no-color -raw "$1" 2>>"$WORK/tf-output.log"); }
+out_json() { (cd "$TF" && "$TERRAFORM" output -no-color -json "$1" 2>>"$WORK/tf-output.log" | jq -c .); }
+
+log "apply creates a cluster and a kubeconfig"
+tf_ok apply -input=false -auto-approve
+CLUSTER_ID=$(out cluster_id)
+SERIAL1=$(out serial)
+cluster=$(api GET "/v1/clusters/$NAME")
+[[ $(jq -r .id <<<"$cluster") == "$CLUSTER_ID" ]] || fail "cluster $NAME not in kca with id $CLUSTER_ID"
+[[ $(jq -r .policy.max_ttl_seconds <<<"$cluster") == 28800 ]] || fail "policy.max_ttl_seconds not applied"
+[[ $(jq -r .labels.env <<<"$cluster") == test ]] || fail "labels not applied"
+ok "cluster $NAME created in kca (id $CLUSTER_ID, policy and labels applied)"
+[[ $(out default_ttl) == $(jq -r .policy.default_ttl_seconds <<<"$cluster") ]] || fail "server default policy not in state"
+[[ $(out_json ca_kinds) == '["aggregation","control-plane","etcd","kubelet","operators"]' ]] ||
+    fail "ca_pem does not hold the five kinds: $(out_json ca_kinds)"
+[[ $(out operators_fingerprint) == $(jq -r '.authorities[] | select(.kind=="operators") | .fingerprint_sha256' <<<"$cluster" | head -1) ]] ||
+    fail "operators fingerprint differs from kca's"
+ok "state has kca's policy defaults, the five CA PEMs and their fingerprints"
+cert=$(api GET "/v1/clusters/$CLUSTER_ID/certificates/$SERIAL1")
+[[ $(jq -r .status <<<"$cert") == active && $(jq -r .common_name <<<"$cert") == alice ]] ||
+    fail "certificate $SERIAL1 not active for alice: $cert"
+[[ $(jq -c .groups <<<"$cert") == '["dev"]' ]] || fail "groups of $SERIAL1: $(jq -c .groups <<<"$cert")"
+kubeconfig=$(out kubeconfig)
+grep -q "client-key-data" <<<"$kubeconfig" && grep -q "server: $SERVER" <<<"$kubeconfig" ||
+    fail "kubeconfig lacks the key or the server"
+ok "kubeconfig issued: certificate $SERIAL1 active in kca (CN alice, O dev), YAML with key and server"
+BOB=$(out bob_serial)
+[[ $(api GET "/v1/clusters/$CLUSTER_ID/certificates/$BOB" | jq -r .common_name) == bob ]] || fail "bob's certificate"
+[[ $(openssl x509 -noout -pubkey <<<"$(out bob_certificate)") == $(openssl pkey -pubout -in "$WORK/bob.key") ]] ||
+    fail "bob's certificate does not certify the CSR's key"
+state=$(cd "$TF" && "$TERRAFORM" state pull 2>/dev/null)
+[[ $(jq -r '.resources[] | select(.name=="bob") | .instances[0].attributes.private_key_pem' <<<"$state") == null ]] ||
+    fail "a private key is in the state for the CSR kubeconfig"
+grep -q "client-key-data" <<<"$(out bob_kubeconfig)" && fail "bob's kubeconfig holds a key"
+grep -qF "$(sed -n 2p "$WORK/bob.key")" <<<"$state" && fail "bob's private key is in the state"
+ok "csr_pem: certificate $BOB certifies the CSR's key; no private key in the state or the kubeconfig"
+[[ $(out bundle_matches) == true ]] || fail "kca_authority bundle differs from kca_cluster.ca_pem"
+[[ $(out crl_url) == "$KCA/v1/clusters/$NAME/authorities/operators/crl" ]] || fail "crl_url: $(out crl_url)"
+[[ $(curl -sS -o /dev/null -w '%{http_code}' --cacert "$CACERT" "$(out crl_url)") == 200 ]] || fail "crl_url not served"
+[[ $(out client_ca_certs) -ge 2 && $(out client_crls) -ge 2 ]] ||
+    fail "client bundle: $(out client_ca_certs) certificates, $(out client_crls) CRLs"
+ok "data sources: kca_authority bundle = ca_pem[operators], crl_url served; kca_client_bundle has 2 CAs and 2 CRLs"
+
+log "a second plan shows no changes"
+expect_plan 0 "second plan"
+ok "terraform plan -detailed-exitcode = 0 after apply"
+KCA_CACERT=$(cat "$CACERT") expect_plan 0 "plan with KCA_CACERT as PEM text"
+ok "KCA_CACERT accepted as PEM text as well as a path"
+
+log "changing groups replaces the kubeconfig and revokes the old certificate"
+vars '["dev","ops"]' 600 "$SERVER"
+expect_plan 2 "plan after changing groups"
+grep -q "kca_kubeconfig.alice must be replaced" "$LAST_LOG" || { cat "$LAST_LOG" >&2; fail "plan does not replace the kubeconfig"; }
+tf_ok apply -input=false -auto-approve
+SERIAL2=$(out serial)
+[[ "$SERIAL2" != "$SERIAL1" ]] || fail "serial unchanged after changing groups"
+[[ $(api GET "/v1/clusters/$CLUSTER_ID/certificates/$SERIAL1" | jq -r .status) == revoked ]] ||
+    fail "old certificate $SERIAL1 not revoked"
+[[ $(api GET "/v1/clusters/$CLUSTER_ID/certificates/$SERIAL1" | jq -r .revocation_reason) == cessationOfOperation ]] ||
+    fail "old certificate not revoked with reason cessationOfOperation"
+cert=$(api GET "/v1/clusters/$CLUSTER_ID/certificates/$SERIAL2")
+[[ $(jq -r .status <<<"$cert") == active && $(jq -c .groups <<<"$cert") == '["dev","ops"]' ]] ||
+    fail "new certificate $SERIAL2: $cert"
+ok "groups change: new certificate $SERIAL2 (O dev,ops) active, old $SERIAL1 revoked (cessationOfOperation)"
+expect_plan 0 "plan after replacement"
+ok "plan after the replacement shows no changes"
+
+log "out-of-band changes show as drift"
+api PATCH "/v1/clusters/$CLUSTER_ID" '{"labels": {"env": "drifted", "extra": "x"}}' >/dev/null
+expect_plan 2 "plan after an out-of-band label change"
+grep -q '"drifted"' "$LAST_LOG" || { cat "$LAST_LOG" >&2; fail "label drift not shown"; }
+ok "out-of-band PATCH of labels: plan exit code 2, drift shown"
+api PATCH "/v1/clusters/$CLUSTER_ID" '{"server": "https://elsewhere.acc.test:6443"}' >/dev/null
+expect_plan 2 "plan after an out-of-band server change"
+grep -q 'elsewhere.acc.test' "$LAST_LOG" || { cat "$LAST_LOG" >&2; fail "server drift not shown"; }
+grep -q 'kca_cluster.main will be updated in-place' "$LAST_LOG" || { cat "$LAST_LOG" >&2; fail "not an in-place update"; }
+ok "out-of-band PATCH of server: plan exit code 2, in-place update"
+tf_ok apply -input=false -auto-approve
+cluster=$(api GET "/v1/clusters/$CLUSTER_ID")
+[[ $(jq -c .labels <<<"$cluster") == '{"env":"test"}' && $(jq -r .server <<<"$cluster") == "$SERVER" ]] ||
+    fail "apply did not restore labels/server: $(jq -c '{labels, server}' <<<"$cluster")"
+[[ $(out serial) == "$SERIAL2" ]] || fail "the kubeconfig was replaced by a cluster update"
+expect_plan 0 "plan after correcting drift"
+ok "apply restored labels and server with PATCH (same cluster id, same kubeconfig); plan clean"
+vars '["dev","ops"]' 600 "https://moved.acc.test:6443"
+tf_ok apply -input=false -auto-approve
+[[ $(api GET "/v1/clusters/$CLUSTER_ID" | jq -r .server) == "https://moved.acc.test:6443" ]] || fail "server update"
+[[ $(out cluster_id) == "$CLUSTER_ID" ]] || fail "server change replaced the cluster"
+SERVER="https://moved.acc.test:6443"
+ok "a server change in the configuration updates the cluster in place"
+
+log "a certificate revoked or due for renewal is replaced"
+api POST "/v1/clusters/$CLUSTER_ID/certificates/$SERIAL2/revoke" '{"reason": "keyCompromise"}' >/dev/null
+expect_plan 2 "plan after an out-of-band revocation"
+grep -q "kca_kubeconfig.alice must be replaced" "$LAST_LOG" || { cat "$LAST_LOG" >&2; fail "revoked kubeconfig not replaced"; }
+tf_ok apply -input=false -auto-approve
+SERIAL3=$(out serial)
+[[ "$SERIAL3" != "$SERIAL2" && $(api GET "/v1/clusters/$CLUSTER_ID/certificates/$SERIAL3" | jq -r .status) == active ]] ||
+    fail "no new active certificate after revocation"
+ok "revoked in kca (curl): plan replaces, apply issues $SERIAL3"
+vars '["dev","ops"]' 8000 "$SERVER" # ttl 7200 s: now >= not_after - 8000 s
+expect_plan 2 "plan inside the early-renewal window"
+grep -q "kca_kubeconfig.alice must be replaced" "$LAST_LOG" || { cat "$LAST_LOG" >&2; fail "renewal window: no replacement"; }
+vars '["dev","ops"]' 600 "$SERVER"
+expect_plan 0 "plan outside the early-renewal window"
+ok "early_renewal_seconds: replacement planned inside the window (early_renewal_seconds 8000 > ttl 7200), none outside"
+
+log "import of a cluster created with curl"
+imported=$(api POST /v1/clusters "{\"name\": \"$IMPORTED\", \"server\": \"https://imp.acc.test:6443\", \"labels\": {\"team\": \"imp\"}}")
+IMPORTED_ID=$(jq -r .id <<<"$imported")
+cat >"$TF/imported.tf" <<EOF
+resource "kca_cluster" "imported" {
+  name   = "$IMPORTED"
+  server = "https://imp.acc.test:6443"
+  labels = { team = "imp" }
+}
+EOF
+tf_ok import -input=false kca_cluster.imported "$IMPORTED_ID"
+expect_plan 0 "plan after import by id"
+ok "terraform import by id ($IMPORTED_ID): plan shows no changes"
+tf_ok state rm kca_cluster.imported
+tf_ok import -input=false kca_cluster.imported "$IMPORTED"
+[[ $(cd "$TF" && "$TERRAFORM" state show -no-color kca_cluster.imported 2>/dev/null | grep -E '^\s+id\s+=' | tr -d ' "' ) == "id=$IMPORTED_ID" ]] ||
+    fail "import by name did not store the id"
+expect_plan 0 "plan after import by name"
+ok "terraform import by name ($IMPORTED): state id is the uuid, plan shows no changes"
+api DELETE "/v1/clusters/$IMPORTED_ID" >/dev/null
+expect_plan 2 "plan after the imported cluster was deleted in kca"
+grep -q "kca_cluster.imported will be created" "$LAST_LOG" || { cat "$LAST_LOG" >&2; fail "deleted cluster not re-created"; }
+ok "cluster deleted with curl: read drops it (404), plan creates it again"
+tf_ok apply -input=false -auto-approve
+[[ $(api_status GET "/v1/clusters/$IMPORTED") == 200 ]] || fail "imported cluster not re-created"
+
+log "destroy leaves nothing behind"
+tf_ok destroy -input=false -auto-approve
+names=$(api GET "/v1/clusters?limit=500" | jq -r '.items[].name')
+grep -qx -e "$NAME" -e "$IMPORTED" <<<"$names" && fail "test clusters still listed: $names"
+[[ $(api_status GET "/v1/clusters/$CLUSTER_ID") == 404 ]] || fail "cluster $CLUSTER_ID still readable"
+audit=$(api GET "/v1/audit?limit=500")
+revoke_id=$(jq -r --arg s "$SERIAL3" '[.items[] | select(.action=="certificate.revoke" and .object_id==$s)][0].id // empty' <<<"$audit")
+delete_id=$(jq -r --arg c "$CLUSTER_ID" '[.items[] | select(.action=="cluster.delete" and .object_id==$c)][0].id // empty' <<<"$audit")
+[[ -n "$revoke_id" ]] || fail "no certificate.revoke of $SERIAL3 in the audit trail"
+jq -e --arg s "$BOB" 'any(.items[]; .action=="certificate.revoke" and .object_id==$s)' <<<"$audit" >/dev/null ||
+    fail "bob's certificate $BOB not revoked on destroy"
+[[ -n "$delete_id" && "$revoke_id" -lt "$delete_id" ]] || fail "certificate not revoked before the cluster was deleted"
+reason=$(jq -r --arg s "$SERIAL3" '[.items[] | select(.action=="certificate.revoke" and .object_id==$s)][0].details.reason' <<<"$audit")
+[[ "$reason" == cessationOfOperation ]] || fail "destroy revoked with reason $reason"
+[[ -z $(cd "$TF" && "$TERRAFORM" state list 2>/dev/null) ]] || fail "state not empty after destroy"
+ok "destroy: no test cluster listed in kca, certificates $SERIAL3 and $BOB revoked (cessationOfOperation, audit) before the cluster was deleted, state empty"
+
+grep -qF "$TOKEN" "$WORK"/tf-*.log "$WORK/kca.log" && fail "the token appears in a log"
+ok "the token appears in no terraform or kca log"
+
+echo
+echo "PASS: $PASSED checks in $(($(date +%s) - STARTED))s"
+echo "$PASSED passed, 0 failed"
