@@ -105,8 +105,10 @@ pub struct CertificateQuery {
     /// Only certificates of this user (CN).
     pub user: Option<String>,
     /// Only certificates in this state.
+    #[param(inline)]
     pub status: Option<StatusFilter>,
     /// Items per page (1-500, default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,

@@ -27,10 +27,10 @@ use crate::token::Scope;
 #[serde(deny_unknown_fields)]
 pub struct NewClusterRequest {
     /// Unique name, a DNS label.
-    #[schema(example = "prod-eu-1")]
+    #[schema(example = "prod-eu-1", pattern = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", max_length = 63)]
     pub name: String,
     /// kube-apiserver URL (https) written into kubeconfigs.
-    #[schema(example = "https://k8s.example.com:6443")]
+    #[schema(example = "https://k8s.example.com:6443", pattern = "^https://[^/?#@]+(/[^?#]*)?$")]
     pub server: String,
     /// Issuance policy; defaults apply to what is left out.
     pub policy: Option<IssuancePolicy>,

@@ -254,6 +254,8 @@ pub enum ProblemResponses {
     Conflict(Problem),
     #[response(status = 413, description = "Body too large", content_type = "application/problem+json")]
     PayloadTooLarge(Problem),
+    #[response(status = 415, description = "Body is not JSON", content_type = "application/problem+json")]
+    UnsupportedMediaType(Problem),
     #[response(status = 422, description = "Invalid value", content_type = "application/problem+json")]
     Unprocessable(Problem),
     #[response(status = 429, description = "Rate limited", content_type = "application/problem+json")]

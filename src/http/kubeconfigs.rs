@@ -23,13 +23,14 @@ use crate::token::Scope;
 #[serde(deny_unknown_fields)]
 pub struct NewKubeconfigRequest {
     /// The Kubernetes user: the certificate's CN.
-    #[schema(example = "alice")]
+    #[schema(example = "alice", min_length = 1, max_length = 64)]
     pub user: String,
     /// The Kubernetes groups: one O per group, in this order.
     #[serde(default)]
     #[schema(example = json!(["dev", "ops"]))]
     pub groups: Vec<String>,
     /// Lifetime; the cluster policy's default when absent.
+    #[schema(minimum = 1)]
     pub ttl_seconds: Option<u64>,
     /// A PEM CSR to sign instead of generating a key; only its public key is used.
     pub csr_pem: Option<String>,

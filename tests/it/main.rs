@@ -21,3 +21,4 @@ mod pki_export;
 mod replicas;
 mod revocation;
 mod rotation;
+mod schemathesis;
