@@ -253,16 +253,11 @@ pub async fn retire_generation(
     State(app): State<AppState>,
     caller: Caller,
     Path((cluster, kind, generation)): Path<(String, String, i32)>,
-    RawBody(body): RawBody,
+    body: RawBody,
 ) -> Result<Json<AuthorityResponse>, ApiError> {
     let kind = parse_kind(&kind)?;
     caller.require(Scope::Admin)?;
-    let request: RetireRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        RetireRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?
-    };
+    let request: RetireRequest = body.json_or_default()?;
     let snapshot = load_cluster(&app, &cluster).await?;
     let authority = snapshot
         .authorities

@@ -304,20 +304,14 @@ pub async fn revoke_certificate(
     State(app): State<AppState>,
     caller: Caller,
     Path((cluster, serial)): Path<(String, String)>,
-    RawBody(body): RawBody,
+    body: RawBody,
 ) -> Result<Json<CertificateResponse>, ApiError> {
     caller.require(Scope::CertificatesRevoke)?;
     let snapshot = app.snapshot(&cluster).await?;
     caller.require_for_cluster(Scope::CertificatesRevoke, &snapshot.cluster.name)?;
     let serial = parse_serial(&serial)?;
     // The body is optional: an empty one means the default reason.
-    let reason = if body.iter().all(u8::is_ascii_whitespace) {
-        RevocationReason::default()
-    } else {
-        serde_json::from_slice::<RevokeRequest>(&body)
-            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?
-            .reason
-    };
+    let reason = body.json_or_default::<RevokeRequest>()?.reason;
     let audit = caller.audit(
         app.now(),
         "certificate.revoke",

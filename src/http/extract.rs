@@ -63,6 +63,17 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     }
 }
 
+impl RawBody {
+    /// An optional JSON body: empty (or blank) means the default.
+    pub fn json_or_default<T: serde::de::DeserializeOwned + Default>(&self) -> Result<T, ApiError> {
+        if self.0.iter().all(u8::is_ascii_whitespace) {
+            return Ok(T::default());
+        }
+        serde_json::from_slice(&self.0)
+            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+    }
+}
+
 impl From<axum::extract::rejection::BytesRejection> for ApiError {
     fn from(rejection: axum::extract::rejection::BytesRejection) -> Self {
         ApiError::from_rejection(rejection.status(), rejection.body_text())

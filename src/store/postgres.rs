@@ -285,27 +285,8 @@ impl Store for PostgresStore {
         .bind(c.updated_at)
         .execute(&mut *tx)
         .await?;
-        for a in &new.authorities {
-            insert_authority(&mut tx, a).await?;
-        }
-        for crl in &new.crls {
-            sqlx::query("UPDATE authorities SET crl_number = $2 WHERE id = $1")
-                .bind(crl.authority_id)
-                .bind(crl.number)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "INSERT INTO crls (authority_id, crl_number, this_update, next_update, entries, der) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(crl.authority_id)
-            .bind(crl.number)
-            .bind(crl.this_update)
-            .bind(crl.next_update)
-            .bind(crl.entries)
-            .bind(&crl.der)
-            .execute(&mut *tx)
-            .await?;
+        for (authority, crl) in new.authorities.iter().zip(&new.crls) {
+            insert_authority(&mut tx, authority, crl).await?;
         }
         insert_audit(&mut tx, audit).await?;
         notify(&mut tx, Change::Cluster(c.id)).await?;
@@ -428,23 +409,7 @@ impl Store for PostgresStore {
             .bind(new.kind.as_str())
             .execute(&mut *tx)
             .await?;
-        insert_authority(&mut tx, new).await?;
-        sqlx::query("UPDATE authorities SET crl_number = $2 WHERE id = $1")
-            .bind(new.id)
-            .bind(crl.number)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO crls ({CRL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
-        )))
-        .bind(crl.authority_id)
-        .bind(crl.number)
-        .bind(crl.this_update)
-        .bind(crl.next_update)
-        .bind(crl.entries)
-        .bind(&crl.der)
-        .execute(&mut *tx)
-        .await?;
+        insert_authority(&mut tx, new, crl).await?;
         insert_audit(&mut tx, audit).await?;
         notify(&mut tx, Change::Cluster(new.cluster_id)).await?;
         tx.commit().await?;
@@ -765,7 +730,8 @@ impl Store for PostgresStore {
     }
 }
 
-async fn insert_authority(conn: &mut PgConnection, a: &AuthorityRecord) -> StoreResult<()> {
+/// A new authority generation with its first CRL; its CRL Number starts at that CRL's.
+async fn insert_authority(conn: &mut PgConnection, a: &AuthorityRecord, crl: &CrlRecord) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO authorities (id, cluster_id, kind, generation, state, subject, certificate_der, fingerprint, \
          key_algorithm, sealed_key, key_version, not_before, not_after, created_at) \
@@ -785,6 +751,22 @@ async fn insert_authority(conn: &mut PgConnection, a: &AuthorityRecord) -> Store
     .bind(a.not_before)
     .bind(a.not_after)
     .bind(a.created_at)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE authorities SET crl_number = $2 WHERE id = $1")
+        .bind(a.id)
+        .bind(crl.number)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO crls ({CRL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+    )))
+    .bind(crl.authority_id)
+    .bind(crl.number)
+    .bind(crl.this_update)
+    .bind(crl.next_update)
+    .bind(crl.entries)
+    .bind(&crl.der)
     .execute(conn)
     .await?;
     Ok(())

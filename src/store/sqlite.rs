@@ -189,7 +189,12 @@ async fn insert_audit(conn: &mut SqliteConnection, entry: &AuditEntry) -> StoreR
     Ok(())
 }
 
-async fn insert_authority(conn: &mut SqliteConnection, a: &AuthorityRecord) -> StoreResult<()> {
+/// A new authority generation with its first CRL; its CRL Number starts at that CRL's.
+async fn insert_authority(
+    conn: &mut SqliteConnection,
+    a: &AuthorityRecord,
+    crl: &CrlRecord,
+) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO authorities (id, cluster_id, kind, generation, state, subject, certificate_der, fingerprint, \
          key_algorithm, sealed_key, key_version, not_before, not_after, created_at) \
@@ -209,8 +214,22 @@ async fn insert_authority(conn: &mut SqliteConnection, a: &AuthorityRecord) -> S
     .bind(micros(a.not_before))
     .bind(micros(a.not_after))
     .bind(micros(a.created_at))
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
+    sqlx::query("UPDATE authorities SET crl_number = ? WHERE id = ?")
+        .bind(crl.number)
+        .bind(a.id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO crls ({CRL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)")))
+        .bind(crl.authority_id.to_string())
+        .bind(crl.number)
+        .bind(micros(crl.this_update))
+        .bind(micros(crl.next_update))
+        .bind(crl.entries)
+        .bind(&crl.der)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -283,26 +302,8 @@ impl Store for SqliteStore {
         .bind(micros(c.updated_at))
         .execute(&mut *tx)
         .await?;
-        for a in &new.authorities {
-            insert_authority(&mut tx, a).await?;
-        }
-        for crl in &new.crls {
-            sqlx::query("UPDATE authorities SET crl_number = ? WHERE id = ?")
-                .bind(crl.number)
-                .bind(crl.authority_id.to_string())
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO crls ({CRL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
-            )))
-            .bind(crl.authority_id.to_string())
-            .bind(crl.number)
-            .bind(micros(crl.this_update))
-            .bind(micros(crl.next_update))
-            .bind(crl.entries)
-            .bind(&crl.der)
-            .execute(&mut *tx)
-            .await?;
+        for (authority, crl) in new.authorities.iter().zip(&new.crls) {
+            insert_authority(&mut tx, authority, crl).await?;
         }
         insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
@@ -419,23 +420,7 @@ impl Store for SqliteStore {
             .bind(new.kind.as_str())
             .execute(&mut *tx)
             .await?;
-        insert_authority(&mut tx, new).await?;
-        sqlx::query("UPDATE authorities SET crl_number = ? WHERE id = ?")
-            .bind(crl.number)
-            .bind(new.id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO crls ({CRL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
-        )))
-        .bind(crl.authority_id.to_string())
-        .bind(crl.number)
-        .bind(micros(crl.this_update))
-        .bind(micros(crl.next_update))
-        .bind(crl.entries)
-        .bind(&crl.der)
-        .execute(&mut *tx)
-        .await?;
+        insert_authority(&mut tx, new, crl).await?;
         insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
