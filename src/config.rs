@@ -94,8 +94,9 @@ pub struct ServeArgs {
     #[arg(long, env = "KCA_PUBLIC_READ", default_value_t = true, action = clap::ArgAction::Set)]
     pub public_read: bool,
 
-    /// Lifetime of each CRL (nextUpdate - thisUpdate); re-signed when half of it has passed.
-    #[arg(long, env = "KCA_CRL_VALIDITY", default_value = "7d", value_parser = parse_duration)]
+    /// Lifetime of each CRL (nextUpdate - thisUpdate, at least 1h); re-signed when half of it has
+    /// passed.
+    #[arg(long, env = "KCA_CRL_VALIDITY", default_value = "7d", value_parser = parse_crl_validity)]
     pub crl_validity: Duration,
 
     /// Longest time a request may take.
@@ -130,6 +131,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         _ => return Err(format!("{text:?}: unknown unit {unit:?} (use s, m, h or d)")),
     };
     Ok(Duration::from_secs(seconds))
+}
+
+/// A CRL validity: thisUpdate is backdated five minutes, so anything short would publish CRLs that
+/// are expired or about to be.
+fn parse_crl_validity(text: &str) -> Result<Duration, String> {
+    let validity = parse_duration(text)?;
+    if validity < Duration::from_secs(3600) {
+        return Err("a CRL validity must be at least 1h".into());
+    }
+    Ok(validity)
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.

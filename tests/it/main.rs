@@ -22,3 +22,4 @@ mod replicas;
 mod revocation;
 mod rotation;
 mod schemathesis;
+mod tls;

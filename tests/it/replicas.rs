@@ -310,3 +310,52 @@ async fn a_replica_killed_mid_load_loses_no_certificate_it_handed_out() {
     );
     drop(database);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_passes_on_when_the_leader_goes() {
+    use kca::store::Store;
+    use kca::store::postgres::PostgresStore;
+    let database = PgDatabase::create();
+    let first = PostgresStore::connect(&database.url, 2).await.unwrap();
+    first.migrate().await.unwrap();
+    let second = PostgresStore::connect(&database.url, 2).await.unwrap();
+    assert!(first.hold_leadership().await.unwrap());
+    assert!(!second.hold_leadership().await.unwrap(), "one leader at a time");
+    assert!(first.hold_leadership().await.unwrap(), "the leader keeps the lead");
+    // The leader's process dies: its connection, and the lock with it, go away.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !second.hold_leadership().await.unwrap() {
+        assert!(Instant::now() < deadline, "nobody took over");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_re_signs_crls_once_half_their_validity_has_passed() {
+    let server =
+        TestServer::start_with(Backend::Postgres, |args| args.crl_validity = Duration::from_secs(4)).await;
+    let admin = server.token(&[kca::token::Scope::Admin]);
+    server.create_cluster(&admin, "prod").await;
+    let (number, _) = etcd_crl(&server).await;
+    assert_eq!(number, 1);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (number, _) = etcd_crl(&server).await;
+        if number >= 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "CRLs were not re-signed: number {number}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn etcd_crl(server: &TestServer) -> (u64, Vec<String>) {
+    let response = server
+        .client
+        .get(format!("{}/v1/clusters/prod/authorities/etcd/crl", server.url))
+        .send()
+        .await
+        .unwrap();
+    crl_facts(&response.bytes().await.unwrap())
+}
