@@ -156,10 +156,10 @@ async fn issue(
         body["dns_names"] = dns_names.into();
         body["ip_addresses"] = args.ip_addresses.clone().into();
     }
-    if profile.starts_with("etcd-") && profile != "etcd-healthcheck-client" {
-        if let Some(node) = &args.node_name {
-            body["common_name"] = node.clone().into();
-        }
+    if matches!(profile, "etcd-server" | "etcd-peer")
+        && let Some(node) = &args.node_name
+    {
+        body["common_name"] = node.clone().into();
     }
     if profile == "apiserver" {
         if let Some(ip) = &args.service_ip {
