@@ -11,6 +11,8 @@ pub mod cache;
 pub mod certificates;
 pub mod client;
 pub mod clusters;
+pub mod crl_sync;
+pub mod haproxy;
 pub mod kubeconfig;
 pub mod output;
 pub mod pki_export;
@@ -53,6 +55,9 @@ pub enum Command {
     RevokeUser(certificates::RevokeUserArgs),
     /// Write a control plane's CA files and component certificates in kubeadm's layout.
     Pki(pki_export::PkiArgs),
+    /// Keep a proxy's client CA bundle, CRLs and revoked-serial map in step with kca: verified,
+    /// written atomically, pushed to HAProxy with no reload.
+    CrlSync(Box<crl_sync::CrlSyncArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,6 +110,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Certificates(args) => certificates::run(args).await,
         Command::RevokeUser(args) => certificates::revoke_user(args).await,
         Command::Pki(args) => pki_export::run(args).await,
+        Command::CrlSync(args) => crl_sync::run(*args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

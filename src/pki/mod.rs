@@ -5,6 +5,7 @@
 
 pub mod ca;
 pub mod crl;
+pub mod crl_check;
 pub mod csr;
 pub mod der_time;
 pub mod error;
