@@ -215,7 +215,12 @@ pub async fn list_clusters(
     let next = next_cursor(clusters.len(), limit, clusters.last().map(|c| c.name.clone()));
     let mut items = Vec::with_capacity(clusters.len());
     for cluster in clusters {
-        let snapshot = app.refresh_snapshot(cluster).await?;
+        // The published snapshot is kept current (changes are announced); re-read the authorities
+        // only when the cluster row says the snapshot is behind.
+        let snapshot = match app.published.cluster(&cluster.id.to_string()) {
+            Some(snapshot) if snapshot.cluster == cluster => snapshot,
+            _ => app.refresh_snapshot(cluster).await?,
+        };
         items.push(ClusterResponse::from_snapshot(&snapshot));
     }
     Ok(Json(ClusterList { items, next_cursor: next }))
