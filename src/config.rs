@@ -123,13 +123,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = text.split_at(split);
     let number: u64 =
         number.parse().map_err(|_| format!("{text:?} is not a duration like 90s, 15m, 12h or 7d"))?;
-    let seconds = match unit {
-        "" | "s" => number,
-        "m" => number * 60,
-        "h" => number * 3600,
-        "d" => number * 86_400,
+    let unit_seconds: u64 = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => return Err(format!("{text:?}: unknown unit {unit:?} (use s, m, h or d)")),
     };
+    let seconds = number.checked_mul(unit_seconds).ok_or_else(|| format!("{text:?} is too long"))?;
     Ok(Duration::from_secs(seconds))
 }
 

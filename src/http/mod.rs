@@ -143,11 +143,17 @@ pub fn router(app: AppState) -> Router {
                 })
                 .on_request(())
                 .on_response(|response: &Response, latency: Duration, _: &tracing::Span| {
-                    tracing::info!(
-                        status = response.status().as_u16(),
-                        duration_ms = latency.as_secs_f64() * 1000.0,
-                        "request handled"
-                    );
+                    // Successes are counted by /metrics and the changes they make are logged as
+                    // events of their own; a line each would cost more than the request at load.
+                    let status = response.status().as_u16();
+                    let duration_ms = latency.as_secs_f64() * 1000.0;
+                    if response.status().is_server_error() {
+                        tracing::error!(status, duration_ms, "request failed");
+                    } else if response.status().is_client_error() {
+                        tracing::info!(status, duration_ms, "request refused");
+                    } else {
+                        tracing::debug!(status, duration_ms, "request handled");
+                    }
                 }),
         )
         .with_state(app)

@@ -473,44 +473,53 @@ impl Store for PostgresStore {
         if batch.is_empty() {
             return Ok(());
         }
+        // One statement per table whatever the batch size (arrays unnested), so it is prepared
+        // once per connection and never re-planned.
+        let column = |f: fn(&CertificateRecord) -> String| batch.iter().map(|(c, _)| f(c)).collect::<Vec<_>>();
+        let json = |f: fn(&CertificateRecord) -> &Vec<String>| {
+            batch.iter().map(|(c, _)| serde_json::json!(f(c))).collect::<Vec<_>>()
+        };
         let mut tx = self.pool.begin().await?;
-        let mut insert = QueryBuilder::<Postgres>::new(
+        sqlx::query(
             "INSERT INTO certificates (serial, cluster_id, authority_id, kind, generation, profile, common_name, \
-             groups, dns_names, ip_addresses, not_before, not_after, fingerprint, certificate_der, issued_by, created_at) ",
-        );
-        insert.push_values(batch, |mut row, (c, _)| {
-            row.push_bind(&c.serial)
-                .push_bind(c.cluster_id)
-                .push_bind(c.authority_id)
-                .push_bind(c.kind.as_str())
-                .push_bind(c.generation)
-                .push_bind(&c.profile)
-                .push_bind(&c.common_name)
-                .push_bind(Json(&c.groups))
-                .push_bind(Json(&c.dns_names))
-                .push_bind(Json(&c.ip_addresses))
-                .push_bind(c.not_before)
-                .push_bind(c.not_after)
-                .push_bind(&c.fingerprint)
-                .push_bind(&c.certificate_der)
-                .push_bind(&c.issued_by)
-                .push_bind(c.created_at);
-        });
-        insert.build().execute(&mut *tx).await?;
-        let mut audit = QueryBuilder::<Postgres>::new(
-            "INSERT INTO audit_events (at, actor, action, object_type, object_id, cluster_id, remote_addr, details) ",
-        );
-        audit.push_values(batch, |mut row, (_, e)| {
-            row.push_bind(e.at)
-                .push_bind(&e.actor)
-                .push_bind(&e.action)
-                .push_bind(&e.object_type)
-                .push_bind(&e.object_id)
-                .push_bind(e.cluster_id)
-                .push_bind(&e.remote_addr)
-                .push_bind(Json(&e.details));
-        });
-        audit.build().execute(&mut *tx).await?;
+             groups, dns_names, ip_addresses, not_before, not_after, fingerprint, certificate_der, issued_by, created_at) \
+             SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::uuid[], $4::text[], $5::int4[], $6::text[], $7::text[], \
+             $8::jsonb[], $9::jsonb[], $10::jsonb[], $11::timestamptz[], $12::timestamptz[], $13::text[], $14::bytea[], \
+             $15::text[], $16::timestamptz[])",
+        )
+        .bind(column(|c| c.serial.clone()))
+        .bind(batch.iter().map(|(c, _)| c.cluster_id).collect::<Vec<_>>())
+        .bind(batch.iter().map(|(c, _)| c.authority_id).collect::<Vec<_>>())
+        .bind(column(|c| c.kind.as_str().to_string()))
+        .bind(batch.iter().map(|(c, _)| c.generation).collect::<Vec<_>>())
+        .bind(column(|c| c.profile.clone()))
+        .bind(column(|c| c.common_name.clone()))
+        .bind(json(|c| &c.groups))
+        .bind(json(|c| &c.dns_names))
+        .bind(json(|c| &c.ip_addresses))
+        .bind(batch.iter().map(|(c, _)| c.not_before).collect::<Vec<_>>())
+        .bind(batch.iter().map(|(c, _)| c.not_after).collect::<Vec<_>>())
+        .bind(column(|c| c.fingerprint.clone()))
+        .bind(batch.iter().map(|(c, _)| c.certificate_der.as_slice()).collect::<Vec<_>>())
+        .bind(column(|c| c.issued_by.clone()))
+        .bind(batch.iter().map(|(c, _)| c.created_at).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO audit_events (at, actor, action, object_type, object_id, cluster_id, remote_addr, details) \
+             SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::uuid[], \
+             $7::text[], $8::jsonb[])",
+        )
+        .bind(batch.iter().map(|(_, e)| e.at).collect::<Vec<_>>())
+        .bind(batch.iter().map(|(_, e)| e.actor.as_str()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|(_, e)| e.action.as_str()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|(_, e)| e.object_type.as_str()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|(_, e)| e.object_id.as_str()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|(_, e)| e.cluster_id).collect::<Vec<_>>())
+        .bind(batch.iter().map(|(_, e)| e.remote_addr.as_deref()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|(_, e)| e.details.clone()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
