@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
+use bytes::Bytes;
 use uuid::Uuid;
 
 use crate::pki::{AuthorityKind, to_pem};
@@ -47,26 +48,30 @@ impl ClusterSnapshot {
     }
 }
 
-/// A CRL ready to serve.
+/// A CRL ready to serve. Its DER and PEM are shared buffers: a download answers them without a
+/// copy, whatever their size.
 #[derive(Debug)]
 pub struct CachedCrl {
+    /// The CRL's metadata (its `der` moved to [`CachedCrl::der`]).
     pub record: CrlRecord,
-    pub pem: String,
+    pub der: Bytes,
+    pub pem: Bytes,
     /// Strong validator: the CRL Number and authority identify the content.
     pub etag: String,
     map_lines: OnceLock<Vec<String>>,
 }
 
 impl CachedCrl {
-    pub fn new(record: CrlRecord) -> Self {
-        let pem = to_pem("X509 CRL", &record.der);
+    pub fn new(mut record: CrlRecord) -> Self {
+        let der = Bytes::from(std::mem::take(&mut record.der));
+        let pem = Bytes::from(to_pem("X509 CRL", &der));
         let etag = format!("\"{}-{}\"", record.authority_id.simple(), record.number);
-        Self { record, pem, etag, map_lines: OnceLock::new() }
+        Self { record, der, pem, etag, map_lines: OnceLock::new() }
     }
 
     /// `<SERIAL> <reason>` for each entry, read from the CRL itself (once).
     pub fn map_lines(&self) -> &[String] {
-        self.map_lines.get_or_init(|| crate::pki::crl::read_entries(&self.record.der).unwrap_or_default())
+        self.map_lines.get_or_init(|| crate::pki::crl::read_entries(&self.der).unwrap_or_default())
     }
 }
 

@@ -2,7 +2,7 @@
 //! `kca token create` on the server host share it without another secret to distribute.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -124,7 +124,7 @@ pub struct TokenService {
     validation: Validation,
     issuer: String,
     audience: String,
-    verified: Mutex<HashMap<[u8; 32], Claims>>,
+    verified: Mutex<HashMap<[u8; 32], Arc<Claims>>>,
 }
 
 impl TokenService {
@@ -186,13 +186,13 @@ impl TokenService {
     }
 
     /// Verify signature (EdDSA only: `alg: none` or HS256 are refused), `exp`, `iss` and `aud`.
-    pub fn verify(&self, token: &str, now: OffsetDateTime) -> Result<Claims, TokenError> {
+    pub fn verify(&self, token: &str, now: OffsetDateTime) -> Result<Arc<Claims>, TokenError> {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
         let key: [u8; 32] = digest.as_ref().try_into().expect("SHA-256 is 32 bytes");
         if let Some(claims) = self.verified.lock().expect("token cache lock").get(&key)
             && claims.exp > now.unix_timestamp()
         {
-            return Ok(claims.clone());
+            return Ok(Arc::clone(claims));
         }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
             TokenError::Invalid(match e.kind() {
@@ -215,7 +215,8 @@ impl TokenService {
                 cache.clear();
             }
         }
-        cache.insert(key, data.claims.clone());
-        Ok(data.claims)
+        let claims = Arc::new(data.claims);
+        cache.insert(key, Arc::clone(&claims));
+        Ok(claims)
     }
 }

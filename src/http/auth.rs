@@ -1,6 +1,7 @@
 //! Who is calling: the bearer token (verified) and the remote address, and the checks handlers make.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
@@ -16,7 +17,7 @@ use crate::token::{Claims, Scope};
 /// The caller of a request. A present but invalid token is refused here (401), even on endpoints
 /// that need none, so a client learns its token is bad.
 pub struct Caller {
-    claims: Option<Claims>,
+    claims: Option<Arc<Claims>>,
     pub remote_addr: Option<String>,
 }
 
@@ -48,7 +49,7 @@ impl FromRequestParts<AppState> for Caller {
 
 impl Caller {
     pub fn claims(&self) -> Option<&Claims> {
-        self.claims.as_ref()
+        self.claims.as_deref()
     }
 
     /// A token with `scope` (or `admin`): 401 without a token, 403 without the scope.

@@ -171,7 +171,7 @@ pub async fn ca_bundle(
         &etag,
         "application/x-pem-file",
         Caching { max_age: Some(300), last_modified: None },
-        bundle,
+        || bundle,
     ))
 }
 

@@ -101,6 +101,14 @@ pub fn http_date(at: OffsetDateTime) -> String {
     at.to_offset(time::UtcOffset::UTC).format(&format).expect("a date always formats")
 }
 
+/// The PEM of several CRLs as one body; one CRL is shared, not copied.
+fn concatenate(crls: &[std::sync::Arc<CachedCrl>]) -> bytes::Bytes {
+    match crls {
+        [one] => one.pem.clone(),
+        many => many.iter().flat_map(|c| c.pem.iter().copied()).collect::<Vec<u8>>().into(),
+    }
+}
+
 fn combined_etag(crls: &[std::sync::Arc<CachedCrl>]) -> String {
     let joined: String = crls.iter().map(|c| c.etag.as_str()).collect();
     etag_of(joined.as_bytes())
@@ -143,7 +151,7 @@ pub async fn crl_der(
         .crl(authority.id)
         .ok_or_else(|| ApiError::unavailable("the CRL is not loaded yet", 5))?;
     let caching = crl_caching(std::slice::from_ref(&crl), app.now());
-    Ok(cacheable(&headers, &crl.etag, "application/pkix-crl", caching, crl.record.der.clone()))
+    Ok(cacheable(&headers, &crl.etag, "application/pkix-crl", caching, || crl.der.clone()))
 }
 
 /// The CRLs of every non-retired generation of a CA, PEM, in the order of `ca.pem`.
@@ -172,9 +180,8 @@ pub async fn crl_pem(
     let snapshot = app.snapshot(&cluster).await?;
     caller.require_public_read(app.settings.public_read, &snapshot.cluster.name)?;
     let crls = crls_for(&app, &snapshot, &[kind])?;
-    let body: String = crls.iter().map(|c| c.pem.as_str()).collect();
     let caching = crl_caching(&crls, app.now());
-    Ok(cacheable(&headers, &combined_etag(&crls), "application/x-pem-file", caching, body))
+    Ok(cacheable(&headers, &combined_etag(&crls), "application/x-pem-file", caching, || concatenate(&crls)))
 }
 
 /// CA bundle for HAProxy's `ca-file`: the non-retired generations of the client CAs.
@@ -210,7 +217,7 @@ pub async fn client_ca(
         &etag,
         "application/x-pem-file",
         Caching { max_age: Some(60), last_modified: None },
-        bundle,
+        || bundle,
     ))
 }
 
@@ -242,9 +249,8 @@ pub async fn client_crl(
     let snapshot = app.snapshot(&cluster).await?;
     caller.require_public_read(app.settings.public_read, &snapshot.cluster.name)?;
     let crls = crls_for(&app, &snapshot, &kinds)?;
-    let body: String = crls.iter().map(|c| c.pem.as_str()).collect();
     let caching = crl_caching(&crls, app.now());
-    Ok(cacheable(&headers, &combined_etag(&crls), "application/x-pem-file", caching, body))
+    Ok(cacheable(&headers, &combined_etag(&crls), "application/x-pem-file", caching, || concatenate(&crls)))
 }
 
 /// HAProxy map of revoked serials (`<SERIAL HEX UPPERCASE> <reason>` a line), for denying a
@@ -298,5 +304,6 @@ pub async fn revoked_map(
         Err(err) => return Err(err.into()),
     }
     let caching = crl_caching(&crls, now);
-    Ok(cacheable(&headers, &etag_of(body.as_bytes()), "text/plain; charset=utf-8", caching, body))
+    let etag = etag_of(body.as_bytes());
+    Ok(cacheable(&headers, &etag, "text/plain; charset=utf-8", caching, || body))
 }

@@ -26,18 +26,19 @@ pub struct Caching {
     pub last_modified: Option<String>,
 }
 
-/// Answer `body` with its validators, or 304 when the client has it already.
-pub fn cacheable(
+/// Answer the body with its validators, or 304 when the client has it already (then the body is
+/// never built: a large CRL bundle is not copied for a client that will not read it).
+pub fn cacheable<B: Into<Body>>(
     request_headers: &HeaderMap,
     etag: &str,
     content_type: &'static str,
     caching: Caching,
-    body: impl Into<Body>,
+    body: impl FnOnce() -> B,
 ) -> Response {
     let mut response = if not_modified(request_headers, etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let mut response = Response::new(body.into());
+        let mut response = Response::new(body().into());
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         response
     };

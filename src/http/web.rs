@@ -68,7 +68,8 @@ fn serve(index: usize, headers: &HeaderMap) -> Response {
     let asset = &ASSETS[index];
     // `no-cache` with an ETag: the browser revalidates on every load (a 304 costs one round trip),
     // so the UI of a new kca binary shows at once, never a mix of old and new modules.
-    let mut response = cacheable(headers, &ETAGS[index], asset.content_type, Caching::default(), asset.body);
+    let mut response =
+        cacheable(headers, &ETAGS[index], asset.content_type, Caching::default(), || asset.body);
     response
         .headers_mut()
         .insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));

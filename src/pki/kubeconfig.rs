@@ -22,119 +22,78 @@ pub enum UserCredential<'a> {
     Exec { command: &'a str, args: Vec<String>, install_hint: &'a str },
 }
 
-#[derive(Serialize)]
-struct Kubeconfig<'a> {
-    #[serde(rename = "apiVersion")]
-    api_version: &'static str,
-    kind: &'static str,
-    clusters: Vec<NamedCluster<'a>>,
-    users: Vec<NamedUser<'a>>,
-    contexts: Vec<NamedContext<'a>>,
-    #[serde(rename = "current-context")]
-    current_context: String,
-    preferences: Preferences,
-}
-
-#[derive(Serialize)]
-struct Preferences {}
-
-#[derive(Serialize)]
-struct NamedCluster<'a> {
-    name: &'a str,
-    cluster: ClusterEntry<'a>,
-}
-
-#[derive(Serialize)]
-struct ClusterEntry<'a> {
-    #[serde(rename = "certificate-authority-data")]
-    certificate_authority_data: String,
-    server: &'a str,
-}
-
-#[derive(Serialize)]
-struct NamedUser<'a> {
-    name: &'a str,
-    user: UserEntry<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum UserEntry<'a> {
-    Certificate {
-        #[serde(rename = "client-certificate-data")]
-        client_certificate_data: String,
-        #[serde(rename = "client-key-data", skip_serializing_if = "Option::is_none")]
-        client_key_data: Option<String>,
-    },
-    Exec {
-        exec: ExecEntry<'a>,
-    },
-}
-
-#[derive(Serialize)]
-struct ExecEntry<'a> {
-    #[serde(rename = "apiVersion")]
-    api_version: &'static str,
-    command: &'a str,
-    args: Vec<String>,
-    #[serde(rename = "interactiveMode")]
-    interactive_mode: &'static str,
-    #[serde(rename = "provideClusterInfo")]
-    provide_cluster_info: bool,
-    #[serde(rename = "installHint")]
-    install_hint: &'a str,
-}
-
-#[derive(Serialize)]
-struct NamedContext<'a> {
-    name: String,
-    context: ContextEntry<'a>,
-}
-
-#[derive(Serialize)]
-struct ContextEntry<'a> {
-    cluster: &'a str,
-    user: &'a str,
+/// A YAML double-quoted scalar. Every value (names come from clients) is written quoted, with
+/// everything outside YAML's printable set escaped, so it can never break the document.
+fn scalar(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            ' '..='~' | '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..
+                if c != '\u{feff}' =>
+            {
+                out.push(c)
+            }
+            c if (c as u32) <= 0xffff => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push_str(&format!("\\U{:08x}", c as u32)),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Render a kubeconfig with one cluster, one user and one current context `<user>@<cluster>`.
+///
+/// Written directly rather than through a YAML serializer: this is on the issuance hot path, and
+/// the document's shape is fixed.
 pub fn render(cluster: &ClusterEndpoint<'_>, user_name: &str, credential: &UserCredential<'_>) -> String {
-    let user = match credential {
-        UserCredential::Certificate { certificate_pem, key_pem } => UserEntry::Certificate {
-            client_certificate_data: STANDARD.encode(certificate_pem),
-            client_key_data: key_pem.map(|key| STANDARD.encode(key)),
-        },
-        UserCredential::Exec { command, args, install_hint } => UserEntry::Exec {
-            exec: ExecEntry {
-                api_version: "client.authentication.k8s.io/v1",
-                command,
-                args: args.clone(),
-                interactive_mode: "Never",
-                provide_cluster_info: false,
-                install_hint,
-            },
-        },
-    };
-    let context_name = format!("{user_name}@{}", cluster.name);
-    let document = Kubeconfig {
-        api_version: "v1",
-        kind: "Config",
-        clusters: vec![NamedCluster {
-            name: cluster.name,
-            cluster: ClusterEntry {
-                certificate_authority_data: STANDARD.encode(cluster.ca_bundle_pem),
-                server: cluster.server,
-            },
-        }],
-        users: vec![NamedUser { name: user_name, user }],
-        contexts: vec![NamedContext {
-            name: context_name.clone(),
-            context: ContextEntry { cluster: cluster.name, user: user_name },
-        }],
-        current_context: context_name,
-        preferences: Preferences {},
-    };
-    serde_norway::to_string(&document).expect("a kubeconfig always serializes")
+    use std::fmt::Write;
+    let context = format!("{user_name}@{}", cluster.name);
+    let mut out = String::with_capacity(4096);
+    let _ = write!(
+        out,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: {}\n  cluster:\n    certificate-authority-data: {}\n    \
+         server: {}\nusers:\n- name: {}\n  user:\n",
+        scalar(cluster.name),
+        scalar(&STANDARD.encode(cluster.ca_bundle_pem)),
+        scalar(cluster.server),
+        scalar(user_name),
+    );
+    match credential {
+        UserCredential::Certificate { certificate_pem, key_pem } => {
+            let _ =
+                writeln!(out, "    client-certificate-data: {}", scalar(&STANDARD.encode(certificate_pem)));
+            if let Some(key) = key_pem {
+                let _ = writeln!(out, "    client-key-data: {}", scalar(&STANDARD.encode(key)));
+            }
+        }
+        UserCredential::Exec { command, args, install_hint } => {
+            let _ = write!(
+                out,
+                "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: {}\n      args:\n",
+                scalar(command)
+            );
+            for arg in args {
+                let _ = writeln!(out, "      - {}", scalar(arg));
+            }
+            let _ = write!(
+                out,
+                "      interactiveMode: Never\n      provideClusterInfo: false\n      installHint: {}\n",
+                scalar(install_hint)
+            );
+        }
+    }
+    let _ = write!(
+        out,
+        "contexts:\n- name: {}\n  context:\n    cluster: {}\n    user: {}\ncurrent-context: {}\npreferences: {{}}\n",
+        scalar(&context),
+        scalar(cluster.name),
+        scalar(user_name),
+        scalar(&context),
+    );
+    out
 }
 
 /// A `client.authentication.k8s.io/v1` ExecCredential, the answer of an exec plugin.
@@ -192,6 +151,22 @@ mod tests {
     }
 
     #[test]
+    fn hostile_names_cannot_change_the_document() {
+        let cluster = ClusterEndpoint { name: "prod", server: "https://k:6443", ca_bundle_pem: "CA" };
+        for user in
+            ["a: b", "- x", "#comment", "\"quoted\"", "multi\nline", "{a}", "ü\u{7f}", "&anchor *alias"]
+        {
+            let yaml =
+                render(&cluster, user, &UserCredential::Certificate { certificate_pem: "C", key_pem: None });
+            let parsed: serde_norway::Value = serde_norway::from_str(&yaml).unwrap();
+            assert_eq!(parsed["users"][0]["name"], user);
+            assert_eq!(parsed["contexts"][0]["context"]["user"], user);
+            assert_eq!(parsed["users"].as_sequence().unwrap().len(), 1);
+            assert!(parsed["users"][0]["user"].get("client-key-data").is_none());
+        }
+    }
+
+    #[test]
     fn an_exec_kubeconfig_never_prompts() {
         let cluster =
             ClusterEndpoint { name: "prod", server: "https://k8s.example:6443", ca_bundle_pem: "CA" };
@@ -203,5 +178,7 @@ mod tests {
         let yaml = render(&cluster, "alice", &credential);
         let parsed: serde_norway::Value = serde_norway::from_str(&yaml).unwrap();
         assert_eq!(parsed["users"][0]["user"]["exec"]["interactiveMode"], "Never");
+        assert_eq!(parsed["users"][0]["user"]["exec"]["args"][0], "kubeconfig");
+        assert_eq!(parsed["users"][0]["user"]["exec"]["apiVersion"], "client.authentication.k8s.io/v1");
     }
 }

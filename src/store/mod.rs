@@ -379,3 +379,25 @@ fn run_cpu_bound<T>(work: impl FnOnce() -> T) -> T {
         _ => work(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Each backend embeds every file of its migrations folder, and both folders number alike.
+    #[test]
+    fn migrations_are_embedded_and_numbered_alike_per_backend() {
+        let versions = |dir: &str| -> Vec<i64> {
+            let path = format!("{}/migrations/{dir}", env!("CARGO_MANIFEST_DIR"));
+            let mut versions: Vec<i64> = std::fs::read_dir(path)
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name().to_string_lossy()[..4].parse().unwrap())
+                .collect();
+            versions.sort();
+            versions
+        };
+        let embedded =
+            |list: &[super::migrate::EmbeddedMigration]| list.iter().map(|m| m.0).collect::<Vec<_>>();
+        assert_eq!(versions("postgres"), versions("sqlite"));
+        assert_eq!(embedded(super::postgres::MIGRATIONS), versions("postgres"));
+        assert_eq!(embedded(super::sqlite::MIGRATIONS), versions("sqlite"));
+    }
+}

@@ -14,8 +14,10 @@ use super::migrate::{EmbeddedMigration, migrator};
 use super::*;
 use crate::pki::Serial;
 
-const MIGRATIONS: &[EmbeddedMigration] =
-    &[(1, "initial", include_str!("../../migrations/postgres/0001_initial.sql"))];
+pub(crate) const MIGRATIONS: &[EmbeddedMigration] = &[
+    (1, "initial", include_str!("../../migrations/postgres/0001_initial.sql")),
+    (2, "crl storage", include_str!("../../migrations/postgres/0002_crl_storage.sql")),
+];
 
 /// Channel on which replicas announce changes (see [`Change`]), delivered at commit.
 pub const CHANGES_CHANNEL: &str = "kca_changes";
@@ -475,7 +477,8 @@ impl Store for PostgresStore {
         }
         // One statement per table whatever the batch size (arrays unnested), so it is prepared
         // once per connection and never re-planned.
-        let column = |f: fn(&CertificateRecord) -> String| batch.iter().map(|(c, _)| f(c)).collect::<Vec<_>>();
+        let column =
+            |f: fn(&CertificateRecord) -> String| batch.iter().map(|(c, _)| f(c)).collect::<Vec<_>>();
         let json = |f: fn(&CertificateRecord) -> &Vec<String>| {
             batch.iter().map(|(c, _)| serde_json::json!(f(c))).collect::<Vec<_>>()
         };

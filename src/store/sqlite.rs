@@ -21,8 +21,10 @@ use super::migrate::{EmbeddedMigration, migrator};
 use super::*;
 use crate::pki::Serial;
 
-const MIGRATIONS: &[EmbeddedMigration] =
-    &[(1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql"))];
+pub(crate) const MIGRATIONS: &[EmbeddedMigration] = &[
+    (1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql")),
+    (2, "crl storage", include_str!("../../migrations/sqlite/0002_crl_storage.sql")),
+];
 
 const CLUSTER_COLUMNS: &str = "id, name, server, key_algorithm, policy, labels, created_at, updated_at";
 const AUTHORITY_COLUMNS: &str = "id, cluster_id, kind, generation, state, subject, certificate_der, fingerprint, \
