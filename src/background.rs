@@ -52,9 +52,12 @@ async fn follow_changes(app: AppState) {
 
 async fn apply(app: &App, change: Change) -> Result<(), StoreError> {
     match change {
-        Change::Crl(authority_id) => {
-            for crl in app.store.current_crls(&[authority_id]).await? {
-                app.published.put_crl(crl);
+        Change::Crl(authority_id, number) => {
+            // This replica's own CRLs come back too: those it has already.
+            if app.published.crl(authority_id).is_none_or(|cached| cached.record.number < number) {
+                for crl in app.store.current_crls(&[authority_id]).await? {
+                    app.published.put_crl(crl);
+                }
             }
         }
         Change::Cluster(cluster_id) => match app.store.find_cluster(&cluster_id.to_string()).await {

@@ -23,14 +23,11 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Start `writers` writer tasks on `store`. Each takes whatever is queued when it becomes free,
-    /// so at low load a certificate is written alone and at once, and under load in batches.
-    pub fn start(store: Arc<dyn Store>, writers: usize) -> Self {
+    /// Start the writer task on `store`. It takes whatever is queued when it becomes free, so at
+    /// low load a certificate is written alone and at once, and under load in batches.
+    pub fn start(store: Arc<dyn Store>) -> Self {
         let (queue, receiver) = mpsc::channel::<Pending>(MAX_BATCH * 8);
-        let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
-        for _ in 0..writers.max(1) {
-            tokio::spawn(write_batches(store.clone(), receiver.clone()));
-        }
+        tokio::spawn(write_batches(store, receiver));
         Self { queue }
     }
 
@@ -47,20 +44,17 @@ impl Recorder {
     }
 }
 
-async fn write_batches(store: Arc<dyn Store>, receiver: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>) {
+async fn write_batches(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Pending>) {
     loop {
         let mut batch = Vec::new();
-        {
-            let mut receiver = receiver.lock().await;
-            match receiver.recv().await {
-                Some(first) => batch.push(first),
-                None => return,
-            }
-            while batch.len() < MAX_BATCH {
-                match receiver.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
-                }
+        match receiver.recv().await {
+            Some(first) => batch.push(first),
+            None => return,
+        }
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
             }
         }
         let (rows, waiters): (Vec<_>, Vec<_>) =

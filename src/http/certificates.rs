@@ -334,10 +334,12 @@ pub async fn revoke_certificate(
         tracing::info!(cluster.name = %snapshot.cluster.name, cert.serial = %serial, reason = reason.as_str(), actor = caller.actor(), "certificate revoked");
     }
     // Revoking again publishes nothing new, unless the first call's CRL never made it out.
-    let listed = app.published.crl(record.authority_id).is_some_and(|crl| {
-        crl.map_lines().iter().any(|line| line.split(' ').next() == Some(serial.as_str()))
-    });
-    if revoked_now || !listed {
+    let listed = || {
+        app.published.crl(record.authority_id).is_some_and(|crl| {
+            crl.map_lines().iter().any(|line| line.split(' ').next() == Some(serial.as_str()))
+        })
+    };
+    if revoked_now || !listed() {
         publish_for(&app, &snapshot, &[record.authority_id]).await?;
     }
     Ok(Json(CertificateResponse::from_record(record, app.now())))

@@ -178,8 +178,8 @@ pub type CrlSigner<'a> = &'a (dyn Fn(u64, &[RevokedEntry]) -> Result<SignedCrl, 
 /// A change another replica made, announced through the database.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Change {
-    /// A new CRL of this authority.
-    Crl(Uuid),
+    /// A new CRL of this authority, with its number.
+    Crl(Uuid, i64),
     /// This cluster was created, changed or deleted, or one of its authorities rotated or retired.
     Cluster(Uuid),
     /// Announcements may have been missed (the listening connection was lost): re-read everything.
@@ -189,7 +189,7 @@ pub enum Change {
 impl Change {
     pub(crate) fn payload(&self) -> String {
         match self {
-            Change::Crl(id) => format!("crl:{id}"),
+            Change::Crl(id, number) => format!("crl:{id}:{number}"),
             Change::Cluster(id) => format!("cluster:{id}"),
             Change::Resync => "resync".to_string(),
         }
@@ -197,7 +197,10 @@ impl Change {
 
     pub(crate) fn parse(payload: &str) -> Option<Self> {
         match payload.split_once(':') {
-            Some(("crl", id)) => Uuid::parse_str(id).ok().map(Change::Crl),
+            Some(("crl", rest)) => {
+                let (id, number) = rest.split_once(':')?;
+                Some(Change::Crl(Uuid::parse_str(id).ok()?, number.parse().ok()?))
+            }
             Some(("cluster", id)) => Uuid::parse_str(id).ok().map(Change::Cluster),
             _ => (payload == "resync").then_some(Change::Resync),
         }
@@ -382,6 +385,18 @@ fn run_cpu_bound<T>(work: impl FnOnce() -> T) -> T {
 
 #[cfg(test)]
 mod tests {
+    use super::Change;
+
+    #[test]
+    fn changes_round_trip_through_their_payload() {
+        let id = uuid::Uuid::new_v4();
+        for change in [Change::Crl(id, 42), Change::Cluster(id), Change::Resync] {
+            assert_eq!(Change::parse(&change.payload()), Some(change));
+        }
+        assert_eq!(Change::parse("crl:nope"), None);
+        assert_eq!(Change::parse("other"), None);
+    }
+
     /// Each backend embeds every file of its migrations folder, and both folders number alike.
     #[test]
     fn migrations_are_embedded_and_numbered_alike_per_backend() {

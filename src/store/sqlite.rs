@@ -24,6 +24,7 @@ use crate::pki::Serial;
 pub(crate) const MIGRATIONS: &[EmbeddedMigration] = &[
     (1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql")),
     (2, "crl storage", include_str!("../../migrations/sqlite/0002_crl_storage.sql")),
+    (3, "revoked covering index", include_str!("../../migrations/sqlite/0003_revoked_covering_index.sql")),
 ];
 
 const CLUSTER_COLUMNS: &str = "id, name, server, key_algorithm, policy, labels, created_at, updated_at";
