@@ -116,6 +116,9 @@ pub struct ServeArgs {
     pub cors_origins: Vec<String>,
 }
 
+/// The longest duration [`parse_duration`] accepts: 100 years.
+pub const MAX_DURATION_SECONDS: u64 = 100 * 365 * 86_400;
+
 /// `90s`, `15m`, `12h`, `7d`, or plain seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -130,7 +133,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "d" => 86_400,
         _ => return Err(format!("{text:?}: unknown unit {unit:?} (use s, m, h or d)")),
     };
-    let seconds = number.checked_mul(unit_seconds).ok_or_else(|| format!("{text:?} is too long"))?;
+    // Beyond a century nothing kca configures makes sense, and date arithmetic would overflow.
+    let seconds = number
+        .checked_mul(unit_seconds)
+        .filter(|seconds| *seconds <= MAX_DURATION_SECONDS)
+        .ok_or_else(|| format!("{text:?} is too long (at most 100 years)"))?;
     Ok(Duration::from_secs(seconds))
 }
 

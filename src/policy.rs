@@ -130,8 +130,13 @@ pub fn validate_identity(field: &str, value: &str) -> Result<(), FieldError> {
     if len == 0 || len > 64 {
         return Err(FieldError::new(field, "must be 1-64 characters"));
     }
-    if value.chars().any(|c| c.is_control()) {
-        return Err(FieldError::new(field, "must not contain control characters"));
+    // Control characters, and whitespace other than the plain space (tabs, line and paragraph
+    // separators, no-break spaces), would make ambiguous header values at the proxy.
+    if value.chars().any(|c| c.is_control() || (c.is_whitespace() && c != ' ')) {
+        return Err(FieldError::new(
+            field,
+            "must not contain control characters or whitespace other than spaces",
+        ));
     }
     if value.contains(',') {
         return Err(FieldError::new(field, "must not contain commas"));
@@ -188,7 +193,8 @@ mod tests {
     fn identities_are_header_safe() {
         assert!(validate_identity("user", "alice").is_ok());
         assert!(validate_identity("user", "system:node:worker-1").is_ok());
-        for bad in ["", " alice", "alice ", "a,b", "a\nb", &"x".repeat(65)] {
+        for bad in ["", " alice", "alice ", "a,b", "a\nb", "a\u{2028}b", "a\tb", "a\u{a0}b", &"x".repeat(65)]
+        {
             assert!(validate_identity("user", bad).is_err(), "{bad:?}");
         }
     }

@@ -31,8 +31,9 @@ fn scalar(value: &str) -> String {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
+            // U+2028 and U+2029 are line breaks to YAML 1.1 parsers (libyaml, go-yaml): folded, not kept.
             ' '..='~' | '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..
-                if c != '\u{feff}' =>
+                if !matches!(c, '\u{feff}' | '\u{2028}' | '\u{2029}') =>
             {
                 out.push(c)
             }

@@ -10,6 +10,7 @@ mod components;
 mod compose;
 mod crl_sync;
 mod faults;
+mod fuzz_regressions;
 mod haproxy;
 mod keys;
 mod kubeconfigs;
