@@ -129,7 +129,7 @@ impl App {
         loop {
             let page = self.store.list_clusters(after.as_deref(), None, 500).await?;
             for cluster in &page {
-                self.refresh_snapshot(cluster.clone()).await?;
+                self.refresh_snapshot(&cluster.id.to_string()).await?;
             }
             match page.last() {
                 Some(last) if page.len() == 500 => after = Some(last.name.clone()),
@@ -256,11 +256,11 @@ impl App {
         tokio::task::spawn_blocking(work).await.map_err(ApiError::internal)
     }
 
-    /// Re-read a cluster's authorities and CRLs and publish them.
-    pub async fn refresh_snapshot(
-        &self,
-        cluster: crate::store::ClusterRecord,
-    ) -> Result<Arc<ClusterSnapshot>, StoreError> {
+    /// Re-read a cluster (by id or name) with its authorities and CRLs, and publish them. The read
+    /// ticket is taken first, so whichever of two racing refreshes saw the later state wins.
+    pub async fn refresh_snapshot(&self, id_or_name: &str) -> Result<Arc<ClusterSnapshot>, StoreError> {
+        let ticket = self.published.ticket();
+        let cluster = self.store.find_cluster(id_or_name).await?;
         let authorities = self.store.list_authorities(cluster.id).await?;
         let live: Vec<uuid::Uuid> = authorities
             .iter()
@@ -270,7 +270,7 @@ impl App {
         for crl in self.store.current_crls(&live).await? {
             self.published.put_crl(crl);
         }
-        Ok(self.published.put_cluster(ClusterSnapshot { cluster, authorities }))
+        Ok(self.published.put_cluster(ticket, ClusterSnapshot { cluster, authorities }))
     }
 
     /// The published snapshot of a cluster: from memory, else from the database.
@@ -278,10 +278,9 @@ impl App {
         if let Some(snapshot) = self.published.cluster(id_or_name) {
             return Ok(snapshot);
         }
-        let cluster = self.store.find_cluster(id_or_name).await.map_err(|e| match e {
+        self.refresh_snapshot(id_or_name).await.map_err(|e| match e {
             StoreError::NotFound => ApiError::not_found(format!("no cluster {id_or_name:?}")),
             other => other.into(),
-        })?;
-        Ok(self.refresh_snapshot(cluster).await?)
+        })
     }
 }

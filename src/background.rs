@@ -60,11 +60,8 @@ async fn apply(app: &App, change: Change) -> Result<(), StoreError> {
                 }
             }
         }
-        Change::Cluster(cluster_id) => match app.store.find_cluster(&cluster_id.to_string()).await {
-            Ok(cluster) => {
-                let snapshot = app.refresh_snapshot(cluster).await?;
-                forget_retired(app, &snapshot.authorities);
-            }
+        Change::Cluster(cluster_id) => match app.refresh_snapshot(&cluster_id.to_string()).await {
+            Ok(snapshot) => forget_retired(app, &snapshot.authorities),
             Err(StoreError::NotFound) => forget_cluster(app, cluster_id),
             Err(err) => return Err(err),
         },
@@ -113,7 +110,7 @@ async fn resync(app: &App) -> Result<(), StoreError> {
             }
         };
         if stale {
-            let snapshot = app.refresh_snapshot(cluster).await?;
+            let snapshot = app.refresh_snapshot(&cluster.id.to_string()).await?;
             forget_retired(app, &snapshot.authorities);
         }
     }

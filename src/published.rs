@@ -1,7 +1,8 @@
 //! What kca publishes without a token (CA bundles and CRLs), kept in memory so that it is served
 //! fast and keeps being served while the database is unreachable.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use bytes::Bytes;
@@ -77,9 +78,14 @@ impl CachedCrl {
 
 #[derive(Default)]
 pub struct Published {
-    clusters: RwLock<HashMap<Uuid, Arc<ClusterSnapshot>>>,
+    /// Each snapshot with the read ticket it was taken under.
+    clusters: RwLock<HashMap<Uuid, (u64, Arc<ClusterSnapshot>)>>,
     names: RwLock<HashMap<String, Uuid>>,
     crls: RwLock<HashMap<Uuid, Arc<CachedCrl>>>,
+    /// Deleted clusters: ids are never reused, so a read that raced the deletion must not bring
+    /// one back.
+    deleted: RwLock<HashSet<Uuid>>,
+    next_ticket: AtomicU64,
 }
 
 impl Published {
@@ -88,21 +94,39 @@ impl Published {
             Ok(id) => id,
             Err(_) => *self.names.read().expect("names lock").get(id_or_name)?,
         };
-        self.clusters.read().expect("clusters lock").get(&id).cloned()
+        self.clusters.read().expect("clusters lock").get(&id).map(|(_, snapshot)| snapshot.clone())
     }
 
-    pub fn put_cluster(&self, snapshot: ClusterSnapshot) -> Arc<ClusterSnapshot> {
+    /// Take a ticket before reading a cluster from the database: of two reads that race, the one
+    /// that started later saw the later state, and its snapshot is the one kept.
+    pub fn ticket(&self) -> u64 {
+        self.next_ticket.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// Publish a snapshot read under `ticket`, unless a later read's is there already or the
+    /// cluster was deleted meanwhile; answers the snapshot that stands.
+    pub fn put_cluster(&self, ticket: u64, snapshot: ClusterSnapshot) -> Arc<ClusterSnapshot> {
         let snapshot = Arc::new(snapshot);
         let id = snapshot.cluster.id;
+        if self.deleted.read().expect("deleted lock").contains(&id) {
+            return snapshot;
+        }
+        let mut clusters = self.clusters.write().expect("clusters lock");
+        if let Some((held, newer)) = clusters.get(&id)
+            && *held > ticket
+        {
+            return newer.clone();
+        }
+        clusters.insert(id, (ticket, snapshot.clone()));
         self.names.write().expect("names lock").insert(snapshot.cluster.name.clone(), id);
-        self.clusters.write().expect("clusters lock").insert(id, snapshot.clone());
         snapshot
     }
 
-    /// Forget a deleted cluster and its CRLs.
+    /// Forget a deleted cluster and its CRLs, for good.
     pub fn remove_cluster(&self, id: Uuid) {
+        self.deleted.write().expect("deleted lock").insert(id);
         let removed = self.clusters.write().expect("clusters lock").remove(&id);
-        if let Some(snapshot) = removed {
+        if let Some((_, snapshot)) = removed {
             self.names.write().expect("names lock").remove(&snapshot.cluster.name);
             let mut crls = self.crls.write().expect("crls lock");
             for authority in &snapshot.authorities {
@@ -112,7 +136,7 @@ impl Published {
     }
 
     pub fn snapshots(&self) -> Vec<Arc<ClusterSnapshot>> {
-        self.clusters.read().expect("clusters lock").values().cloned().collect()
+        self.clusters.read().expect("clusters lock").values().map(|(_, snapshot)| snapshot.clone()).collect()
     }
 
     pub fn crl(&self, authority_id: Uuid) -> Option<Arc<CachedCrl>> {
@@ -135,5 +159,44 @@ impl Published {
         let cached = Arc::new(CachedCrl::new(record));
         crls.insert(cached.record.authority_id, cached.clone());
         cached
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ClusterRecord;
+
+    fn snapshot(id: Uuid, server: &str) -> ClusterSnapshot {
+        let now = time::OffsetDateTime::now_utc();
+        ClusterSnapshot {
+            cluster: ClusterRecord {
+                id,
+                name: "prod".into(),
+                server: server.into(),
+                key_algorithm: crate::pki::KeyAlgorithm::P256,
+                policy: Default::default(),
+                labels: Default::default(),
+                created_at: now,
+                updated_at: now,
+            },
+            authorities: vec![],
+        }
+    }
+
+    #[test]
+    fn the_later_read_wins_and_a_deleted_cluster_stays_deleted() {
+        let published = Published::default();
+        let id = Uuid::new_v4();
+        let (older, newer) = (published.ticket(), published.ticket());
+        published.put_cluster(newer, snapshot(id, "https://new"));
+        // A read that started earlier but finished later does not overwrite.
+        let kept = published.put_cluster(older, snapshot(id, "https://old"));
+        assert_eq!(kept.cluster.server, "https://new");
+        assert_eq!(published.cluster("prod").unwrap().cluster.server, "https://new");
+        published.remove_cluster(id);
+        published.put_cluster(published.ticket(), snapshot(id, "https://racing"));
+        assert!(published.cluster(&id.to_string()).is_none());
+        assert!(published.cluster("prod").is_none());
     }
 }

@@ -221,7 +221,7 @@ pub async fn rotate_authority(
     tracing::info!(cluster.name = %snapshot.cluster.name, authority.kind = %kind, generation, actor = caller.actor(), "authority rotated");
     app.keyring.insert(built.record.id, built.signer);
     app.published.put_crl(built.crl);
-    let snapshot = app.refresh_snapshot(snapshot.cluster.clone()).await?;
+    let snapshot = app.refresh_snapshot(&snapshot.cluster.id.to_string()).await?;
     AuthorityResponse::from_snapshot(&snapshot, kind)
         .map(Json)
         .ok_or_else(|| ApiError::internal("the rotated authority has no signer"))
@@ -290,7 +290,7 @@ pub async fn retire_generation(
         app.crl_publisher.forget(&[authority.id]);
         app.published.remove_crl(authority.id);
     }
-    let snapshot = app.refresh_snapshot(snapshot.cluster.clone()).await?;
+    let snapshot = app.refresh_snapshot(&snapshot.cluster.id.to_string()).await?;
     AuthorityResponse::from_snapshot(&snapshot, kind)
         .map(Json)
         .ok_or_else(|| ApiError::internal("the authority has no signer"))

@@ -121,8 +121,7 @@ pub(crate) async fn load_cluster(
     app: &AppState,
     id_or_name: &str,
 ) -> Result<std::sync::Arc<ClusterSnapshot>, ApiError> {
-    let cluster = app.store.find_cluster(id_or_name).await.map_err(|e| not_found_as(e, id_or_name))?;
-    Ok(app.refresh_snapshot(cluster).await?)
+    app.refresh_snapshot(id_or_name).await.map_err(|e| not_found_as(e, id_or_name))
 }
 
 pub(crate) fn not_found_as(err: StoreError, id_or_name: &str) -> ApiError {
@@ -187,9 +186,10 @@ pub async fn create_cluster(
     for crl in built.new.crls {
         app.published.put_crl(crl);
     }
-    let snapshot = app
-        .published
-        .put_cluster(ClusterSnapshot { cluster: built.new.cluster, authorities: built.new.authorities });
+    let snapshot = app.published.put_cluster(
+        app.published.ticket(),
+        ClusterSnapshot { cluster: built.new.cluster, authorities: built.new.authorities },
+    );
     let location = format!("/v1/clusters/{}", snapshot.cluster.id);
     let mut response = (StatusCode::CREATED, Json(ClusterResponse::from_snapshot(&snapshot))).into_response();
     response.headers_mut().insert(header::LOCATION, HeaderValue::from_str(&location).expect("ascii"));
@@ -219,7 +219,7 @@ pub async fn list_clusters(
         // only when the cluster row says the snapshot is behind.
         let snapshot = match app.published.cluster(&cluster.id.to_string()) {
             Some(snapshot) if snapshot.cluster == cluster => snapshot,
-            _ => app.refresh_snapshot(cluster).await?,
+            _ => app.refresh_snapshot(&cluster.id.to_string()).await?,
         };
         items.push(ClusterResponse::from_snapshot(&snapshot));
     }
@@ -263,7 +263,7 @@ pub async fn update_cluster(
     caller.require_for_cluster(Scope::ClustersWrite, &current.name)?;
     let updated = apply_patch(&current, patch, app.now())?;
     if updated == current {
-        let snapshot = app.refresh_snapshot(current).await?;
+        let snapshot = app.refresh_snapshot(&current.id.to_string()).await?;
         return Ok(Json(ClusterResponse::from_snapshot(&snapshot)));
     }
     let audit = caller.audit(
@@ -280,7 +280,7 @@ pub async fn update_cluster(
     );
     app.store.update_cluster(&updated, &audit).await.map_err(|e| not_found_as(e, &cluster))?;
     tracing::info!(cluster.name = %updated.name, actor = caller.actor(), "cluster updated");
-    let snapshot = app.refresh_snapshot(updated).await?;
+    let snapshot = app.refresh_snapshot(&updated.id.to_string()).await?;
     Ok(Json(ClusterResponse::from_snapshot(&snapshot)))
 }
 

@@ -291,9 +291,12 @@ pub async fn revoked_map(
                 body.push_str(&format!("{serial} {}\n", reason.as_str()));
             }
         }
-        // The database is away: the CRLs in memory list the same serials, plus those that
-        // expired less than one CRL validity ago (harmless: expired certificates fail anyway).
-        Err(err) if err.is_unavailable() => {
+        // Without the database, the CRLs in memory list the same serials, plus those that expired
+        // less than one CRL validity ago (harmless: expired certificates fail anyway).
+        Err(err) => {
+            if !err.is_unavailable() {
+                tracing::warn!(error = %err, "reading revoked serials failed; serving them from the CRLs");
+            }
             for crl in &crls {
                 for line in crl.map_lines() {
                     body.push_str(line);
@@ -301,7 +304,6 @@ pub async fn revoked_map(
                 }
             }
         }
-        Err(err) => return Err(err.into()),
     }
     let caching = crl_caching(&crls, now);
     let etag = etag_of(body.as_bytes());

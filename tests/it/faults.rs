@@ -59,7 +59,7 @@ async fn a_database_outage_degrades_gracefully_and_heals_itself() {
     // What proxies need keeps being served, unchanged.
     for (path, expected) in PUBLIC.iter().zip(&before) {
         let (status, _, body) = server.send(Method::GET, path, None, None).await;
-        assert_eq!(status, 200, "{path} with the database down");
+        assert_eq!(status, 200, "{path} with the database down: {body}");
         assert_eq!(&body, expected, "{path}");
     }
 
