@@ -48,7 +48,7 @@ fi
 CONCURRENCIES=(1 8 32)
 PG_HOST=127.0.0.1
 # kca reaches Postgres over its unix socket, as a deployment on the same host would: over TCP with
-# TLS, sqlx 0.9.0 leaves TCP_NODELAY off (launchbadge/sqlx#4335) and large writes wait for
+# TLS, sqlx 0.9.0 leaves TCP_NODELAY off (sqlx issue #4335) and large writes wait for
 # delayed ACKs.
 PG_SOCKET=/var/run/postgresql
 PG_ADMIN=(-h "$PG_HOST" -U postgres)
