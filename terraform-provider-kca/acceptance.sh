@@ -5,7 +5,7 @@
 #
 #   terraform-provider-kca/acceptance.sh
 #
-# Needs cargo, protoc, terraform >= 1.11, curl, jq and openssl. Knobs: TERRAFORM (binary),
+# Needs cargo, protoc, terraform >= 1.11, curl, jq, kubectl and openssl. Knobs: TERRAFORM (binary),
 # STEP_TIMEOUT, BUILD_TIMEOUT, TOTAL_TIMEOUT (seconds), KEEP_LOGS=1 (keep the work directory).
 #
 # Only 127.0.0.1 is contacted: the provider comes from a dev_overrides directory (no `terraform
@@ -54,7 +54,7 @@ log() { printf '\n== %s\n' "$*"; }
 ok() { PASSED=$((PASSED + 1)); printf 'ok %2d - %s\n' "$PASSED" "$*"; }
 fail() { printf 'not ok - %s\n' "$*" >&2; exit 1; }
 
-for tool in cargo curl jq openssl "$TERRAFORM"; do
+for tool in cargo curl jq openssl kubectl "$TERRAFORM"; do
     command -v "$tool" >/dev/null || fail "missing tool: $tool"
 done
 command -v protoc >/dev/null || [[ -n "${PROTOC:-}" ]] ||
@@ -244,8 +244,10 @@ cert=$(api GET "/v1/clusters/$CLUSTER_ID/certificates/$SERIAL1")
 [[ $(jq -r .status <<<"$cert") == active && $(jq -r .common_name <<<"$cert") == alice ]] ||
     fail "certificate $SERIAL1 not active for alice: $cert"
 [[ $(jq -c .groups <<<"$cert") == '["dev"]' ]] || fail "groups of $SERIAL1: $(jq -c .groups <<<"$cert")"
-kubeconfig=$(out kubeconfig)
-grep -q "client-key-data" <<<"$kubeconfig" && grep -q "server: $SERVER" <<<"$kubeconfig" ||
+# Read the kubeconfig the way kubectl does (kca writes every scalar quoted), not with grep.
+out kubeconfig >"$WORK/alice.kubeconfig"
+kubeconfig_field() { kubectl config view --kubeconfig "$WORK/alice.kubeconfig" --raw -o "jsonpath=$1"; }
+[[ -n $(kubeconfig_field '{.users[0].user.client-key-data}') && $(kubeconfig_field '{.clusters[0].cluster.server}') == "$SERVER" ]] ||
     fail "kubeconfig lacks the key or the server"
 ok "kubeconfig issued: certificate $SERIAL1 active in kca (CN alice, O dev), YAML with key and server"
 BOB=$(out bob_serial)
