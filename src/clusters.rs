@@ -186,9 +186,36 @@ pub fn build_cluster(
     Ok(BuiltCluster { new: NewCluster { cluster, authorities, crls }, signers })
 }
 
+/// RFC 7396 JSON merge patch.
+pub fn merge_patch(target: &mut serde_json::Value, patch: serde_json::Value) {
+    match patch {
+        serde_json::Value::Object(entries) => {
+            if !target.is_object() {
+                *target = serde_json::Value::Object(Default::default());
+            }
+            let map = target.as_object_mut().expect("made an object above");
+            for (key, value) in entries {
+                if value.is_null() {
+                    map.remove(&key);
+                } else {
+                    merge_patch(map.entry(key).or_insert(serde_json::Value::Null), value);
+                }
+            }
+        }
+        other => *target = other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut target = serde_json::json!({"a": "b", "c": {"d": "e", "f": "g"}});
+        merge_patch(&mut target, serde_json::json!({"a": "z", "c": {"f": null}}));
+        assert_eq!(target, serde_json::json!({"a": "z", "c": {"d": "e"}}));
+    }
 
     #[test]
     fn server_urls_must_be_https_with_a_host() {

@@ -8,14 +8,16 @@
 
 use std::collections::BTreeMap;
 
+use kca::cli::crl_sync::pem_blocks;
 use kca::pki::crl::read_entries;
 use kca::pki::crl_check::check_bundle;
-use kca_fuzz::{NOW, fixed_ca, pem_blocks, split_parts};
+use kca_fuzz::{NOW, fixed_ca, split_parts};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let [ca_text, crl_text] = split_parts(data)[..] else { return };
-    let (Some(cas), Some(crls)) = (pem_blocks(ca_text, "CERTIFICATE"), pem_blocks(crl_text, "X509 CRL"))
+    let (Some(cas), Some(crls)) =
+        (pem_blocks(ca_text, "CERTIFICATE").ok(), pem_blocks(crl_text, "X509 CRL").ok())
     else {
         return;
     };

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use kca::clusters::merge_patch;
 use kca::clusters::{ClusterDraft, validate_labels, validate_server_url};
 use kca::http::authorities::RetireRequest;
 use kca::http::certificates::{RevokeRequest, RevokeUserRequest};
@@ -19,7 +20,7 @@ use kca::pki::PkiError;
 use kca::pki::leaf::ExtendedUsage;
 use kca::policy::{IssuancePolicy, validate_identity};
 use kca::profiles::{ComponentRequest, find, profiles, resolve};
-use kca_fuzz::{NOW, callers, current_labels, fixed_ca, merge_patch, policies};
+use kca_fuzz::{NOW, callers, current_labels, fixed_ca, policies};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

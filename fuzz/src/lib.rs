@@ -243,36 +243,6 @@ pub fn policies() -> &'static [IssuancePolicy] {
     })
 }
 
-/// The DER contents of every PEM block of `text`, which must all carry `label`: what
-/// `pem_blocks` in src/cli/crl_sync.rs does (private there).
-pub fn pem_blocks(text: &[u8], label: &str) -> Option<Vec<Vec<u8>>> {
-    let blocks = pem::parse_many(text).ok()?;
-    if blocks.iter().any(|b| b.tag() != label) {
-        return None;
-    }
-    Some(blocks.into_iter().map(|b| b.into_contents()).collect())
-}
-
-/// RFC 7396 JSON merge patch: what `merge_patch` in src/http/clusters.rs does (private there).
-pub fn merge_patch(target: &mut serde_json::Value, patch: serde_json::Value) {
-    match patch {
-        serde_json::Value::Object(entries) => {
-            if !target.is_object() {
-                *target = serde_json::Value::Object(Default::default());
-            }
-            let map = target.as_object_mut().expect("made an object above");
-            for (key, value) in entries {
-                if value.is_null() {
-                    map.remove(&key);
-                } else {
-                    merge_patch(map.entry(key).or_insert(serde_json::Value::Null), value);
-                }
-            }
-        }
-        other => *target = other,
-    }
-}
-
 /// The labels a patched cluster starts from.
 pub fn current_labels() -> BTreeMap<String, String> {
     BTreeMap::from([("env".into(), "prod".into()), ("team".into(), "platform".into())])

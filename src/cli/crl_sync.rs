@@ -451,7 +451,7 @@ fn describe(checked: &[CheckedCrl]) -> String {
 }
 
 /// The DER contents of every PEM block of `text`, which must all carry `label`.
-fn pem_blocks(text: &[u8], label: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+pub fn pem_blocks(text: &[u8], label: &str) -> anyhow::Result<Vec<Vec<u8>>> {
     let blocks = pem::parse_many(text).context("not PEM")?;
     if let Some(other) = blocks.iter().find(|b| b.tag() != label) {
         bail!("a {:?} block where only {label:?} blocks belong", other.tag());

@@ -15,7 +15,7 @@ use super::error::{ApiError, ProblemResponses};
 use super::extract::{Json, Path, Query};
 use super::pagination::{PageParams, next_cursor};
 use crate::app::AppState;
-use crate::clusters::{ClusterDraft, build_cluster, validate_labels, validate_server_url};
+use crate::clusters::{ClusterDraft, build_cluster, merge_patch, validate_labels, validate_server_url};
 use crate::pki::{AuthorityKind, KeyAlgorithm};
 use crate::policy::IssuancePolicy;
 use crate::published::ClusterSnapshot;
@@ -314,26 +314,6 @@ fn apply_patch(
     Ok(updated)
 }
 
-/// RFC 7396 JSON merge patch.
-fn merge_patch(target: &mut serde_json::Value, patch: serde_json::Value) {
-    match patch {
-        serde_json::Value::Object(entries) => {
-            if !target.is_object() {
-                *target = serde_json::Value::Object(Default::default());
-            }
-            let map = target.as_object_mut().expect("made an object above");
-            for (key, value) in entries {
-                if value.is_null() {
-                    map.remove(&key);
-                } else {
-                    merge_patch(map.entry(key).or_insert(serde_json::Value::Null), value);
-                }
-            }
-        }
-        other => *target = other,
-    }
-}
-
 /// Delete a cluster, its CAs (keys destroyed) and certificate records. The audit trail stays.
 #[utoipa::path(
     delete, path = "/v1/clusters/{cluster}", tag = "clusters",
@@ -363,17 +343,4 @@ pub async fn delete_cluster(
     app.published.remove_cluster(current.id);
     app.keyring.remove(&authorities.iter().map(|a| a.id).collect::<Vec<_>>());
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn merge_patch_follows_rfc_7396() {
-        let mut target = json!({"a": "b", "c": {"d": "e", "f": "g"}});
-        merge_patch(&mut target, json!({"a": "z", "c": {"f": null}}));
-        assert_eq!(target, json!({"a": "z", "c": {"d": "e"}}));
-    }
 }
