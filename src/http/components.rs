@@ -115,8 +115,9 @@ pub async fn issue_certificate(
     })?;
     let ca = app.keyring.signer(authority)?;
     let now = app.now();
-    let job = usage.clone();
-    let signed = app.run_blocking(move || sign(&ca, &key, &job, now)).await??;
+    // Signed on this async worker: a key and a signature cost about 0.05 ms of CPU (P-384 a few
+    // times that), less than handing the work to the blocking pool and back.
+    let signed = sign(&ca, &key, &usage, now)?;
     record_issued(&app, &caller, &snapshot.cluster, authority, profile.name, &usage, &signed, now).await?;
     tracing::info!(
         cluster.name = %snapshot.cluster.name,
