@@ -5,7 +5,7 @@ BEGIN {
     n = split("key generation|SigningKeyPair.*generate;" \
         "leaf assembly and CA signature|pki::leaf::issue_leaf;" \
         "CSR verification|pki::csr::verify_csr;" \
-        "kubeconfig YAML (serde_norway)|pki::kubeconfig::render;" \
+        "kubeconfig YAML (pki::kubeconfig::render)|pki::kubeconfig::render;" \
         "JSON in and out (serde_json)|serde_json::;" \
         "token verification|TokenService.*verify;" \
         "group commit to the database (recorder)|recorder::write_batches;" \
@@ -16,7 +16,7 @@ BEGIN {
         "logging (tracing-subscriber)|tracing_subscriber::;" \
         "metrics|Metrics.*observe_request;" \
         "handing work to the blocking pool|spawn_blocking|blocking::pool::Spawner;" \
-        "memory allocation (malloc/free)|malloc|_int_free|cfree|realloc;" \
+        "memory allocation (mimalloc)|malloc|_int_free|cfree|realloc|mi_free|_mi_;" \
         "kernel: TCP send|tcp_sendmsg;" \
         "kernel: TCP receive|tcp_recvmsg;" \
         "kernel: scheduler and futex waits|finish_task_switch|futex_wait|__schedule", parts, ";")

@@ -3,7 +3,7 @@
 # SQLite certdb) under the same wrk load, in one session, alternating targets so that all see the
 # same noise. Prints one table and writes bench/out/results.json. See bench/README.md.
 #
-#   bash bench/run.sh                 full run (about 15 minutes on 2 cores, after the build)
+#   bash bench/run.sh                 full run (about 20 minutes on 2 cores, after the build)
 #   bash bench/run.sh --smoke         every step with tiny durations; exits non-zero if broken
 #
 # Options: --duration S (seconds per measured run, default 10), --repeats N (default 3),
