@@ -11,7 +11,9 @@ use crate::pki::ca::BACKDATE;
 use crate::pki::csr::{CsrKeyType, verify_csr_pem};
 use crate::pki::leaf::{ExtendedUsage, IssuedLeaf, LeafSpec, issue_leaf};
 use crate::pki::{CaSigner, KeyAlgorithm, PkiError, Serial, SigningKeyPair, keys::private_key_pem};
-use crate::policy::{IssuancePolicy, SYSTEM_MASTERS, TTL_CEILING_SECONDS, glob_match, validate_identity};
+use crate::policy::{
+    FieldError, IssuancePolicy, SYSTEM_MASTERS, TTL_CEILING_SECONDS, glob_match, validate_identity,
+};
 use crate::token::{Claims, Scope};
 
 /// Why a request is refused: an invalid value (422) or a rule of the policy or token (403).
@@ -139,6 +141,23 @@ pub enum SubjectKey {
     Csr(String),
 }
 
+impl SubjectKey {
+    /// The key a request asks for: its CSR's, or one kca generates (P-256 unless `key_algorithm`
+    /// names another). An algorithm beside a CSR is refused: the CSR's key decides.
+    pub fn from_request(
+        csr_pem: Option<String>,
+        key_algorithm: Option<KeyAlgorithm>,
+    ) -> Result<Self, FieldError> {
+        match (csr_pem, key_algorithm) {
+            (Some(_), Some(_)) => {
+                Err(FieldError::new("key_algorithm", "key_algorithm applies only when kca generates the key"))
+            }
+            (Some(csr), None) => Ok(SubjectKey::Csr(csr)),
+            (None, algorithm) => Ok(SubjectKey::Generate(algorithm.unwrap_or_default())),
+        }
+    }
+}
+
 /// A signed certificate, with the key when kca made it.
 pub struct Signed {
     pub serial: Serial,
@@ -157,6 +176,20 @@ pub struct Usage {
     pub dns_names: Vec<String>,
     pub ip_addresses: Vec<std::net::IpAddr>,
     pub ttl: Duration,
+}
+
+impl Usage {
+    /// A user's client certificate: CN the user, one O per group in order, clientAuth only.
+    pub fn user(user: String, groups: Vec<String>, ttl: Duration) -> Self {
+        Usage {
+            common_name: user,
+            organizations: groups,
+            extended_usages: vec![ExtendedUsage::ClientAuth],
+            dns_names: vec![],
+            ip_addresses: vec![],
+            ttl,
+        }
+    }
 }
 
 /// Sign a leaf now: notBefore backdated for clock skew, notAfter `ttl` from now, a fresh serial.

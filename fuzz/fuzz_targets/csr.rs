@@ -6,7 +6,6 @@
 
 use kca::issuance::{SubjectKey, Usage, sign};
 use kca::pki::csr::{verify_csr_der, verify_csr_pem};
-use kca::pki::leaf::ExtendedUsage;
 use kca_fuzz::{NOW, fixed_ca};
 use libfuzzer_sys::fuzz_target;
 
@@ -24,13 +23,6 @@ fuzz_target!(|data: &[u8]| {
 
 /// Sign the CSR's key into a client certificate, as `POST .../kubeconfigs` does with `csr_pem`.
 fn issue(pem: String) {
-    let usage = Usage {
-        common_name: "fuzz".into(),
-        organizations: vec!["dev".into()],
-        extended_usages: vec![ExtendedUsage::ClientAuth],
-        dns_names: vec![],
-        ip_addresses: vec![],
-        ttl: std::time::Duration::from_secs(3600),
-    };
+    let usage = Usage::user("fuzz".into(), vec!["dev".into()], std::time::Duration::from_secs(3600));
     sign(&fixed_ca().signer, &SubjectKey::Csr(pem), &usage, NOW).expect("a verified CSR signs");
 }

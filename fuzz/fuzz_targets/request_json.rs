@@ -17,7 +17,6 @@ use kca::http::components::NewCertificateRequest;
 use kca::http::kubeconfigs::NewKubeconfigRequest;
 use kca::issuance::{SubjectKey, Usage, UserRequest, decide_user_certificate, sign};
 use kca::pki::PkiError;
-use kca::pki::leaf::ExtendedUsage;
 use kca::policy::{IssuancePolicy, validate_identity};
 use kca::profiles::{ComponentRequest, find, profiles, resolve};
 use kca_fuzz::{NOW, callers, current_labels, fixed_ca, policies};
@@ -49,13 +48,7 @@ fuzz_target!(|data: &[u8]| {
 
 /// `POST /v1/clusters`, up to the CA generation.
 fn new_cluster(request: NewClusterRequest) {
-    let draft = ClusterDraft {
-        name: request.name,
-        server: request.server,
-        policy: request.policy.unwrap_or_default(),
-        labels: request.labels.unwrap_or_default(),
-        key_algorithm: request.key_algorithm.unwrap_or_default(),
-    };
+    let draft = ClusterDraft::from(request);
     if draft.validate().is_ok() {
         // A policy that validated decides requests without trouble.
         decide_all(&draft.policy);
@@ -113,19 +106,8 @@ fn kubeconfig(request: NewKubeconfigRequest) {
         }
     }
     let Some(ttl) = allowed else { return };
-    let key = match (request.csr_pem, request.key_algorithm) {
-        (Some(_), Some(_)) => return,
-        (Some(csr), None) => SubjectKey::Csr(csr),
-        (None, algorithm) => SubjectKey::Generate(algorithm.unwrap_or_default()),
-    };
-    let usage = Usage {
-        common_name: request.user,
-        organizations: request.groups,
-        extended_usages: vec![ExtendedUsage::ClientAuth],
-        dns_names: vec![],
-        ip_addresses: vec![],
-        ttl,
-    };
+    let Ok(key) = SubjectKey::from_request(request.csr_pem, request.key_algorithm) else { return };
+    let usage = Usage::user(request.user, request.groups, ttl);
     if let Some(signed) = sign_checked(&key, &usage) {
         let ca_pem = fixed_ca().signer.certificate_pem();
         let cluster = kca::pki::kubeconfig::ClusterEndpoint {
@@ -158,11 +140,7 @@ fn component(request: NewCertificateRequest) {
     }
     let Some(profile) = find(&request.profile) else { return };
     let Ok(usage) = resolve(&profile, &component) else { return };
-    let key = match (request.csr_pem, request.key_algorithm) {
-        (Some(_), Some(_)) => return,
-        (Some(csr), None) => SubjectKey::Csr(csr),
-        (None, algorithm) => SubjectKey::Generate(algorithm.unwrap_or_default()),
-    };
+    let Ok(key) = SubjectKey::from_request(request.csr_pem, request.key_algorithm) else { return };
     sign_checked(&key, &usage);
 }
 

@@ -1,7 +1,7 @@
 //! What the kca fuzz targets share: a CA and a token signing key that are the same in every
 //! process (derived from fixed seeds, so committed seed inputs signed with them keep verifying),
-//! the fixed clock, and the few private steps of kca's handlers and of `kca crl-sync` that the
-//! targets repeat because kca does not export them.
+//! the fixed clock, the fixtures the targets feed kca's handlers, and the CRL checks that three
+//! targets share.
 //!
 //! Nothing here is secret: the keys exist only to let fuzzed inputs get past signature checks.
 
@@ -12,6 +12,8 @@ use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use kca::keyring::Keyring;
+use kca::pki::crl::read_entries;
+use kca::pki::crl_check::{CheckedCrl, check_bundle};
 use kca::pki::seal::MasterKey;
 use kca::pki::{CaSigner, KeyAlgorithm, SigningKeyPair};
 use kca::policy::IssuancePolicy;
@@ -246,4 +248,22 @@ pub fn policies() -> &'static [IssuancePolicy] {
 /// The labels a patched cluster starts from.
 pub fn current_labels() -> BTreeMap<String, String> {
     BTreeMap::from([("env".into(), "prod".into()), ("team".into(), "platform".into())])
+}
+
+/// What crl-sync does with verified DER: every CRL through `read_entries` (must not panic), then
+/// `check_bundle` at `NOW` with CRL Number 3 recorded for the fixed CA. What it accepts must hold
+/// one CRL per CA, be current at `NOW`, and never go back from a recorded number.
+pub fn check_crls(cas: &[Vec<u8>], crls: &[Vec<u8>]) -> Option<Vec<CheckedCrl>> {
+    for crl in crls {
+        let _ = read_entries(crl);
+    }
+    let key_id: String = fixed_ca().signer.key_id().iter().map(|b| format!("{b:02x}")).collect();
+    let last_numbers = BTreeMap::from([(key_id, 3)]);
+    let checked = check_bundle(cas, crls, NOW, &last_numbers).ok()?;
+    assert_eq!(checked.len(), cas.len());
+    for crl in &checked {
+        assert!(crl.this_update <= NOW && NOW < crl.next_update, "{crl:?}");
+        assert!(last_numbers.get(&crl.key_id).is_none_or(|last| crl.number >= *last), "{crl:?}");
+    }
+    Some(checked)
 }

@@ -39,6 +39,19 @@ pub struct NewClusterRequest {
     pub key_algorithm: Option<KeyAlgorithm>,
 }
 
+impl From<NewClusterRequest> for ClusterDraft {
+    /// The request with the defaults filled in, before validation.
+    fn from(request: NewClusterRequest) -> Self {
+        ClusterDraft {
+            name: request.name,
+            server: request.server,
+            policy: request.policy.unwrap_or_default(),
+            labels: request.labels.unwrap_or_default(),
+            key_algorithm: request.key_algorithm.unwrap_or_default(),
+        }
+    }
+}
+
 /// A JSON merge patch (RFC 7396) of `server`, `policy` and `labels`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -148,13 +161,7 @@ pub async fn create_cluster(
     Json(request): Json<NewClusterRequest>,
 ) -> Result<Response, ApiError> {
     caller.require_for_cluster(Scope::ClustersWrite, &request.name)?;
-    let draft = ClusterDraft {
-        name: request.name,
-        server: request.server,
-        policy: request.policy.unwrap_or_default(),
-        labels: request.labels.unwrap_or_default(),
-        key_algorithm: request.key_algorithm.unwrap_or_default(),
-    };
+    let draft = ClusterDraft::from(request);
     draft.validate()?;
     let now = app.now();
     let crl_validity = app.settings.crl_validity;

@@ -99,16 +99,7 @@ pub async fn issue_certificate(
             service_ip: request.service_ip,
         },
     )?;
-    let key = match (request.csr_pem, request.key_algorithm) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::invalid(
-                "key_algorithm",
-                "key_algorithm applies only when kca generates the key",
-            ));
-        }
-        (Some(csr), None) => SubjectKey::Csr(csr),
-        (None, algorithm) => SubjectKey::Generate(algorithm.unwrap_or_default()),
-    };
+    let key = SubjectKey::from_request(request.csr_pem, request.key_algorithm)?;
     app.check_issue_rate(caller.token_id())?;
     let authority = snapshot.signer(profile.authority).ok_or_else(|| {
         ApiError::internal(format!("the {} CA has no active generation", profile.authority))

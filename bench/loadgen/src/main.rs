@@ -18,7 +18,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::{Parser, Subcommand};
 use kca::issuance::{SubjectKey, Usage, sign};
 use kca::pki::ca::{AuthorityIdentity, create_authority};
-use kca::pki::leaf::ExtendedUsage;
 use kca::pki::{AuthorityKind, KeyAlgorithm};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -76,10 +75,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Ceiling { threads, seconds, csr } => ceiling(threads, seconds, csr),
-        Command::WaitReady { url, cacert, since_ns, timeout } => runtime()
-            .and_then(|rt| rt.block_on(wait_ready(&url, &cacert, since_ns, timeout))),
-        Command::Revoke { url, cacert, token, cluster, count, user_prefix } => runtime()
-            .and_then(|rt| rt.block_on(revoke(&url, &cacert, &token, &cluster, count, &user_prefix))),
+        Command::WaitReady { url, cacert, since_ns, timeout } => {
+            runtime().and_then(|rt| rt.block_on(wait_ready(&url, &cacert, since_ns, timeout)))
+        }
+        Command::Revoke { url, cacert, token, cluster, count, user_prefix } => {
+            runtime().and_then(|rt| rt.block_on(revoke(&url, &cacert, &token, &cluster, count, &user_prefix)))
+        }
     };
     match outcome {
         Ok(report) => {
@@ -101,19 +102,12 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 
 fn ceiling(threads: usize, seconds: f64, csr: Option<PathBuf>) -> Outcome {
     let key = match &csr {
-        Some(path) => SubjectKey::Csr(
-            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
-        ),
+        Some(path) => {
+            SubjectKey::Csr(std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?)
+        }
         None => SubjectKey::Generate(KeyAlgorithm::P256),
     };
-    let usage = Usage {
-        common_name: "u".into(),
-        organizations: vec!["g".into()],
-        extended_usages: vec![ExtendedUsage::ClientAuth],
-        dns_names: vec![],
-        ip_addresses: vec![],
-        ttl: Duration::from_secs(3600),
-    };
+    let usage = Usage::user("u".into(), vec!["g".into()], Duration::from_secs(3600));
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let workers: Vec<_> = (0..threads.max(1))
