@@ -75,6 +75,7 @@ pub async fn open_store_and_keys(
     std::fs::create_dir_all(&args.data_dir).map_err(|e| {
         StartupError::Other(format!("cannot create the data directory {}: {e}", args.data_dir.display()))
     })?;
+    let _setup = lock_data_dir(&args.data_dir).await?;
     let url = args.database_url().map_err(StartupError::Other)?;
     let store = store::connect(&url, args.database_max_connections).await?;
     store.migrate().await?;
@@ -98,6 +99,22 @@ pub async fn open_store_and_keys(
     let tokens =
         TokenService::load(store.as_ref(), &keyring, &args.token_issuer, &args.token_audience).await?;
     Ok((store, keyring, tokens))
+}
+
+/// Take `<data-dir>/kca.lock` for the setup above, released when the file is dropped. `serve` and
+/// `token create` often start together on a fresh directory: without it both would run the SQLite
+/// migrations (SQLite has no migration lock, and one fails on a table the other just made) and
+/// both could write a different development `master.key`.
+async fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StartupError> {
+    let path = dir.join("kca.lock");
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+        file.lock()?;
+        Ok(file)
+    })
+    .await
+    .map_err(|e| StartupError::Other(e.to_string()))?
+    .map_err(|e: std::io::Error| StartupError::Other(format!("cannot lock {}/kca.lock: {e}", dir.display())))
 }
 
 impl App {

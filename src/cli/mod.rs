@@ -115,10 +115,26 @@ pub async fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("kca: {err:#}");
+            eprintln!("kca: {}", error_report(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, each said once: many errors (sqlx's among them) already
+/// repeat their source in their own message, so `{:#}` would print it again.
+fn error_report(err: &anyhow::Error) -> String {
+    let mut report = String::new();
+    for cause in err.chain() {
+        let message = cause.to_string();
+        if !report.contains(&message) {
+            if !report.is_empty() {
+                report.push_str(": ");
+            }
+            report.push_str(&message);
+        }
+    }
+    report
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -159,5 +175,21 @@ mod tests {
     fn the_command_line_is_well_formed() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn an_error_report_says_each_cause_once() {
+        // Like sqlx's MigrateError: the message repeats the source it also returns.
+        #[derive(Debug, thiserror::Error)]
+        #[error("while executing migration 1: {0}")]
+        struct Execute(#[source] std::io::Error);
+        let repeating = anyhow::Error::new(Execute(std::io::Error::other("table settings already exists")))
+            .context("migration failed");
+        assert_eq!(
+            error_report(&repeating),
+            "migration failed: while executing migration 1: table settings already exists"
+        );
+        let plain = anyhow::Error::new(std::io::Error::other("refused")).context("cannot connect");
+        assert_eq!(error_report(&plain), "cannot connect: refused");
     }
 }

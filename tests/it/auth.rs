@@ -153,3 +153,42 @@ fn token_create_prints_a_token_the_server_accepts() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("kubeconfigs:issue"));
 }
+
+/// `serve` and `token create` often start together on a fresh data directory; they must end up on
+/// one database and one development master key, with none failing on the other's half-made tables.
+#[test]
+fn processes_setting_up_one_fresh_data_directory_together_agree() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let children: Vec<_> = (0..4)
+            .map(|i| {
+                std::process::Command::new(env!("CARGO_BIN_EXE_kca"))
+                    .args(["token", "create", "--scope", "read", "--subject", &format!("p{i}"), "--data-dir"])
+                    .arg(dir.path())
+                    .env_remove("KCA_MASTER_KEY")
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let tokens: Vec<String> = children
+            .into_iter()
+            .map(|child| {
+                let output = child.wait_with_output().unwrap();
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                assert!(output.status.success(), "a concurrent setup failed: {stderr}");
+                String::from_utf8(output.stdout).unwrap().trim().to_string()
+            })
+            .collect();
+        runtime.block_on(async {
+            let (_, _, service) =
+                kca::app::open_store_and_keys(&serve_args(dir.path(), None).store).await.unwrap();
+            for (i, token) in tokens.iter().enumerate() {
+                let claims = service.verify(token, time::OffsetDateTime::now_utc()).unwrap();
+                assert_eq!(claims.sub, format!("p{i}"));
+            }
+        });
+    }
+}
