@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum_server::Handle;
+use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::RustlsConfig;
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
@@ -84,16 +85,26 @@ impl Application {
         tokio::spawn(shutdown_on_signal(handle.clone()));
         let background = crate::background::start(app.clone());
         let address = listener.local_addr()?;
+        // TCP_NODELAY: hyper writes each response whole, so Nagle could only hold back the tail of
+        // a large CRL until the client acknowledged the rest.
         let served = match transport {
             Transport::PlainHttp => {
                 tracing::info!(%address, "kca listening (plain HTTP)");
-                axum_server::from_tcp(listener)?.handle(handle).serve(service).await
+                axum_server::from_tcp(listener)?
+                    .acceptor(NoDelayAcceptor::new())
+                    .handle(handle)
+                    .serve(service)
+                    .await
             }
             Transport::Tls { cert, key } => {
                 let config = RustlsConfig::from_config(Arc::new(load_tls(&cert, &key)?));
                 tokio::spawn(reload_on_sighup(config.clone(), cert, key));
                 tracing::info!(%address, "kca listening (HTTPS)");
-                axum_server::from_tcp_rustls(listener, config)?.handle(handle).serve(service).await
+                axum_server::from_tcp_rustls(listener, config)?
+                    .map(|tls| tls.acceptor(NoDelayAcceptor::new()))
+                    .handle(handle)
+                    .serve(service)
+                    .await
             }
         };
         for task in background {
