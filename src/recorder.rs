@@ -46,16 +46,10 @@ impl Recorder {
 
 async fn write_batches(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Pending>) {
     loop {
-        let mut batch = Vec::new();
-        match receiver.recv().await {
-            Some(first) => batch.push(first),
-            None => return,
-        }
-        while batch.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
+        // Waits for one, then takes whatever else is queued, up to a batch.
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        if receiver.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
         }
         let (rows, waiters): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|p| ((p.certificate, p.audit), p.committed)).unzip();

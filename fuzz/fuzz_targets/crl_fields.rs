@@ -27,9 +27,27 @@ struct Crl {
 
 #[derive(Arbitrary, Debug)]
 enum Time {
-    Utc { year: u8, month: u8, day: u8, hour: u8, minute: u8, second: u8 },
-    Generalized { year: u16, month: u8, day: u8, hour: u8, minute: u8, second: u8 },
+    Utc { year: u8, rest: MonthToSecond },
+    Generalized { year: u16, rest: MonthToSecond },
     Raw { tag: u8, value: Vec<u8> },
+}
+
+/// The fields both time forms share, each kept within one past its range so that invalid dates
+/// are made too.
+#[derive(Arbitrary, Debug)]
+struct MonthToSecond {
+    month: u8,
+    day: u8,
+    hour: u8,
+    minute: u8,
+    second: u8,
+}
+
+impl MonthToSecond {
+    fn text(&self) -> String {
+        let Self { month, day, hour, minute, second } = self;
+        format!("{:02}{:02}{:02}{:02}{:02}Z", month % 14, day % 33, hour % 25, minute % 61, second % 61)
+    }
 }
 
 #[derive(Arbitrary, Debug)]
@@ -125,29 +143,9 @@ impl Crl {
 impl Time {
     fn der(&self) -> Vec<u8> {
         match self {
-            Time::Utc { year, month, day, hour, minute, second } => {
-                let text = format!(
-                    "{:02}{:02}{:02}{:02}{:02}{:02}Z",
-                    year % 100,
-                    month % 14,
-                    day % 33,
-                    hour % 25,
-                    minute % 61,
-                    second % 61
-                );
-                der_tlv(0x17, text.as_bytes())
-            }
-            Time::Generalized { year, month, day, hour, minute, second } => {
-                let text = format!(
-                    "{:04}{:02}{:02}{:02}{:02}{:02}Z",
-                    year % 10_000,
-                    month % 14,
-                    day % 33,
-                    hour % 25,
-                    minute % 61,
-                    second % 61
-                );
-                der_tlv(0x18, text.as_bytes())
+            Time::Utc { year, rest } => der_tlv(0x17, format!("{:02}{}", year % 100, rest.text()).as_bytes()),
+            Time::Generalized { year, rest } => {
+                der_tlv(0x18, format!("{:04}{}", year % 10_000, rest.text()).as_bytes())
             }
             Time::Raw { tag, value } => der_tlv(*tag, value),
         }

@@ -18,7 +18,7 @@ use kca::http::kubeconfigs::NewKubeconfigRequest;
 use kca::issuance::{SubjectKey, Usage, UserRequest, decide_user_certificate, sign};
 use kca::pki::PkiError;
 use kca::policy::{IssuancePolicy, validate_identity};
-use kca::profiles::{ComponentRequest, find, profiles, resolve};
+use kca::profiles::{find, profiles, resolve};
 use kca_fuzz::{NOW, callers, current_labels, fixed_ca, policies};
 use libfuzzer_sys::fuzz_target;
 
@@ -126,15 +126,7 @@ fn kubeconfig(request: NewKubeconfigRequest) {
 /// `POST /v1/clusters/{cluster}/certificates`: the request against every profile (the handler
 /// uses the named one), then signing under the named profile when it resolves.
 fn component(request: NewCertificateRequest) {
-    let component = ComponentRequest {
-        common_name: request.common_name,
-        organizations: request.organizations,
-        dns_names: request.dns_names,
-        ip_addresses: request.ip_addresses,
-        ttl_seconds: request.ttl_seconds,
-        cluster_domain: request.cluster_domain,
-        service_ip: request.service_ip,
-    };
+    let component = request.component();
     for profile in profiles() {
         let _ = resolve(&profile, &component);
     }
