@@ -13,8 +13,9 @@ use crate::metrics::{Metrics, render_gauges};
 use crate::published::{ClusterSnapshot, Published};
 use crate::ratelimit::RateLimiter;
 use crate::recorder::Recorder;
+use crate::store::TokenRecord;
 use crate::store::{self, Store, StoreError};
-use crate::token::{TokenError, TokenService};
+use crate::token::{Claims, TokenError, TokenRequest, TokenService};
 
 /// Runtime settings that handlers consult.
 #[derive(Debug, Clone)]
@@ -96,8 +97,14 @@ pub async fn open_store_and_keys(
     }
     let keyring = Keyring::new(master);
     keyring.verify_master_key(store.as_ref()).await?;
-    let tokens =
-        TokenService::load(store.as_ref(), &keyring, &args.token_issuer, &args.token_audience).await?;
+    let tokens = TokenService::load(
+        store.as_ref(),
+        keyring.master(),
+        &args.token_issuer,
+        &args.token_audience,
+        args.token_max_lifetime,
+    )
+    .await?;
     Ok((store, keyring, tokens))
 }
 
@@ -115,6 +122,15 @@ async fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StartupEr
     .await
     .map_err(|e| StartupError::Other(e.to_string()))?
     .map_err(|e: std::io::Error| StartupError::Other(format!("cannot lock {}/kca.lock: {e}", dir.display())))
+}
+
+/// A token the server refuses, or a failure to check it.
+fn token_failure(err: TokenError) -> ApiError {
+    match err {
+        TokenError::Invalid(_) | TokenError::UnknownKey => ApiError::unauthorized(err.to_string()),
+        TokenError::Store(store) => store.into(),
+        TokenError::Keyring(keyring) => keyring.into(),
+    }
 }
 
 impl App {
@@ -258,6 +274,63 @@ impl App {
             )],
         );
         out
+    }
+
+    /// The claims of a bearer token that is genuine, current, registered and not revoked.
+    pub async fn authenticate(&self, token: &str) -> Result<Arc<Claims>, ApiError> {
+        let now = OffsetDateTime::now_utc();
+        let claims = match self.tokens.verify(token, now) {
+            Err(TokenError::UnknownKey) => {
+                // Another replica may have rotated the signing key: learn it, then try once more.
+                self.tokens
+                    .reload_keys(self.store.as_ref(), self.keyring.master())
+                    .await
+                    .map_err(token_failure)?;
+                self.tokens.verify(token, now)
+            }
+            other => other,
+        }
+        .map_err(token_failure)?;
+        let registered = match self.tokens.registration(&claims) {
+            Some(registered) => registered,
+            None => {
+                let id = uuid::Uuid::parse_str(&claims.jti)
+                    .map_err(|_| ApiError::unauthorized("invalid token"))?;
+                match self.store.get_token(id).await {
+                    Ok(record) => {
+                        self.tokens.remember(&record);
+                        record.revoked_at.is_none()
+                    }
+                    Err(StoreError::NotFound) => {
+                        return Err(ApiError::unauthorized(
+                            "invalid token: not issued by this kca (unknown token id)",
+                        ));
+                    }
+                    Err(other) => return Err(other.into()),
+                }
+            }
+        };
+        if !registered {
+            return Err(ApiError::unauthorized("invalid token: revoked"));
+        }
+        self.tokens.used(&claims, now);
+        Ok(claims)
+    }
+
+    /// Mint a token and register it (with its audit event); answers the token and its record.
+    pub async fn mint_token(
+        &self,
+        request: &TokenRequest,
+        created_by: &str,
+        audit: impl FnOnce(&TokenRecord) -> crate::store::AuditEntry,
+    ) -> Result<(String, TokenRecord), ApiError> {
+        let (token, record) = self.tokens.mint(request, created_by, self.now()).map_err(|e| match e {
+            TokenError::Invalid(detail) => ApiError::invalid("token", detail),
+            other => token_failure(other),
+        })?;
+        self.store.insert_token(&record, &audit(&record)).await?;
+        self.tokens.remember(&record);
+        Ok((token, record))
     }
 
     /// Refuse an issuance when the caller's token has used up its rate.

@@ -65,7 +65,26 @@ async fn apply(app: &App, change: Change) -> Result<(), StoreError> {
             Err(StoreError::NotFound) => forget_cluster(app, cluster_id),
             Err(err) => return Err(err),
         },
+        Change::TokenRevoked(id) => app.tokens.forget(id),
+        Change::TokenKeys => {
+            if let Err(err) = app.tokens.reload_keys(app.store.as_ref(), app.keyring.master()).await {
+                tracing::warn!(error = %err, "re-reading the token signing keys failed");
+            }
+        }
         Change::Resync => resync(app).await?,
+    }
+    Ok(())
+}
+
+/// Tokens: write when they were last used, re-read which are revoked (in case an announcement
+/// was missed), and drop the keys no unexpired token needs.
+async fn resync_tokens(app: &App) -> Result<(), StoreError> {
+    app.tokens.flush_last_used(app.store.as_ref()).await?;
+    let now = app.now();
+    let revoked = app.store.list_revoked_tokens(now).await?;
+    app.tokens.apply_revocations(&revoked, now);
+    if let Err(err) = app.tokens.reload_keys(app.store.as_ref(), app.keyring.master()).await {
+        tracing::warn!(error = %err, "re-reading the token signing keys failed");
     }
     Ok(())
 }
@@ -73,6 +92,7 @@ async fn apply(app: &App, change: Change) -> Result<(), StoreError> {
 /// Re-read what changed since the snapshots were taken: clusters created, changed or deleted,
 /// authorities rotated or retired, newer CRLs.
 async fn resync(app: &App) -> Result<(), StoreError> {
+    resync_tokens(app).await?;
     let mut current = HashMap::new();
     let mut after: Option<String> = None;
     loop {

@@ -40,6 +40,10 @@ pub struct StoreArgs {
     /// `aud` of the tokens kca mints and accepts.
     #[arg(long, env = "KCA_TOKEN_AUDIENCE", default_value = "kca")]
     pub token_audience: String,
+
+    /// Longest lifetime of an API token; longer ones are neither minted nor accepted.
+    #[arg(long, env = "KCA_TOKEN_MAX_LIFETIME", default_value = "90d", value_parser = parse_duration)]
+    pub token_max_lifetime: Duration,
 }
 
 impl std::fmt::Debug for StoreArgs {

@@ -12,9 +12,13 @@ use crate::pki::csr::{CsrKeyType, verify_csr_pem};
 use crate::pki::leaf::{ExtendedUsage, IssuedLeaf, LeafSpec, issue_leaf};
 use crate::pki::{CaSigner, KeyAlgorithm, PkiError, Serial, SigningKeyPair, keys::private_key_pem};
 use crate::policy::{
-    FieldError, IssuancePolicy, SYSTEM_MASTERS, TTL_CEILING_SECONDS, glob_match, validate_identity,
+    FieldError, IssuancePolicy, TTL_CEILING_SECONDS, glob_match, is_privileged_group, is_privileged_user,
+    validate_identity,
 };
-use crate::token::{Claims, Scope};
+use crate::profiles::{ComponentRequest, DeclaredNames, Profile};
+use crate::token::Claims;
+#[cfg(test)]
+use crate::token::Scope;
 
 /// Why a request is refused: an invalid value (422) or a rule of the policy or token (403).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,18 +46,30 @@ pub struct UserRequest<'a> {
 }
 
 /// Decide whether `claims` may have `request` issued under `policy`; answers the TTL to use.
+///
+/// A privileged identity (see `crate::policy`) is issued only when the policy names it exactly
+/// and the token is an admin of the cluster (the caller checked the cluster): wildcards, in the
+/// policy or in the token's own `groups`, never reach one.
 pub fn decide_user_certificate(
     policy: &IssuancePolicy,
     claims: &Claims,
     request: &UserRequest<'_>,
 ) -> Result<Duration, Refusal> {
     validate_identity("user", request.user).map_err(|e| Refusal::invalid(e.field, e.detail))?;
-    if request.user.starts_with("system:") && !claims.has_scope(Scope::Admin) {
-        return Err(Refusal::policy(
-            "reserved_user",
-            "user",
-            "users with the system: prefix are reserved for Kubernetes components; only an admin token may issue them",
-        ));
+    if is_privileged_user(request.user) {
+        if !claims.is_admin() {
+            return Err(privileged_needs_admin("user", request.user));
+        }
+        if !policy.allowed_privileged_users.iter().any(|u| u == request.user) {
+            return Err(Refusal::policy(
+                "allowed_privileged_users",
+                "user",
+                format!(
+                    "user {:?} is reserved for Kubernetes components; this cluster's policy does not name it in allowed_privileged_users",
+                    request.user
+                ),
+            ));
+        }
     }
     for (i, group) in request.groups.iter().enumerate() {
         validate_identity(&format!("groups[{i}]"), group).map_err(|e| Refusal::invalid(e.field, e.detail))?;
@@ -70,19 +86,17 @@ pub fn decide_user_certificate(
     }
     for (i, group) in request.groups.iter().enumerate() {
         let field = format!("groups[{i}]");
-        if group == SYSTEM_MASTERS {
-            if !policy.allow_system_masters {
-                return Err(Refusal::policy(
-                    "allow_system_masters",
-                    field,
-                    "this cluster's policy does not allow issuing system:masters",
-                ));
+        if is_privileged_group(group) {
+            if !claims.is_admin() {
+                return Err(privileged_needs_admin(&field, group));
             }
-            if !claims.has_scope(Scope::Admin) {
+            if !policy.names_privileged_group(group) {
                 return Err(Refusal::policy(
-                    "allow_system_masters",
+                    "allowed_privileged_groups",
                     field,
-                    "issuing system:masters needs a token with the admin scope",
+                    format!(
+                        "group {group:?} is privileged; this cluster's policy does not name it in allowed_privileged_groups"
+                    ),
                 ));
             }
         } else if !policy.allows_group(group) {
@@ -92,9 +106,7 @@ pub fn decide_user_certificate(
                 format!("group {group:?} matches none of the cluster's allowed_groups"),
             ));
         }
-        if let Some(patterns) = &claims.groups
-            && !patterns.iter().any(|p| glob_match(p, group))
-        {
+        if !token_allows_group(claims, group) {
             return Err(Refusal::policy(
                 "token_groups",
                 format!("groups[{i}]"),
@@ -120,16 +132,103 @@ pub fn decide_user_certificate(
             format!("the TTL may be at most {} seconds in this cluster", policy.max_ttl_seconds),
         ));
     }
-    if let Some(max) = claims.max_ttl
-        && ttl > max
-    {
+    check_token_max_ttl(claims, ttl)?;
+    Ok(Duration::from_secs(ttl))
+}
+
+/// Decide whether `claims` may have a component certificate of `profile` issued under `policy`,
+/// for a cluster that declared `names`; answers what goes into the certificate.
+///
+/// Every component profile is privileged: the token must be an admin of the cluster (the caller
+/// checked the cluster), the policy must name the profile in `allowed_profiles`, serving names
+/// must be declared, and the lifetime obeys `component_max_ttl_seconds` and the token's `max_ttl`.
+pub fn decide_component(
+    policy: &IssuancePolicy,
+    claims: &Claims,
+    profile: &Profile,
+    request: &ComponentRequest,
+    names: &DeclaredNames<'_>,
+) -> Result<Usage, Refusal> {
+    if !claims.is_admin() {
         return Err(Refusal::policy(
+            "privileged_identity",
+            "profile",
+            format!(
+                "the {} profile signs an identity the control plane trusts; only an admin token of this cluster may issue it",
+                profile.name
+            ),
+        ));
+    }
+    if !policy.allowed_profiles.iter().any(|p| p == profile.name) {
+        return Err(Refusal::policy(
+            "allowed_profiles",
+            "profile",
+            format!("this cluster's policy does not name the {} profile in allowed_profiles", profile.name),
+        ));
+    }
+    for group in profile.organizations {
+        if !token_allows_group(claims, group) {
+            return Err(Refusal::policy(
+                "token_groups",
+                "profile",
+                format!(
+                    "this token may not issue group {group:?}, which the {} profile carries",
+                    profile.name
+                ),
+            ));
+        }
+    }
+    let ceiling = profile.max_ttl_seconds.min(policy.component_max_ttl_seconds);
+    let ttl = request.ttl_seconds.unwrap_or(profile.default_ttl_seconds.min(ceiling));
+    if ttl == 0 || ttl > profile.max_ttl_seconds {
+        return Err(Refusal::invalid(
+            "ttl_seconds",
+            format!("must be between 1 and {} for the {} profile", profile.max_ttl_seconds, profile.name),
+        ));
+    }
+    if ttl > policy.component_max_ttl_seconds {
+        return Err(Refusal::policy(
+            "component_max_ttl_seconds",
+            "ttl_seconds",
+            format!(
+                "component certificates may live at most {} seconds in this cluster",
+                policy.component_max_ttl_seconds
+            ),
+        ));
+    }
+    check_token_max_ttl(claims, ttl)?;
+    crate::profiles::resolve(profile, request, names, Duration::from_secs(ttl))
+}
+
+fn privileged_needs_admin(field: &str, identity: &str) -> Refusal {
+    Refusal::policy(
+        "privileged_identity",
+        field,
+        format!(
+            "{identity:?} is a privileged Kubernetes identity; only an admin token of this cluster may issue it"
+        ),
+    )
+}
+
+/// The token's own `groups` narrow what it issues; for a privileged group only an exact entry
+/// counts, never a wildcard.
+fn token_allows_group(claims: &Claims, group: &str) -> bool {
+    match &claims.groups {
+        None => true,
+        Some(patterns) if is_privileged_group(group) => patterns.iter().any(|p| p == group),
+        Some(patterns) => patterns.iter().any(|p| glob_match(p, group)),
+    }
+}
+
+fn check_token_max_ttl(claims: &Claims, ttl: u64) -> Result<(), Refusal> {
+    match claims.max_ttl {
+        Some(max) if ttl > max => Err(Refusal::policy(
             "token_max_ttl",
             "ttl_seconds",
             format!("this token may issue a TTL of at most {max} seconds"),
-        ));
+        )),
+        _ => Ok(()),
     }
-    Ok(Duration::from_secs(ttl))
 }
 
 /// Where the subject's key comes from.
@@ -245,6 +344,7 @@ mod tests {
             aud: "kca".into(),
             exp: 0,
             iat: 0,
+            nbf: None,
             jti: "j".into(),
             scopes: scopes.to_vec(),
             clusters: vec!["*".into()],
@@ -286,10 +386,12 @@ mod tests {
         let narrow = IssuancePolicy { allowed_groups: vec!["team-*".into()], ..Default::default() };
         assert!(decide(&narrow, &issuer, &["team-a"], None).is_ok());
         assert_eq!(rule(decide(&narrow, &issuer, &["ops"], None)), "allowed_groups");
-        assert_eq!(rule(decide(&policy, &issuer, &["system:masters"], None)), "allow_system_masters");
+        assert_eq!(rule(decide(&policy, &issuer, &["system:masters"], None)), "privileged_identity");
+        let admin = claims(&[Scope::Admin]);
+        assert_eq!(rule(decide(&policy, &admin, &["system:masters"], None)), "allowed_privileged_groups");
         let masters = IssuancePolicy { allow_system_masters: true, ..Default::default() };
-        assert_eq!(rule(decide(&masters, &issuer, &["system:masters"], None)), "allow_system_masters");
-        assert!(decide(&masters, &claims(&[Scope::Admin]), &["system:masters"], None).is_ok());
+        assert_eq!(rule(decide(&masters, &issuer, &["system:masters"], None)), "privileged_identity");
+        assert!(decide(&masters, &admin, &["system:masters"], None).is_ok());
         let mut limited = issuer.clone();
         limited.groups = Some(vec!["dev".into()]);
         limited.max_ttl = Some(600);
@@ -313,7 +415,90 @@ mod tests {
         let request = UserRequest { user: "system:kube-proxy", groups: &[], ttl_seconds: None };
         assert!(matches!(
             decide_user_certificate(&policy, &issuer, &request),
-            Err(Refusal::Policy { rule: "reserved_user", .. })
+            Err(Refusal::Policy { rule: "privileged_identity", .. })
         ));
+        assert!(matches!(
+            decide_user_certificate(&policy, &claims(&[Scope::Admin]), &request),
+            Err(Refusal::Policy { rule: "allowed_privileged_users", .. })
+        ));
+    }
+
+    #[test]
+    fn privileged_groups_need_an_admin_and_a_policy_that_names_them() {
+        let every =
+            IssuancePolicy { allowed_groups: vec!["*".into(), "system:*".into()], ..Default::default() };
+        let issuer = claims(&[Scope::KubeconfigsIssue]);
+        let admin = claims(&[Scope::Admin]);
+        for group in
+            ["system:masters", "kubeadm:cluster-admins", "system:nodes", "system:kube-controller-manager"]
+        {
+            assert_eq!(rule(decide(&every, &issuer, &[group], None)), "privileged_identity", "{group}");
+            assert_eq!(rule(decide(&every, &admin, &[group], None)), "allowed_privileged_groups", "{group}");
+            let named =
+                IssuancePolicy { allowed_privileged_groups: vec![group.into()], ..Default::default() };
+            assert_eq!(rule(decide(&named, &issuer, &[group], None)), "privileged_identity", "{group}");
+            assert!(decide(&named, &admin, &[group], None).is_ok(), "{group}");
+            // An admin token narrowed to some groups reaches a privileged one only by its exact name.
+            let mut narrowed = admin.clone();
+            narrowed.groups = Some(vec!["*".into()]);
+            assert_eq!(rule(decide(&named, &narrowed, &[group], None)), "token_groups", "{group}");
+            narrowed.groups = Some(vec![group.into()]);
+            assert!(decide(&named, &narrowed, &[group], None).is_ok(), "{group}");
+        }
+    }
+
+    #[test]
+    fn component_profiles_are_privileged() {
+        let (cp, nodes) = (vec!["etcd-0".to_string()], vec!["worker-*".to_string()]);
+        let names = DeclaredNames { server_host: None, control_plane_names: &cp, node_names: &nodes };
+        let all = IssuancePolicy {
+            allowed_profiles: crate::profiles::profiles().iter().map(|p| p.name.to_string()).collect(),
+            ..Default::default()
+        };
+        for profile in crate::profiles::profiles() {
+            let request = ComponentRequest {
+                common_name: matches!(profile.common_name, crate::profiles::CommonNameRule::Node)
+                    .then(|| "system:node:worker-1".to_string()),
+                dns_names: match profile.subject_alt_names {
+                    crate::profiles::SanRule::Required
+                        if profile.authority == crate::pki::AuthorityKind::Kubelet =>
+                    {
+                        vec!["worker-1".into()]
+                    }
+                    crate::profiles::SanRule::Required => vec!["etcd-0".into()],
+                    _ => vec![],
+                },
+                ..Default::default()
+            };
+            let refused = |policy: &IssuancePolicy, claims: &Claims| match decide_component(
+                policy, claims, &profile, &request, &names,
+            ) {
+                Err(Refusal::Policy { rule, .. }) => rule,
+                other => panic!("{}: expected a refusal, got {other:?}", profile.name),
+            };
+            for scope in [Scope::CertificatesIssue, Scope::KubeconfigsIssue, Scope::ClustersWrite] {
+                assert_eq!(refused(&all, &claims(&[scope])), "privileged_identity", "{}", profile.name);
+            }
+            let admin = claims(&[Scope::Admin]);
+            assert_eq!(refused(&IssuancePolicy::default(), &admin), "allowed_profiles", "{}", profile.name);
+            let usage = decide_component(&all, &admin, &profile, &request, &names).unwrap();
+            assert_eq!(usage.ttl, Duration::from_secs(365 * 24 * 3600), "{}", profile.name);
+            let short = IssuancePolicy { component_max_ttl_seconds: 3600, ..all.clone() };
+            assert_eq!(
+                decide_component(&short, &admin, &profile, &request, &names).unwrap().ttl.as_secs(),
+                3600
+            );
+            let long = ComponentRequest { ttl_seconds: Some(7200), ..request.clone() };
+            assert!(matches!(
+                decide_component(&short, &admin, &profile, &long, &names),
+                Err(Refusal::Policy { rule: "component_max_ttl_seconds", .. })
+            ));
+            let mut limited = admin.clone();
+            limited.max_ttl = Some(600);
+            assert!(matches!(
+                decide_component(&all, &limited, &profile, &long, &names),
+                Err(Refusal::Policy { rule: "token_max_ttl", .. })
+            ));
+        }
     }
 }

@@ -1,7 +1,10 @@
 //! Component certificate profiles, after the Kubernetes PKI requirements (kubeadm's table): for
 //! each, the CA that signs, the usages, the subject rules, the SANs and the lifetime.
 //!
-//! Only peer profiles are usable as both client and server.
+//! Only peer profiles are usable as both client and server. Every profile is privileged: each one
+//! signs an identity the control plane trusts as a component (or a serving certificate it trusts
+//! for its own names), so only an admin of the cluster obtains one, and only for profiles the
+//! cluster's policy names (`crate::issuance::decide_component`).
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -12,8 +15,12 @@ use utoipa::ToSchema;
 use crate::issuance::{Refusal, Usage};
 use crate::pki::AuthorityKind;
 use crate::pki::leaf::ExtendedUsage;
+use crate::policy::{glob_match, is_dns_name};
 
 const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The `apiserver` profile's defaults, kubeadm's: always allowed, being the cluster's own names.
+const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+const DEFAULT_SERVICE_IP: &str = "10.96.0.1";
 
 /// How the CN of a profile is chosen.
 #[derive(Clone, Copy, Debug, Serialize, ToSchema)]
@@ -191,8 +198,46 @@ pub struct ComponentRequest {
     pub service_ip: Option<String>,
 }
 
-/// Check a request against a profile and work out the certificate's subject, names and TTL.
-pub fn resolve(profile: &Profile, request: &ComponentRequest) -> Result<Usage, Refusal> {
+/// The names a cluster declared: what its serving certificates and node identities may carry.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeclaredNames<'a> {
+    /// The host of the cluster's `server` URL.
+    pub server_host: Option<&'a str>,
+    /// The policy's `control_plane_names` (exact DNS names and IP addresses).
+    pub control_plane_names: &'a [String],
+    /// The policy's `node_names` (glob patterns).
+    pub node_names: &'a [String],
+}
+
+impl DeclaredNames<'_> {
+    fn control_plane(&self, name: &str) -> bool {
+        let same = |declared: &str| match (declared.parse::<IpAddr>(), name.parse::<IpAddr>()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => declared.eq_ignore_ascii_case(name),
+        };
+        self.server_host.map(|h| h.trim_start_matches('[').trim_end_matches(']')).is_some_and(same)
+            || self.control_plane_names.iter().any(|declared| same(declared))
+    }
+
+    fn node(&self, name: &str) -> bool {
+        let name = name.to_ascii_lowercase();
+        self.node_names.iter().any(|pattern| glob_match(&pattern.to_ascii_lowercase(), &name))
+    }
+}
+
+/// Check a request against a profile and the names the cluster declared, and work out the
+/// certificate's subject, names and TTL (`ttl` decided by the caller's policy).
+pub fn resolve(
+    profile: &Profile,
+    request: &ComponentRequest,
+    declared: &DeclaredNames<'_>,
+    ttl: Duration,
+) -> Result<Usage, Refusal> {
+    let undeclared = |field: &str, detail: String| Refusal::Policy {
+        rule: "declared_names",
+        field: field.to_string(),
+        detail,
+    };
     let invalid = |field: &str, detail: String| Refusal::Invalid { field: field.to_string(), detail };
     let common_name = match (profile.common_name, &request.common_name) {
         (CommonNameRule::Fixed(fixed), Some(given)) if given != fixed => {
@@ -213,6 +258,12 @@ pub fn resolve(profile: &Profile, request: &ComponentRequest) -> Result<Usage, R
                 return Err(invalid(
                     "common_name",
                     "must be system:node:<node name>, the node name a DNS name".into(),
+                ));
+            }
+            if !declared.node(node) {
+                return Err(undeclared(
+                    "common_name",
+                    format!("node {node:?} matches none of the cluster's node_names"),
                 ));
             }
             given.clone()
@@ -252,43 +303,77 @@ pub fn resolve(profile: &Profile, request: &ComponentRequest) -> Result<Usage, R
             ));
         }
         SanRule::Kubernetes => {
-            let domain = request.cluster_domain.as_deref().unwrap_or("cluster.local");
+            let domain = request.cluster_domain.as_deref().unwrap_or(DEFAULT_CLUSTER_DOMAIN);
             if !is_dns_name(domain) {
                 return Err(invalid("cluster_domain", "must be a DNS name".into()));
             }
             for name in ["kubernetes", "kubernetes.default", "kubernetes.default.svc"] {
                 dns_names.push(name.to_string());
             }
-            dns_names.push(format!("kubernetes.default.svc.{domain}"));
-            let service_ip = request.service_ip.as_deref().unwrap_or("10.96.0.1");
-            ip_addresses
-                .push(service_ip.parse().map_err(|_| invalid("service_ip", "must be an IP address".into()))?);
+            let service_name = format!("kubernetes.default.svc.{domain}");
+            if domain != DEFAULT_CLUSTER_DOMAIN && !declared.control_plane(&service_name) {
+                return Err(undeclared(
+                    "cluster_domain",
+                    format!("{service_name:?} is not among the cluster's control_plane_names"),
+                ));
+            }
+            dns_names.push(service_name);
+            let service_ip = request.service_ip.as_deref().unwrap_or(DEFAULT_SERVICE_IP);
+            let ip: IpAddr =
+                service_ip.parse().map_err(|_| invalid("service_ip", "must be an IP address".into()))?;
+            if service_ip != DEFAULT_SERVICE_IP && !declared.control_plane(service_ip) {
+                return Err(undeclared(
+                    "service_ip",
+                    format!("{service_ip} is not among the cluster's control_plane_names"),
+                ));
+            }
+            ip_addresses.push(ip);
         }
         _ => {}
     }
-    for (i, name) in request
-        .dns_names
-        .iter()
-        .chain(profile.implied_dns_names.iter().map(|n| n.to_string()).collect::<Vec<_>>().iter())
-        .enumerate()
-    {
+    // Requested names must be declared by the cluster: control-plane names for the control
+    // plane's serving certificates, node names for kubelets'. Implied names are kca's own.
+    let declared_for = |name: &str| match profile.authority {
+        AuthorityKind::Kubelet => declared.node(name),
+        _ => declared.control_plane(name),
+    };
+    let which =
+        if profile.authority == AuthorityKind::Kubelet { "node_names" } else { "control_plane_names" };
+    for (i, name) in request.dns_names.iter().enumerate() {
         if !is_dns_name(name) {
             return Err(invalid(&format!("dns_names[{i}]"), format!("{name:?} is not a DNS name")));
         }
-        if !dns_names.contains(name) {
+        if !declared_for(name) {
+            return Err(undeclared(
+                &format!("dns_names[{i}]"),
+                format!("{name:?} is not among the cluster's {which} (nor its server's host)"),
+            ));
+        }
+        if !dns_names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
             dns_names.push(name.clone());
         }
     }
-    for (i, text) in request
-        .ip_addresses
-        .iter()
-        .map(String::as_str)
-        .chain(profile.implied_ip_addresses.iter().copied())
-        .enumerate()
-    {
+    for name in profile.implied_dns_names {
+        if !dns_names.iter().any(|n| n == name) {
+            dns_names.push(name.to_string());
+        }
+    }
+    for (i, text) in request.ip_addresses.iter().enumerate() {
         let ip: IpAddr = text
             .parse()
             .map_err(|_| invalid(&format!("ip_addresses[{i}]"), format!("{text:?} is not an IP address")))?;
+        if !declared_for(text) {
+            return Err(undeclared(
+                &format!("ip_addresses[{i}]"),
+                format!("{text} is not among the cluster's {which} (nor its server's host)"),
+            ));
+        }
+        if !ip_addresses.contains(&ip) {
+            ip_addresses.push(ip);
+        }
+    }
+    for text in profile.implied_ip_addresses {
+        let ip: IpAddr = text.parse().expect("implied addresses are valid");
         if !ip_addresses.contains(&ip) {
             ip_addresses.push(ip);
         }
@@ -297,34 +382,14 @@ pub fn resolve(profile: &Profile, request: &ComponentRequest) -> Result<Usage, R
         return Err(invalid("dns_names", "at most 100 subject alternative names".into()));
     }
 
-    let ttl = request.ttl_seconds.unwrap_or(profile.default_ttl_seconds);
-    if ttl == 0 || ttl > profile.max_ttl_seconds {
-        return Err(invalid(
-            "ttl_seconds",
-            format!("must be between 1 and {} for the {} profile", profile.max_ttl_seconds, profile.name),
-        ));
-    }
     Ok(Usage {
         common_name,
         organizations: profile.organizations.iter().map(|o| o.to_string()).collect(),
         extended_usages: profile.extended_key_usages.to_vec(),
         dns_names,
         ip_addresses,
-        ttl: Duration::from_secs(ttl),
+        ttl,
     })
-}
-
-/// A DNS name: labels of letters, digits and `-` (and a leading `*.` wildcard is not allowed).
-fn is_dns_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
 }
 
 #[cfg(test)]
@@ -333,6 +398,20 @@ mod tests {
 
     fn request() -> ComponentRequest {
         ComponentRequest::default()
+    }
+
+    fn names() -> (Vec<String>, Vec<String>) {
+        (vec!["api.example.com".into(), "etcd-0".into(), "10.0.0.9".into()], vec!["worker-*".into()])
+    }
+
+    fn resolve_declared(name: &str, request: &ComponentRequest) -> Result<Usage, Refusal> {
+        let (control_plane_names, node_names) = names();
+        let declared = DeclaredNames {
+            server_host: Some("k8s.example.com"),
+            control_plane_names: &control_plane_names,
+            node_names: &node_names,
+        };
+        resolve(&find(name).unwrap(), request, &declared, YEAR)
     }
 
     #[test]
@@ -346,14 +425,9 @@ mod tests {
 
     #[test]
     fn apiserver_gets_the_kubernetes_names_and_service_ip() {
-        let apiserver = find("apiserver").unwrap();
-        let usage = resolve(
-            &apiserver,
-            &ComponentRequest {
-                dns_names: vec!["api.example.com".into()],
-                cluster_domain: Some("corp".into()),
-                ..request()
-            },
+        let usage = resolve_declared(
+            "apiserver",
+            &ComponentRequest { dns_names: vec!["api.example.com".into()], ..request() },
         )
         .unwrap();
         assert_eq!(usage.common_name, "kube-apiserver");
@@ -363,7 +437,7 @@ mod tests {
                 "kubernetes",
                 "kubernetes.default",
                 "kubernetes.default.svc",
-                "kubernetes.default.svc.corp",
+                "kubernetes.default.svc.cluster.local",
                 "api.example.com"
             ]
         );
@@ -372,8 +446,41 @@ mod tests {
     }
 
     #[test]
+    fn serving_certificates_carry_only_declared_names() {
+        let rule = |name: &str, request: ComponentRequest| match resolve_declared(name, &request) {
+            Err(Refusal::Policy { rule, field, .. }) => format!("{rule} {field}"),
+            other => panic!("{name}: expected a refusal, got {other:?}"),
+        };
+        let dns = |n: &str| ComponentRequest { dns_names: vec![n.into()], ..request() };
+        let ip = |n: &str| ComponentRequest { ip_addresses: vec![n.into()], ..request() };
+        assert_eq!(rule("apiserver", dns("login.microsoftonline.com")), "declared_names dns_names[0]");
+        assert_eq!(rule("apiserver", ip("10.0.0.1")), "declared_names ip_addresses[0]");
+        assert_eq!(rule("etcd-server", dns("evil.example.com")), "declared_names dns_names[0]");
+        assert_eq!(rule("etcd-peer", ip("192.0.2.1")), "declared_names ip_addresses[0]");
+        assert_eq!(
+            rule("apiserver", ComponentRequest { cluster_domain: Some("example.org".into()), ..request() }),
+            "declared_names cluster_domain"
+        );
+        assert_eq!(
+            rule("apiserver", ComponentRequest { service_ip: Some("10.0.0.1".into()), ..request() }),
+            "declared_names service_ip"
+        );
+        let node = |n: &str| ComponentRequest { common_name: Some(format!("system:node:{n}")), ..request() };
+        assert_eq!(rule("kubelet-client", node("db-1")), "declared_names common_name");
+        let kubelet = ComponentRequest { dns_names: vec!["api.example.com".into()], ..node("worker-1") };
+        assert_eq!(rule("kubelet-serving", kubelet), "declared_names dns_names[0]");
+        // What the cluster declared goes through, its server's host included, in any case.
+        assert!(resolve_declared("apiserver", &dns("K8S.example.com")).is_ok());
+        assert!(resolve_declared("apiserver", &ip("10.0.0.9")).is_ok());
+        assert!(resolve_declared("etcd-server", &dns("etcd-0")).is_ok());
+        assert!(resolve_declared("kubelet-client", &node("worker-7")).is_ok());
+        let kubelet = ComponentRequest { dns_names: vec!["worker-7".into()], ..node("worker-7") };
+        assert!(resolve_declared("kubelet-serving", &kubelet).is_ok());
+    }
+
+    #[test]
     fn forbidden_fields_are_refused() {
-        let refused = |name: &str, request: ComponentRequest| match resolve(&find(name).unwrap(), &request) {
+        let refused = |name: &str, request: ComponentRequest| match resolve_declared(name, &request) {
             Err(Refusal::Invalid { field, .. }) => field,
             other => panic!("{name}: expected a refusal, got {other:?}"),
         };
@@ -395,13 +502,6 @@ mod tests {
             "common_name"
         );
         assert_eq!(
-            refused(
-                "front-proxy-client",
-                ComponentRequest { ttl_seconds: Some(3 * YEAR.as_secs()), ..request() }
-            ),
-            "ttl_seconds"
-        );
-        assert_eq!(
             refused("scheduler", ComponentRequest { service_ip: Some("10.0.0.1".into()), ..request() }),
             "service_ip"
         );
@@ -409,20 +509,19 @@ mod tests {
 
     #[test]
     fn node_profiles_take_the_node_name() {
-        let usage = resolve(
-            &find("kubelet-serving").unwrap(),
+        let usage = resolve_declared(
+            "kubelet-serving",
             &ComponentRequest {
                 common_name: Some("system:node:worker-1".into()),
                 dns_names: vec!["worker-1".into()],
-                ip_addresses: vec!["10.0.0.5".into()],
                 ..request()
             },
         )
         .unwrap();
         assert_eq!(usage.common_name, "system:node:worker-1");
         assert_eq!(usage.organizations, ["system:nodes"]);
-        let etcd = resolve(
-            &find("etcd-peer").unwrap(),
+        let etcd = resolve_declared(
+            "etcd-peer",
             &ComponentRequest { dns_names: vec!["etcd-0".into()], ..request() },
         )
         .unwrap();

@@ -1,24 +1,34 @@
-//! API tokens: EdDSA JWTs signed with a key kca keeps sealed in its database, so every replica and
-//! `kca token create` on the server host share it without another secret to distribute.
+//! API tokens: EdDSA JWTs signed with keys kca keeps sealed in its database, so every replica and
+//! `kca token create` on the server host share them without another secret to distribute.
+//!
+//! A token is accepted only when its signature, times, issuer and audience check out *and* it is
+//! registered in the database and not revoked: every token can be listed and revoked, and a token
+//! that was never minted by kca is refused even if it carries a valid signature. The signing key
+//! can be rotated; each token names its key (`kid`), and a previous key keeps verifying until the
+//! last token it signed has expired.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
+use uuid::Uuid;
 
-use crate::keyring::{Keyring, KeyringError};
+use crate::keyring::KeyringError;
+use crate::pki::seal::MasterKey;
 use crate::pki::{KeyAlgorithm, SigningKeyPair};
-use crate::store::Store;
+use crate::store::{Store, StoreError, TokenKeyRecord, TokenRecord};
 
-const SIGNING_KEY_SETTING: &str = "token_signing_key";
-const SIGNING_KEY_AAD: &[u8] = b"kca:token-signing-key";
+/// Where the first signing key lived before keys could be rotated; imported as key 1.
+const LEGACY_SIGNING_KEY_SETTING: &str = "token_signing_key";
 /// Verified tokens are remembered (by their SHA-256) up to this many, to skip re-verification.
 const VERIFIED_CACHE_LIMIT: usize = 10_000;
+/// Clock skew tolerated on `exp`, `nbf` and `iat`.
+const LEEWAY_SECONDS: i64 = 30;
 
-/// What a token allows. `admin` allows everything.
+/// What a token allows. `admin` allows everything, for the clusters the token names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 pub enum Scope {
     #[serde(rename = "admin")]
@@ -27,6 +37,8 @@ pub enum Scope {
     ClustersWrite,
     #[serde(rename = "kubeconfigs:issue")]
     KubeconfigsIssue,
+    /// Kept so that tokens carrying it still parse: every component profile is privileged, so it
+    /// no longer allows issuing anything (an admin token of the cluster does).
     #[serde(rename = "certificates:issue")]
     CertificatesIssue,
     #[serde(rename = "certificates:revoke")]
@@ -61,6 +73,9 @@ impl Scope {
     }
 }
 
+/// `clusters` entry of a token valid for every cluster.
+pub const ALL_CLUSTERS: &str = "*";
+
 /// The claims of a kca token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Claims {
@@ -70,10 +85,13 @@ pub struct Claims {
     pub aud: String,
     pub exp: i64,
     pub iat: i64,
-    /// Token id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    /// Token id: what lists and revocations name.
     pub jti: String,
     pub scopes: Vec<Scope>,
-    /// Cluster names this token may touch; `*` for all.
+    /// Ids of the clusters this token may touch, or `*` for all. Ids, not names: a cluster deleted
+    /// and created again under the same name is another cluster.
     pub clusters: Vec<String>,
     /// Glob patterns narrowing the groups this token may issue (on top of the cluster policy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,17 +106,25 @@ impl Claims {
         self.scopes.contains(&Scope::Admin) || self.scopes.contains(&scope)
     }
 
-    pub fn allows_cluster(&self, name: &str) -> bool {
-        self.clusters.iter().any(|c| c == "*" || c == name)
+    pub fn is_admin(&self) -> bool {
+        self.scopes.contains(&Scope::Admin)
     }
 
-    /// The cluster names this token is limited to, or `None` for all.
-    pub fn cluster_restriction(&self) -> Option<&[String]> {
-        if self.clusters.iter().any(|c| c == "*") { None } else { Some(&self.clusters) }
+    pub fn allows_cluster(&self, id: Uuid) -> bool {
+        self.clusters.iter().any(|c| c == ALL_CLUSTERS || Uuid::parse_str(c).is_ok_and(|c| c == id))
+    }
+
+    /// The cluster ids this token is limited to, or `None` for all.
+    pub fn cluster_restriction(&self) -> Option<Vec<Uuid>> {
+        if self.clusters.iter().any(|c| c == ALL_CLUSTERS) {
+            None
+        } else {
+            Some(self.clusters.iter().filter_map(|c| Uuid::parse_str(c).ok()).collect())
+        }
     }
 }
 
-/// What `kca token create` asks for.
+/// What a new token asks for; clusters are ids (or `*`).
 #[derive(Clone, Debug)]
 pub struct TokenRequest {
     pub subject: String,
@@ -113,101 +139,215 @@ pub struct TokenRequest {
 pub enum TokenError {
     #[error("invalid token: {0}")]
     Invalid(String),
+    /// Signed with a key this replica does not know yet (another replica rotated it).
+    #[error("invalid token: unknown signing key")]
+    UnknownKey,
     #[error(transparent)]
     Keyring(#[from] KeyringError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+struct SigningKeys {
+    current_id: i32,
+    encoding: EncodingKey,
+    decoding: HashMap<i32, DecodingKey>,
+}
+
+/// What this replica knows of a registered token.
+#[derive(Clone, Copy, Debug)]
+struct Registered {
+    revoked: bool,
+    expires_at: i64,
 }
 
 /// Mints and verifies tokens.
 pub struct TokenService {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
+    keys: RwLock<SigningKeys>,
     validation: Validation,
     issuer: String,
     audience: String,
+    max_lifetime: time::Duration,
     verified: Mutex<HashMap<[u8; 32], Arc<Claims>>>,
+    registered: RwLock<HashMap<Uuid, Registered>>,
+    /// When each token was last used, not yet written to the database.
+    last_used: Mutex<HashMap<Uuid, OffsetDateTime>>,
+}
+
+/// AAD binding a sealed signing key to its id; key 1 keeps the binding it was first sealed with.
+fn key_aad(id: i32) -> Vec<u8> {
+    if id == 1 {
+        b"kca:token-signing-key".to_vec()
+    } else {
+        format!("kca:token-signing-key:{id}").into_bytes()
+    }
 }
 
 impl TokenService {
-    /// Load the token signing key, creating and sealing it on first start. Replicas starting at
-    /// once race on the insert; the value that won is the one every replica uses.
+    /// Load the token signing keys, creating and sealing the first on first start. Replicas
+    /// starting at once race on the insert; the key that won is the one every replica uses.
     pub async fn load(
         store: &dyn Store,
-        keyring: &Keyring,
+        master: &MasterKey,
         issuer: &str,
         audience: &str,
+        max_lifetime: std::time::Duration,
     ) -> Result<Self, TokenError> {
-        let sealed = match store.get_setting(SIGNING_KEY_SETTING).await.map_err(KeyringError::from)? {
-            Some(sealed) => sealed,
-            None => {
-                let (_, pkcs8) =
-                    SigningKeyPair::generate(KeyAlgorithm::Ed25519).map_err(KeyringError::from)?;
-                let sealed = keyring.master().seal(&pkcs8, SIGNING_KEY_AAD).map_err(KeyringError::from)?;
-                store
-                    .insert_setting_if_absent(SIGNING_KEY_SETTING, &sealed)
-                    .await
-                    .map_err(KeyringError::from)?
-            }
-        };
-        let pkcs8 =
-            keyring.master().open(&sealed, SIGNING_KEY_AAD).map_err(|_| KeyringError::WrongMasterKey)?;
-        let key = SigningKeyPair::from_pkcs8(KeyAlgorithm::Ed25519, &pkcs8).map_err(KeyringError::from)?;
-        let public_key = rcgen::PublicKeyData::der_bytes(&key).to_vec();
-
+        let keys = load_keys(store, master, OffsetDateTime::now_utc()).await?;
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = 30;
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY_SECONDS as u64;
         Ok(Self {
-            encoding: EncodingKey::from_ed_der(&pkcs8),
-            decoding: DecodingKey::from_ed_der(&public_key),
+            keys: RwLock::new(keys),
             validation,
             issuer: issuer.to_string(),
             audience: audience.to_string(),
+            max_lifetime: time::Duration::try_from(max_lifetime)
+                .map_err(|e| TokenError::Invalid(format!("maximum token lifetime: {e}")))?,
             verified: Mutex::new(HashMap::new()),
+            registered: RwLock::new(HashMap::new()),
+            last_used: Mutex::new(HashMap::new()),
         })
     }
 
-    pub fn mint(&self, request: &TokenRequest, now: OffsetDateTime) -> Result<String, TokenError> {
+    /// The longest lifetime a token may have.
+    pub fn max_lifetime(&self) -> time::Duration {
+        self.max_lifetime
+    }
+
+    /// Re-read the signing keys (after a rotation, here or on another replica).
+    pub async fn reload_keys(&self, store: &dyn Store, master: &MasterKey) -> Result<(), TokenError> {
+        let keys = load_keys(store, master, OffsetDateTime::now_utc()).await?;
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
+        Ok(())
+    }
+
+    /// Make a new signing key the current one; tokens signed by the previous keys keep verifying
+    /// until they expire. Answers the new key's id.
+    pub async fn rotate_key(
+        &self,
+        store: &dyn Store,
+        master: &MasterKey,
+        audit: impl FnOnce(i32) -> crate::store::AuditEntry,
+    ) -> Result<i32, TokenError> {
+        let next = self.keys.read().unwrap_or_else(|e| e.into_inner()).current_id + 1;
+        let (_, pkcs8) = SigningKeyPair::generate(KeyAlgorithm::Ed25519).map_err(KeyringError::from)?;
+        let sealed = master.seal(&pkcs8, &key_aad(next)).map_err(KeyringError::from)?;
+        let audit = audit(next);
+        store.insert_token_key(next, &sealed, audit.at, Some(&audit)).await?;
+        self.reload_keys(store, master).await?;
+        Ok(next)
+    }
+
+    /// Sign a token for `request`; answers the token and the record to register it with.
+    pub fn mint(
+        &self,
+        request: &TokenRequest,
+        created_by: &str,
+        now: OffsetDateTime,
+    ) -> Result<(String, TokenRecord), TokenError> {
+        if request.subject.trim().is_empty() || request.subject.chars().any(char::is_control) {
+            return Err(TokenError::Invalid("the subject must be non-empty printable text".into()));
+        }
+        if request.ttl <= time::Duration::ZERO || request.ttl > self.max_lifetime {
+            return Err(TokenError::Invalid(format!(
+                "the token lifetime must be between 1 second and {} seconds",
+                self.max_lifetime.whole_seconds()
+            )));
+        }
+        let now = now.replace_nanosecond(0).expect("0 is a valid nanosecond");
+        let id = Uuid::new_v4();
         let claims = Claims {
             sub: request.subject.clone(),
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             iat: now.unix_timestamp(),
+            nbf: Some(now.unix_timestamp()),
             exp: (now + request.ttl).unix_timestamp(),
-            jti: uuid::Uuid::new_v4().to_string(),
+            jti: id.to_string(),
             scopes: request.scopes.clone(),
             clusters: request.clusters.clone(),
             groups: request.groups.clone(),
             max_ttl: request.max_ttl,
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.encoding)
-            .map_err(|e| TokenError::Invalid(e.to_string()))
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(keys.current_id.to_string());
+        let token = jsonwebtoken::encode(&header, &claims, &keys.encoding)
+            .map_err(|e| TokenError::Invalid(e.to_string()))?;
+        let record = TokenRecord {
+            id,
+            subject: claims.sub,
+            scopes: claims.scopes,
+            clusters: claims.clusters,
+            groups: claims.groups,
+            max_ttl: claims.max_ttl,
+            key_id: keys.current_id,
+            created_by: created_by.to_string(),
+            created_at: now,
+            expires_at: now + request.ttl,
+            last_used_at: None,
+            revoked_at: None,
+        };
+        Ok((token, record))
     }
 
-    /// Verify signature (EdDSA only: `alg: none` or HS256 are refused), `exp`, `iss` and `aud`.
+    /// Check signature (EdDSA only: `alg: none` or HS256 are refused), `exp`, `nbf`, `iat`, `iss`,
+    /// `aud`, a non-empty `sub` and the lifetime bound. Registration is checked by
+    /// [`registration`](Self::registration).
     pub fn verify(&self, token: &str, now: OffsetDateTime) -> Result<Arc<Claims>, TokenError> {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-        let key: [u8; 32] = digest.as_ref().try_into().expect("SHA-256 is 32 bytes");
-        if let Some(claims) = self.verified.lock().expect("token cache lock").get(&key)
+        let cache_key: [u8; 32] = digest.as_ref().try_into().expect("SHA-256 is 32 bytes");
+        if let Some(claims) = self.verified.lock().unwrap_or_else(|e| e.into_inner()).get(&cache_key)
             && claims.exp > now.unix_timestamp()
         {
             return Ok(Arc::clone(claims));
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
-            TokenError::Invalid(match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => "expired".to_string(),
-                jsonwebtoken::errors::ErrorKind::InvalidAudience => "wrong audience".to_string(),
-                jsonwebtoken::errors::ErrorKind::InvalidIssuer => "wrong issuer".to_string(),
-                jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => "algorithm not accepted".to_string(),
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => "bad signature".to_string(),
-                jsonwebtoken::errors::ErrorKind::MissingRequiredClaim(claim) => {
-                    format!("missing claim {claim}")
-                }
-                _ => "malformed".to_string(),
-            })
-        })?;
-        let mut cache = self.verified.lock().expect("token cache lock");
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid("malformed".into()))?;
+        // Tokens minted before keys could be rotated carry no kid: they were signed by key 1.
+        let key_id: i32 = match header.kid.as_deref() {
+            None => 1,
+            Some(kid) => kid.parse().map_err(|_| TokenError::Invalid("malformed key id".into()))?,
+        };
+        let data = {
+            let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+            let decoding = keys.decoding.get(&key_id).ok_or(TokenError::UnknownKey)?;
+            jsonwebtoken::decode::<Claims>(token, decoding, &self.validation).map_err(|e| {
+                TokenError::Invalid(match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => "expired".to_string(),
+                    jsonwebtoken::errors::ErrorKind::ImmatureSignature => "not valid yet (nbf)".to_string(),
+                    jsonwebtoken::errors::ErrorKind::InvalidAudience => "wrong audience".to_string(),
+                    jsonwebtoken::errors::ErrorKind::InvalidIssuer => "wrong issuer".to_string(),
+                    jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => "algorithm not accepted".to_string(),
+                    jsonwebtoken::errors::ErrorKind::InvalidSignature => "bad signature".to_string(),
+                    jsonwebtoken::errors::ErrorKind::MissingRequiredClaim(claim) => {
+                        format!("missing claim {claim}")
+                    }
+                    _ => "malformed".to_string(),
+                })
+            })?
+        };
+        let claims = data.claims;
+        if claims.sub.trim().is_empty() {
+            return Err(TokenError::Invalid("empty subject".into()));
+        }
+        if claims.iat > now.unix_timestamp() + LEEWAY_SECONDS {
+            return Err(TokenError::Invalid("issued in the future (iat)".into()));
+        }
+        if claims.exp - claims.iat > self.max_lifetime.whole_seconds() {
+            return Err(TokenError::Invalid(format!(
+                "lives longer than the maximum token lifetime ({} seconds)",
+                self.max_lifetime.whole_seconds()
+            )));
+        }
+        if Uuid::parse_str(&claims.jti).is_err() {
+            return Err(TokenError::Invalid("malformed token id (jti)".into()));
+        }
+        let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= VERIFIED_CACHE_LIMIT {
             let now = now.unix_timestamp();
             cache.retain(|_, c| c.exp > now);
@@ -215,8 +355,112 @@ impl TokenService {
                 cache.clear();
             }
         }
-        let claims = Arc::new(data.claims);
-        cache.insert(key, Arc::clone(&claims));
+        let claims = Arc::new(claims);
+        cache.insert(cache_key, Arc::clone(&claims));
         Ok(claims)
     }
+
+    /// Whether the verified token `claims` is registered and not revoked: `Some(true)` yes,
+    /// `Some(false)` revoked, `None` not known to this replica yet (look it up).
+    pub fn registration(&self, claims: &Claims) -> Option<bool> {
+        let id = Uuid::parse_str(&claims.jti).ok()?;
+        self.registered.read().unwrap_or_else(|e| e.into_inner()).get(&id).map(|r| !r.revoked)
+    }
+
+    /// Remember a token read from (or written to) the database.
+    pub fn remember(&self, record: &TokenRecord) {
+        self.registered.write().unwrap_or_else(|e| e.into_inner()).insert(
+            record.id,
+            Registered {
+                revoked: record.revoked_at.is_some(),
+                expires_at: record.expires_at.unix_timestamp(),
+            },
+        );
+    }
+
+    /// A token was revoked (here, or on another replica).
+    pub fn forget(&self, id: Uuid) {
+        let mut registered = self.registered.write().unwrap_or_else(|e| e.into_inner());
+        registered.entry(id).or_insert(Registered { revoked: true, expires_at: i64::MAX }).revoked = true;
+    }
+
+    /// Mark revoked every token in `revoked`, and drop what has expired.
+    pub fn apply_revocations(&self, revoked: &[Uuid], now: OffsetDateTime) {
+        for id in revoked {
+            self.forget(*id);
+        }
+        let now = now.unix_timestamp();
+        self.registered.write().unwrap_or_else(|e| e.into_inner()).retain(|_, r| r.expires_at > now);
+    }
+
+    /// Note a use of a token; written to the database by [`flush_last_used`](Self::flush_last_used).
+    pub fn used(&self, claims: &Claims, now: OffsetDateTime) {
+        if let Ok(id) = Uuid::parse_str(&claims.jti) {
+            self.last_used.lock().unwrap_or_else(|e| e.into_inner()).insert(id, now);
+        }
+    }
+
+    /// Write the noted uses to the database.
+    pub async fn flush_last_used(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let pending: Vec<(Uuid, OffsetDateTime)> =
+            std::mem::take(&mut *self.last_used.lock().unwrap_or_else(|e| e.into_inner()))
+                .into_iter()
+                .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        store.touch_tokens(&pending).await
+    }
+}
+
+/// The keys that verify: the newest (which signs) and every older one that signed a token still
+/// unexpired. The first start creates key 1, or imports the key kept before rotation existed.
+async fn load_keys(
+    store: &dyn Store,
+    master: &MasterKey,
+    now: OffsetDateTime,
+) -> Result<SigningKeys, TokenError> {
+    let mut records = store.list_token_keys().await?;
+    if records.is_empty() {
+        let sealed = match store.get_setting(LEGACY_SIGNING_KEY_SETTING).await? {
+            Some(sealed) => sealed,
+            None => {
+                let (_, pkcs8) =
+                    SigningKeyPair::generate(KeyAlgorithm::Ed25519).map_err(KeyringError::from)?;
+                master.seal(&pkcs8, &key_aad(1)).map_err(KeyringError::from)?
+            }
+        };
+        match store.insert_token_key(1, &sealed, now, None).await {
+            Ok(()) | Err(StoreError::Conflict(_)) => {}
+            Err(err) => return Err(err.into()),
+        }
+        records = store.list_token_keys().await?;
+    }
+    let current_id =
+        records.iter().map(|r| r.id).max().ok_or_else(|| TokenError::Invalid("no signing key".into()))?;
+    let mut encoding = None;
+    let mut decoding = HashMap::new();
+    for record in &records {
+        let live = record.id == current_id || record.last_token_expiry.is_some_and(|at| at > now);
+        if !live {
+            continue;
+        }
+        let (key, pkcs8) = open_key(record, master)?;
+        decoding.insert(record.id, DecodingKey::from_ed_der(rcgen::PublicKeyData::der_bytes(&key)));
+        if record.id == current_id {
+            encoding = Some(EncodingKey::from_ed_der(&pkcs8));
+        }
+    }
+    let encoding = encoding.ok_or_else(|| TokenError::Invalid("no signing key".into()))?;
+    Ok(SigningKeys { current_id, encoding, decoding })
+}
+
+fn open_key(
+    record: &TokenKeyRecord,
+    master: &MasterKey,
+) -> Result<(SigningKeyPair, zeroize::Zeroizing<Vec<u8>>), TokenError> {
+    let pkcs8 =
+        master.open(&record.sealed_key, &key_aad(record.id)).map_err(|_| KeyringError::WrongMasterKey)?;
+    let key = SigningKeyPair::from_pkcs8(KeyAlgorithm::Ed25519, &pkcs8).map_err(KeyringError::from)?;
+    Ok((key, pkcs8))
 }

@@ -76,7 +76,8 @@ pub struct TokenCreateArgs {
     /// admin, clusters:write, kubeconfigs:issue, certificates:issue, certificates:revoke or read.
     #[arg(long = "scope", required = true, value_parser = parse_scope)]
     pub scopes: Vec<Scope>,
-    /// A cluster the token may touch (repeatable); all when none is given.
+    /// A cluster (name or id) the token may touch (repeatable); all when none is given. The
+    /// token is bound to the cluster's id: a cluster created again under the name is another.
     #[arg(long = "cluster")]
     pub clusters: Vec<String>,
     /// A group pattern the token may issue (repeatable); the cluster policy alone when none.
@@ -154,16 +155,46 @@ async fn migrate(args: StoreArgs) -> anyhow::Result<()> {
 }
 
 async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
-    let (_, _, tokens) = crate::app::open_store_and_keys(&args.store).await?;
+    let (store, _, tokens) = crate::app::open_store_and_keys(&args.store).await?;
+    let mut clusters = Vec::with_capacity(args.clusters.len());
+    for name in &args.clusters {
+        let cluster = store.find_cluster(name).await.map_err(|e| match e {
+            crate::store::StoreError::NotFound => anyhow::anyhow!("no cluster {name:?}"),
+            other => other.into(),
+        })?;
+        clusters.push(cluster.id.to_string());
+    }
     let request = TokenRequest {
         subject: args.subject,
         scopes: args.scopes,
-        clusters: if args.clusters.is_empty() { vec!["*".into()] } else { args.clusters },
+        clusters: if clusters.is_empty() { vec![crate::token::ALL_CLUSTERS.into()] } else { clusters },
         groups: (!args.groups.is_empty()).then_some(args.groups),
         max_ttl: args.max_ttl.map(|d| d.as_secs()),
         ttl: time::Duration::try_from(args.ttl)?,
     };
-    println!("{}", tokens.mint(&request, time::OffsetDateTime::now_utc())?);
+    // Minted on the server host by whoever can read the database and the master key.
+    let operator = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let created_by =
+        format!("host:{}", operator.chars().filter(|c| !c.is_control()).take(64).collect::<String>());
+    let now = time::OffsetDateTime::now_utc();
+    let (token, record) = tokens.mint(&request, &created_by, now)?;
+    let audit = crate::store::AuditEntry {
+        at: now,
+        actor: created_by.clone(),
+        action: "token.create".into(),
+        object_type: "token".into(),
+        object_id: record.id.to_string(),
+        cluster_id: None,
+        remote_addr: None,
+        details: serde_json::json!({
+            "subject": record.subject,
+            "scopes": record.scopes,
+            "clusters": record.clusters,
+            "expires_at": record.expires_at.unix_timestamp(),
+        }),
+    };
+    store.insert_token(&record, &audit).await?;
+    println!("{token}");
     Ok(())
 }
 

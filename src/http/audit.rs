@@ -36,7 +36,7 @@ pub struct AuditList {
     pub next_cursor: Option<String>,
 }
 
-/// The audit trail (admin).
+/// The audit trail (admin), limited to the token's clusters when it is limited to some.
 #[utoipa::path(
     get, path = "/v1/audit", tag = "audit",
     params(PageParams),
@@ -48,9 +48,10 @@ pub async fn list_audit(
     caller: Caller,
     Query(page): Query<PageParams>,
 ) -> Result<Json<AuditList>, ApiError> {
-    caller.require(Scope::Admin)?;
+    let claims = caller.require(Scope::Admin)?;
     let limit = page.limit()?;
-    let records = app.store.list_audit(page.cursor_number()?, limit).await?;
+    let only = claims.cluster_restriction();
+    let records = app.store.list_audit(page.cursor_number()?, only.as_deref(), limit).await?;
     let next = next_cursor(records.len(), limit, records.last().map(|r| r.id.to_string()));
     let items = records
         .into_iter()

@@ -1,33 +1,117 @@
-//! Who is calling: the bearer token (verified) and the remote address, and the checks handlers make.
+//! Who is calling, and which cluster they may touch.
+//!
+//! One middleware ([`guard`]) runs before every handler: it authenticates the bearer token, and on
+//! every route under `/v1/clusters/{cluster}` it resolves the cluster and refuses a token that is
+//! not valid for it. Handlers of those routes get the cluster only through [`ClusterAccess`],
+//! which exists only once the guard has passed, so a new route cannot skip the check.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::error::ApiError;
 use crate::app::AppState;
+use crate::published::ClusterSnapshot;
 use crate::store::AuditEntry;
 use crate::token::{Claims, Scope};
 
-/// The caller of a request. A present but invalid token is refused here (401), even on endpoints
-/// that need none, so a client learns its token is bad.
+/// The route prefix of everything that belongs to one cluster.
+pub const CLUSTER_ROUTE_PREFIX: &str = "/v1/clusters/{cluster}";
+
+/// The caller of a request. A present but invalid token is refused (401), even on endpoints that
+/// need none, so a client learns its token is bad.
+#[derive(Clone)]
 pub struct Caller {
     claims: Option<Arc<Claims>>,
     pub remote_addr: Option<String>,
+}
+
+/// The cluster a request names, resolved, with the guarantee that the caller's token (if any) is
+/// valid for it.
+#[derive(Clone)]
+pub struct ClusterAccess {
+    pub snapshot: Arc<ClusterSnapshot>,
+}
+
+/// Authenticate the caller and, on a cluster's routes, check the token against that cluster.
+pub async fn guard(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
+    let caller = match Caller::authenticate(&app, request.headers(), request.extensions()).await {
+        Ok(caller) => caller,
+        Err(err) => return err.into_response(),
+    };
+    let cluster_route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|path| path.as_str().starts_with(CLUSTER_ROUTE_PREFIX));
+    if cluster_route {
+        let segment = request.uri().path().split('/').nth(3).unwrap_or_default().to_string();
+        match cluster_access(&app, &caller, &segment).await {
+            Ok(access) => {
+                request.extensions_mut().insert(access);
+            }
+            Err(err) => return err.into_response(),
+        }
+    }
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+async fn cluster_access(app: &AppState, caller: &Caller, cluster: &str) -> Result<ClusterAccess, ApiError> {
+    let refused = || ApiError::forbidden(format!("the token is not valid for cluster {cluster:?}"));
+    let restricted = caller.claims().is_some_and(|c| c.cluster_restriction().is_some());
+    let snapshot = match app.snapshot(cluster).await {
+        Ok(snapshot) => snapshot,
+        // A token limited to some clusters learns nothing about the others, not even whether
+        // they exist.
+        Err(err) if restricted && err.status() == axum::http::StatusCode::NOT_FOUND => return Err(refused()),
+        Err(err) => return Err(err),
+    };
+    if let Some(claims) = caller.claims()
+        && !claims.allows_cluster(snapshot.cluster.id)
+    {
+        return Err(refused());
+    }
+    Ok(ClusterAccess { snapshot })
 }
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let remote_addr =
-            parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip().to_string());
-        let claims = match parts.headers.get(AUTHORIZATION) {
+        match parts.extensions.get::<Caller>() {
+            Some(caller) => Ok(caller.clone()),
+            None => Caller::authenticate(state, &parts.headers, &parts.extensions).await,
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ClusterAccess {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<ClusterAccess>()
+            .cloned()
+            .ok_or_else(|| ApiError::internal("a cluster route is not behind the cluster guard"))
+    }
+}
+
+impl Caller {
+    async fn authenticate(
+        app: &AppState,
+        headers: &axum::http::HeaderMap,
+        extensions: &axum::http::Extensions,
+    ) -> Result<Self, ApiError> {
+        let remote_addr = extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip().to_string());
+        let claims = match headers.get(AUTHORIZATION) {
             None => None,
             Some(value) => {
                 let text =
@@ -36,18 +120,12 @@ impl FromRequestParts<AppState> for Caller {
                     .strip_prefix("Bearer ")
                     .or_else(|| text.strip_prefix("bearer "))
                     .ok_or_else(|| ApiError::unauthorized("expected Authorization: Bearer <token>"))?;
-                let claims = state
-                    .tokens
-                    .verify(token.trim(), OffsetDateTime::now_utc())
-                    .map_err(|e| ApiError::unauthorized(e.to_string()))?;
-                Some(claims)
+                Some(app.authenticate(token.trim()).await?)
             }
         };
         Ok(Caller { claims, remote_addr })
     }
-}
 
-impl Caller {
     pub fn claims(&self) -> Option<&Claims> {
         self.claims.as_deref()
     }
@@ -64,22 +142,24 @@ impl Caller {
         Ok(claims)
     }
 
-    /// As [`require`](Self::require), and the token must be valid for the cluster.
-    pub fn require_for_cluster(&self, scope: Scope, cluster_name: &str) -> Result<&Claims, ApiError> {
+    /// A token with `scope` valid for every cluster (creating clusters, signing keys).
+    pub fn require_unrestricted(&self, scope: Scope) -> Result<&Claims, ApiError> {
         let claims = self.require(scope)?;
-        if !claims.allows_cluster(cluster_name) {
-            return Err(ApiError::forbidden(format!("the token is not valid for cluster {cluster_name:?}")));
+        if claims.cluster_restriction().is_some() {
+            return Err(ApiError::forbidden(
+                "this needs a token valid for every cluster (clusters: [\"*\"])",
+            ));
         }
         Ok(claims)
     }
 
     /// Public material (CA certificates, bundles, CRLs): open to all unless public reads are off,
-    /// then a `read` token for the cluster.
-    pub fn require_public_read(&self, public_read: bool, cluster_name: &str) -> Result<(), ApiError> {
+    /// then a `read` token (the guard checked it is valid for the cluster).
+    pub fn require_public_read(&self, public_read: bool) -> Result<(), ApiError> {
         if public_read {
             return Ok(());
         }
-        self.require_for_cluster(Scope::Read, cluster_name).map(|_| ())
+        self.require(Scope::Read).map(|_| ())
     }
 
     /// What rate limits count against: the token (its `jti`), else the subject.

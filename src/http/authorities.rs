@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use super::auth::Caller;
+use super::auth::{Caller, ClusterAccess};
 use super::clusters::load_cluster;
 use super::download::{Caching, cacheable, etag_of};
 use super::error::{ApiError, ProblemResponses};
@@ -107,10 +107,9 @@ pub(crate) fn parse_kind(text: &str) -> Result<AuthorityKind, ApiError> {
 pub async fn list_authorities(
     State(app): State<AppState>,
     caller: Caller,
-    Path(cluster): Path<String>,
+    ClusterAccess { snapshot }: ClusterAccess,
 ) -> Result<Json<Vec<AuthorityResponse>>, ApiError> {
-    let snapshot = app.snapshot(&cluster).await?;
-    caller.require_public_read(app.settings.public_read, &snapshot.cluster.name)?;
+    caller.require_public_read(app.settings.public_read)?;
     Ok(Json(
         AuthorityKind::ALL.iter().filter_map(|k| AuthorityResponse::from_snapshot(&snapshot, *k)).collect(),
     ))
@@ -129,11 +128,11 @@ pub async fn list_authorities(
 pub async fn get_authority(
     State(app): State<AppState>,
     caller: Caller,
-    Path((cluster, kind)): Path<(String, String)>,
+    ClusterAccess { snapshot }: ClusterAccess,
+    Path((_cluster, kind)): Path<(String, String)>,
 ) -> Result<Json<AuthorityResponse>, ApiError> {
     let kind = parse_kind(&kind)?;
-    let snapshot = app.snapshot(&cluster).await?;
-    caller.require_public_read(app.settings.public_read, &snapshot.cluster.name)?;
+    caller.require_public_read(app.settings.public_read)?;
     AuthorityResponse::from_snapshot(&snapshot, kind)
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("the {kind} CA has no active generation")))
@@ -158,12 +157,12 @@ pub async fn get_authority(
 pub async fn ca_bundle(
     State(app): State<AppState>,
     caller: Caller,
+    ClusterAccess { snapshot }: ClusterAccess,
     headers: HeaderMap,
-    Path((cluster, kind)): Path<(String, String)>,
+    Path((_cluster, kind)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let kind = parse_kind(&kind)?;
-    let snapshot = app.snapshot(&cluster).await?;
-    caller.require_public_read(app.settings.public_read, &snapshot.cluster.name)?;
+    caller.require_public_read(app.settings.public_read)?;
     let bundle = snapshot.ca_bundle(&[kind]);
     let etag = etag_of(bundle.as_bytes());
     Ok(cacheable(
@@ -189,11 +188,12 @@ pub async fn ca_bundle(
 pub async fn rotate_authority(
     State(app): State<AppState>,
     caller: Caller,
-    Path((cluster, kind)): Path<(String, String)>,
+    access: ClusterAccess,
+    Path((_cluster, kind)): Path<(String, String)>,
 ) -> Result<Json<AuthorityResponse>, ApiError> {
     let kind = parse_kind(&kind)?;
     caller.require(Scope::Admin)?;
-    let snapshot = load_cluster(&app, &cluster).await?;
+    let snapshot = load_cluster(&app, &access.snapshot.cluster.id.to_string()).await?;
     let generation =
         snapshot.authorities.iter().filter(|a| a.kind == kind).map(|a| a.generation).max().unwrap_or(0) + 1;
     let now = app.now();
@@ -252,13 +252,14 @@ pub struct RetireRequest {
 pub async fn retire_generation(
     State(app): State<AppState>,
     caller: Caller,
-    Path((cluster, kind, generation)): Path<(String, String, i32)>,
+    access: ClusterAccess,
+    Path((_cluster, kind, generation)): Path<(String, String, i32)>,
     body: RawBody,
 ) -> Result<Json<AuthorityResponse>, ApiError> {
     let kind = parse_kind(&kind)?;
     caller.require(Scope::Admin)?;
     let request: RetireRequest = body.json_or_default()?;
-    let snapshot = load_cluster(&app, &cluster).await?;
+    let snapshot = load_cluster(&app, &access.snapshot.cluster.id.to_string()).await?;
     let authority = snapshot
         .authorities
         .iter()

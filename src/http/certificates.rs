@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
-use super::auth::Caller;
+use super::auth::{Caller, ClusterAccess};
 use super::error::{ApiError, ProblemResponses};
 use super::extract::{Json, Path, Query, RawBody};
 use super::pagination::{PageParams, next_cursor};
@@ -181,12 +181,10 @@ pub(crate) async fn record_issued(
 pub async fn list_certificates(
     State(app): State<AppState>,
     caller: Caller,
-    Path(cluster): Path<String>,
+    ClusterAccess { snapshot }: ClusterAccess,
     Query(query): Query<CertificateQuery>,
 ) -> Result<Json<CertificateList>, ApiError> {
     caller.require(Scope::Read)?;
-    let snapshot = app.snapshot(&cluster).await?;
-    caller.require_for_cluster(Scope::Read, &snapshot.cluster.name)?;
     let page = PageParams { limit: query.limit, cursor: query.cursor };
     let limit = page.limit()?;
     let filter = CertificateFilter {
@@ -226,11 +224,10 @@ pub(crate) fn parse_serial(text: &str) -> Result<String, ApiError> {
 pub async fn get_certificate(
     State(app): State<AppState>,
     caller: Caller,
-    Path((cluster, serial)): Path<(String, String)>,
+    ClusterAccess { snapshot }: ClusterAccess,
+    Path((_cluster, serial)): Path<(String, String)>,
 ) -> Result<Json<CertificateResponse>, ApiError> {
     caller.require(Scope::Read)?;
-    let snapshot = app.snapshot(&cluster).await?;
-    caller.require_for_cluster(Scope::Read, &snapshot.cluster.name)?;
     let serial = parse_serial(&serial)?;
     let record = app.store.get_certificate(snapshot.cluster.id, &serial).await.map_err(|e| match e {
         StoreError::NotFound => {
@@ -303,12 +300,11 @@ async fn publish_for(
 pub async fn revoke_certificate(
     State(app): State<AppState>,
     caller: Caller,
-    Path((cluster, serial)): Path<(String, String)>,
+    ClusterAccess { snapshot }: ClusterAccess,
+    Path((_cluster, serial)): Path<(String, String)>,
     body: RawBody,
 ) -> Result<Json<CertificateResponse>, ApiError> {
     caller.require(Scope::CertificatesRevoke)?;
-    let snapshot = app.snapshot(&cluster).await?;
-    caller.require_for_cluster(Scope::CertificatesRevoke, &snapshot.cluster.name)?;
     let serial = parse_serial(&serial)?;
     // The body is optional: an empty one means the default reason.
     let reason = body.json_or_default::<RevokeRequest>()?.reason;
@@ -356,12 +352,10 @@ pub async fn revoke_certificate(
 pub async fn revoke_user(
     State(app): State<AppState>,
     caller: Caller,
-    Path(cluster): Path<String>,
+    ClusterAccess { snapshot }: ClusterAccess,
     Json(request): Json<RevokeUserRequest>,
 ) -> Result<Json<RevocationResponse>, ApiError> {
     caller.require(Scope::CertificatesRevoke)?;
-    let snapshot = app.snapshot(&cluster).await?;
-    caller.require_for_cluster(Scope::CertificatesRevoke, &snapshot.cluster.name)?;
     crate::policy::validate_identity("user", &request.user)?;
     let audit = caller.audit(
         app.now(),

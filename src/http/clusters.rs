@@ -10,9 +10,9 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::auth::Caller;
+use super::auth::{Caller, ClusterAccess};
 use super::error::{ApiError, ProblemResponses};
-use super::extract::{Json, Path, Query};
+use super::extract::{Json, Query};
 use super::pagination::{PageParams, next_cursor};
 use crate::app::AppState;
 use crate::clusters::{ClusterDraft, build_cluster, merge_patch, validate_labels, validate_server_url};
@@ -160,9 +160,11 @@ pub async fn create_cluster(
     caller: Caller,
     Json(request): Json<NewClusterRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require_for_cluster(Scope::ClustersWrite, &request.name)?;
+    // A token limited to some clusters cannot name one that does not exist yet.
+    let claims = caller.require_unrestricted(Scope::ClustersWrite)?;
     let draft = ClusterDraft::from(request);
     draft.validate()?;
+    require_admin_for_privileged(claims, &IssuancePolicy::default(), &draft.policy)?;
     let now = app.now();
     let crl_validity = app.settings.crl_validity;
     let build_app = app.clone();
@@ -218,7 +220,8 @@ pub async fn list_clusters(
     let claims = caller.require(Scope::Read)?;
     let limit = page.limit()?;
     let after = page.cursor()?;
-    let clusters = app.store.list_clusters(after.as_deref(), claims.cluster_restriction(), limit).await?;
+    let only = claims.cluster_restriction();
+    let clusters = app.store.list_clusters(after.as_deref(), only.as_deref(), limit).await?;
     let next = next_cursor(clusters.len(), limit, clusters.last().map(|c| c.name.clone()));
     let mut items = Vec::with_capacity(clusters.len());
     for cluster in clusters {
@@ -243,11 +246,10 @@ pub async fn list_clusters(
 pub async fn get_cluster(
     State(app): State<AppState>,
     caller: Caller,
-    Path(cluster): Path<String>,
+    access: ClusterAccess,
 ) -> Result<Json<ClusterResponse>, ApiError> {
     caller.require(Scope::Read)?;
-    let snapshot = load_cluster(&app, &cluster).await?;
-    caller.require_for_cluster(Scope::Read, &snapshot.cluster.name)?;
+    let snapshot = load_cluster(&app, &access.snapshot.cluster.id.to_string()).await?;
     Ok(Json(ClusterResponse::from_snapshot(&snapshot)))
 }
 
@@ -262,13 +264,14 @@ pub async fn get_cluster(
 pub async fn update_cluster(
     State(app): State<AppState>,
     caller: Caller,
-    Path(cluster): Path<String>,
+    access: ClusterAccess,
     Json(patch): Json<ClusterPatch>,
 ) -> Result<Json<ClusterResponse>, ApiError> {
-    caller.require(Scope::ClustersWrite)?;
+    let claims = caller.require(Scope::ClustersWrite)?;
+    let cluster = access.snapshot.cluster.id.to_string();
     let current = app.store.find_cluster(&cluster).await.map_err(|e| not_found_as(e, &cluster))?;
-    caller.require_for_cluster(Scope::ClustersWrite, &current.name)?;
     let updated = apply_patch(&current, patch, app.now())?;
+    require_admin_for_privileged(claims, &current.policy, &updated.policy)?;
     if updated == current {
         let snapshot = app.refresh_snapshot(&current.id.to_string()).await?;
         return Ok(Json(ClusterResponse::from_snapshot(&snapshot)));
@@ -289,6 +292,25 @@ pub async fn update_cluster(
     tracing::info!(cluster.name = %updated.name, actor = caller.actor(), "cluster updated");
     let snapshot = app.refresh_snapshot(&updated.id.to_string()).await?;
     Ok(Json(ClusterResponse::from_snapshot(&snapshot)))
+}
+
+/// The policy fields that decide who may obtain a privileged identity change only with an admin
+/// token: a `clusters:write` token cannot widen them.
+fn require_admin_for_privileged(
+    claims: &crate::token::Claims,
+    current: &IssuancePolicy,
+    updated: &IssuancePolicy,
+) -> Result<(), ApiError> {
+    match updated.privileged_fields_differ(current) {
+        Some(field) if !claims.is_admin() => Err(ApiError::policy(
+            "privileged_policy",
+            format!("policy.{field}"),
+            format!(
+                "changing policy.{field} needs an admin token: it decides who may obtain privileged identities"
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn apply_patch(
@@ -331,11 +353,11 @@ fn apply_patch(
 pub async fn delete_cluster(
     State(app): State<AppState>,
     caller: Caller,
-    Path(cluster): Path<String>,
+    access: ClusterAccess,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Scope::ClustersWrite)?;
+    let cluster = access.snapshot.cluster.id.to_string();
     let current = app.store.find_cluster(&cluster).await.map_err(|e| not_found_as(e, &cluster))?;
-    caller.require_for_cluster(Scope::ClustersWrite, &current.name)?;
     let authorities = app.store.list_authorities(current.id).await?;
     let audit = caller.audit(
         app.now(),

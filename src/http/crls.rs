@@ -8,7 +8,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use utoipa::IntoParams;
 
-use super::auth::Caller;
+use super::auth::{Caller, ClusterAccess};
 use super::authorities::parse_kind;
 use super::download::{Caching, cacheable, etag_of};
 use super::error::{ApiError, ProblemResponses};
@@ -135,12 +135,12 @@ pub async fn crl_der(
     State(app): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    Path((cluster, kind)): Path<(String, String)>,
+    ClusterAccess { snapshot }: ClusterAccess,
+    Path((_cluster, kind)): Path<(String, String)>,
     Query(query): Query<GenerationQuery>,
 ) -> Result<Response, ApiError> {
     let kind = parse_kind(&kind)?;
-    let snapshot = app.snapshot(&cluster).await?;
-    caller.require_public_read(app.settings.public_read, &snapshot.cluster.name)?;
+    caller.require_public_read(app.settings.public_read)?;
     let authority = match query.generation {
         None => snapshot.signer(kind),
         Some(generation) => snapshot.live_generations(kind).into_iter().find(|a| a.generation == generation),
@@ -174,11 +174,11 @@ pub async fn crl_pem(
     State(app): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    Path((cluster, kind)): Path<(String, String)>,
+    ClusterAccess { snapshot }: ClusterAccess,
+    Path((_cluster, kind)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let kind = parse_kind(&kind)?;
-    let snapshot = app.snapshot(&cluster).await?;
-    caller.require_public_read(app.settings.public_read, &snapshot.cluster.name)?;
+    caller.require_public_read(app.settings.public_read)?;
     let crls = crls_for(&app, &snapshot, &[kind])?;
     let caching = crl_caching(&crls, app.now());
     Ok(cacheable(&headers, &combined_etag(&crls), "application/x-pem-file", caching, || concatenate(&crls)))
@@ -204,12 +204,11 @@ pub async fn client_ca(
     State(app): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    Path(cluster): Path<String>,
+    ClusterAccess { snapshot }: ClusterAccess,
     Query(query): Query<KindsQuery>,
 ) -> Result<Response, ApiError> {
     let kinds = query.kinds()?;
-    let snapshot = app.snapshot(&cluster).await?;
-    caller.require_public_read(app.settings.public_read, &snapshot.cluster.name)?;
+    caller.require_public_read(app.settings.public_read)?;
     let bundle = snapshot.ca_bundle(&kinds);
     let etag = etag_of(bundle.as_bytes());
     Ok(cacheable(
@@ -242,12 +241,11 @@ pub async fn client_crl(
     State(app): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    Path(cluster): Path<String>,
+    ClusterAccess { snapshot }: ClusterAccess,
     Query(query): Query<KindsQuery>,
 ) -> Result<Response, ApiError> {
     let kinds = query.kinds()?;
-    let snapshot = app.snapshot(&cluster).await?;
-    caller.require_public_read(app.settings.public_read, &snapshot.cluster.name)?;
+    caller.require_public_read(app.settings.public_read)?;
     let crls = crls_for(&app, &snapshot, &kinds)?;
     let caching = crl_caching(&crls, app.now());
     Ok(cacheable(&headers, &combined_etag(&crls), "application/x-pem-file", caching, || concatenate(&crls)))
@@ -274,12 +272,11 @@ pub async fn revoked_map(
     State(app): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    Path(cluster): Path<String>,
+    ClusterAccess { snapshot }: ClusterAccess,
     Query(query): Query<KindsQuery>,
 ) -> Result<Response, ApiError> {
     let kinds = query.kinds()?;
-    let snapshot = app.snapshot(&cluster).await?;
-    caller.require_public_read(app.settings.public_read, &snapshot.cluster.name)?;
+    caller.require_public_read(app.settings.public_read)?;
     let crls = crls_for(&app, &snapshot, &kinds)?;
     let now = app.now();
     let authority_ids: Vec<_> =

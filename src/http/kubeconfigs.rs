@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use super::auth::Caller;
+use super::auth::{Caller, ClusterAccess};
 use super::certificates::record_issued;
 use super::error::{ApiError, ProblemResponses};
-use super::extract::{Json, Path};
+use super::extract::Json;
 use crate::app::AppState;
 use crate::issuance::{SubjectKey, Usage, UserRequest, decide_user_certificate, sign};
 use crate::pki::kubeconfig::{ClusterEndpoint, UserCredential, render};
@@ -89,11 +89,10 @@ pub async fn issue_kubeconfig(
     State(app): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    Path(cluster): Path<String>,
+    ClusterAccess { snapshot }: ClusterAccess,
     Json(request): Json<NewKubeconfigRequest>,
 ) -> Result<Response, ApiError> {
-    let snapshot = app.snapshot(&cluster).await?;
-    let claims = caller.require_for_cluster(Scope::KubeconfigsIssue, &snapshot.cluster.name)?;
+    let claims = caller.require(Scope::KubeconfigsIssue)?;
     let ttl = decide_user_certificate(
         &snapshot.cluster.policy,
         claims,

@@ -14,6 +14,7 @@ pub mod extract;
 pub mod health;
 pub mod kubeconfigs;
 pub mod pagination;
+pub mod tokens;
 pub mod web;
 
 use std::time::Duration;
@@ -52,6 +53,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
         (name = "certificates", description = "Issued certificates"),
         (name = "revocation", description = "Revocation, CRLs and the bundles proxies consume"),
         (name = "audit", description = "The audit trail"),
+        (name = "tokens", description = "API tokens and their signing key"),
         (name = "operations", description = "Health and readiness"),
     )
 )]
@@ -64,7 +66,9 @@ impl Modify for BearerScheme {
         let components = openapi.components.get_or_insert_with(Default::default);
         let mut scheme = Http::new(HttpAuthScheme::Bearer);
         scheme.bearer_format = Some("JWT".into());
-        scheme.description = Some("An EdDSA JWT minted by `kca token create`.".into());
+        scheme.description = Some(
+            "An EdDSA JWT minted by `POST /v1/tokens` (or `kca token create` on the server host).".into(),
+        );
         components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
     }
 }
@@ -91,6 +95,9 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(crls::client_crl))
         .routes(routes!(crls::revoked_map))
         .routes(routes!(audit::list_audit))
+        .routes(routes!(tokens::create_token, tokens::list_tokens))
+        .routes(routes!(tokens::revoke_token))
+        .routes(routes!(tokens::rotate_signing_key))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
@@ -121,6 +128,8 @@ pub fn router(app: AppState) -> Router {
                 "method not allowed on this resource".into(),
             )
         })
+        // Authentication, and the cluster check of every `/v1/clusters/{cluster}/…` route.
+        .layer(middleware::from_fn_with_state(app.clone(), auth::guard))
         .layer(middleware::from_fn_with_state(request_timeout, enforce_timeout))
         .layer(middleware::from_fn_with_state(app.clone(), count_request))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

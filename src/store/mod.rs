@@ -164,6 +164,40 @@ pub struct AuditRecord {
     pub entry: AuditEntry,
 }
 
+/// A registered API token (never the token itself: its signature is not kept).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenRecord {
+    /// The token's `jti`.
+    pub id: Uuid,
+    pub subject: String,
+    pub scopes: Vec<crate::token::Scope>,
+    /// Cluster ids, or `*`.
+    pub clusters: Vec<String>,
+    pub groups: Option<Vec<String>>,
+    pub max_ttl: Option<u64>,
+    /// The signing key's id (the JWT `kid`).
+    pub key_id: i32,
+    /// Subject of the token (or `host:` operator) that minted it.
+    pub created_by: String,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub last_used_at: Option<OffsetDateTime>,
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// A token signing key, sealed under the master key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenKeyRecord {
+    pub id: i32,
+    pub sealed_key: Vec<u8>,
+    pub created_at: OffsetDateTime,
+    /// When the last token signed with it expires (none: it signed no registered token).
+    pub last_token_expiry: Option<OffsetDateTime>,
+}
+
+/// A page of tokens, newest first, with each one's position for the next cursor.
+pub type TokenPage = Vec<(i64, TokenRecord)>;
+
 /// A CRL as the signer hands it back to the store.
 pub struct SignedCrl {
     pub der: Vec<u8>,
@@ -182,6 +216,10 @@ pub enum Change {
     Crl(Uuid, i64),
     /// This cluster was created, changed or deleted, or one of its authorities rotated or retired.
     Cluster(Uuid),
+    /// This API token was revoked.
+    TokenRevoked(Uuid),
+    /// A token signing key was added.
+    TokenKeys,
     /// Announcements may have been missed (the listening connection was lost): re-read everything.
     Resync,
 }
@@ -191,6 +229,8 @@ impl Change {
         match self {
             Change::Crl(id, number) => format!("crl:{id}:{number}"),
             Change::Cluster(id) => format!("cluster:{id}"),
+            Change::TokenRevoked(id) => format!("token:{id}"),
+            Change::TokenKeys => "token-keys".to_string(),
             Change::Resync => "resync".to_string(),
         }
     }
@@ -202,7 +242,12 @@ impl Change {
                 Some(Change::Crl(Uuid::parse_str(id).ok()?, number.parse().ok()?))
             }
             Some(("cluster", id)) => Uuid::parse_str(id).ok().map(Change::Cluster),
-            _ => (payload == "resync").then_some(Change::Resync),
+            Some(("token", id)) => Uuid::parse_str(id).ok().map(Change::TokenRevoked),
+            _ => match payload {
+                "resync" => Some(Change::Resync),
+                "token-keys" => Some(Change::TokenKeys),
+                _ => None,
+            },
         }
     }
 }
@@ -250,11 +295,11 @@ pub trait Store: Send + Sync + 'static {
     /// By id (a UUID) or by name.
     async fn find_cluster(&self, id_or_name: &str) -> StoreResult<ClusterRecord>;
 
-    /// Ordered by name, after `after_name`; `only` restricts to those names.
+    /// Ordered by name, after `after_name`; `only` restricts to those ids.
     async fn list_clusters(
         &self,
         after_name: Option<&str>,
-        only: Option<&[String]>,
+        only: Option<&[Uuid]>,
         limit: u32,
     ) -> StoreResult<Vec<ClusterRecord>>;
 
@@ -342,8 +387,49 @@ pub trait Store: Send + Sync + 'static {
     /// The current CRL of each of these authorities.
     async fn current_crls(&self, authority_ids: &[Uuid]) -> StoreResult<Vec<CrlRecord>>;
 
-    /// Newest first, before `before_id`.
-    async fn list_audit(&self, before_id: Option<i64>, limit: u32) -> StoreResult<Vec<AuditRecord>>;
+    /// Newest first, before `before_id`; `clusters` restricts to events of those clusters.
+    async fn list_audit(
+        &self,
+        before_id: Option<i64>,
+        clusters: Option<&[Uuid]>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>>;
+
+    /// Register a minted token, with its audit event.
+    async fn insert_token(&self, token: &TokenRecord, audit: &AuditEntry) -> StoreResult<()>;
+
+    async fn get_token(&self, id: Uuid) -> StoreResult<TokenRecord>;
+
+    /// Newest first, before `before_seq`.
+    async fn list_tokens(&self, before_seq: Option<i64>, limit: u32) -> StoreResult<TokenPage>;
+
+    /// Revoke a token (revoking again changes nothing) and announce it to every replica; answers
+    /// the token as it now stands.
+    async fn revoke_token(
+        &self,
+        id: Uuid,
+        at: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> StoreResult<TokenRecord>;
+
+    /// Record when tokens were last used (never moving a time backwards).
+    async fn touch_tokens(&self, uses: &[(Uuid, OffsetDateTime)]) -> StoreResult<()>;
+
+    /// Ids of the revoked tokens that have not expired yet.
+    async fn list_revoked_tokens(&self, now: OffsetDateTime) -> StoreResult<Vec<Uuid>>;
+
+    /// Every token signing key, oldest first.
+    async fn list_token_keys(&self) -> StoreResult<Vec<TokenKeyRecord>>;
+
+    /// Add a token signing key (Conflict when the id is taken) and announce it; with its audit
+    /// event when one is given (the first key, made at first start, has none).
+    async fn insert_token_key(
+        &self,
+        id: i32,
+        sealed_key: &[u8],
+        at: OffsetDateTime,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()>;
 }
 
 /// Open the store a database URL names: `postgres://…` or `sqlite://…`.
@@ -369,6 +455,19 @@ fn parse_key_algorithm(text: String) -> StoreResult<KeyAlgorithm> {
     KeyAlgorithm::parse(&text).ok_or_else(|| StoreError::Corrupt(format!("key algorithm {text:?}")))
 }
 
+fn parse_scopes(scopes: Vec<String>) -> StoreResult<Vec<crate::token::Scope>> {
+    scopes
+        .iter()
+        .map(|s| {
+            crate::token::Scope::parse(s).ok_or_else(|| StoreError::Corrupt(format!("token scope {s:?}")))
+        })
+        .collect()
+}
+
+fn scope_names(scopes: &[crate::token::Scope]) -> Vec<&'static str> {
+    scopes.iter().map(|s| s.as_str()).collect()
+}
+
 fn parse_reason(text: &str) -> StoreResult<RevocationReason> {
     RevocationReason::parse(text).ok_or_else(|| StoreError::Corrupt(format!("revocation reason {text:?}")))
 }
@@ -390,7 +489,13 @@ mod tests {
     #[test]
     fn changes_round_trip_through_their_payload() {
         let id = uuid::Uuid::new_v4();
-        for change in [Change::Crl(id, 42), Change::Cluster(id), Change::Resync] {
+        for change in [
+            Change::Crl(id, 42),
+            Change::Cluster(id),
+            Change::TokenRevoked(id),
+            Change::TokenKeys,
+            Change::Resync,
+        ] {
             assert_eq!(Change::parse(&change.payload()), Some(change));
         }
         assert_eq!(Change::parse("crl:nope"), None);

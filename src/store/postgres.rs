@@ -18,6 +18,7 @@ pub(crate) const MIGRATIONS: &[EmbeddedMigration] = &[
     (1, "initial", include_str!("../../migrations/postgres/0001_initial.sql")),
     (2, "crl storage", include_str!("../../migrations/postgres/0002_crl_storage.sql")),
     (3, "revoked covering index", include_str!("../../migrations/postgres/0003_revoked_covering_index.sql")),
+    (4, "api tokens", include_str!("../../migrations/postgres/0004_api_tokens.sql")),
 ];
 
 /// Channel on which replicas announce changes (see [`Change`]), delivered at commit.
@@ -33,6 +34,8 @@ const CERTIFICATE_COLUMNS: &str = "seq, serial, cluster_id, authority_id, kind, 
      groups, dns_names, ip_addresses, not_before, not_after, fingerprint, certificate_der, issued_by, created_at, \
      revoked_at, revocation_reason";
 const CRL_COLUMNS: &str = "authority_id, crl_number, this_update, next_update, entries, der";
+const TOKEN_COLUMNS: &str = "seq, id, subject, scopes, clusters, groups, max_ttl_seconds, key_id, created_by, \
+     created_at, expires_at, last_used_at, revoked_at";
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -148,6 +151,26 @@ fn audit_from_row(row: &PgRow) -> StoreResult<AuditRecord> {
             details: row.try_get::<Json<serde_json::Value>, _>("details")?.0,
         },
     })
+}
+
+fn token_from_row(row: &PgRow) -> StoreResult<(i64, TokenRecord)> {
+    Ok((
+        row.try_get("seq")?,
+        TokenRecord {
+            id: row.try_get("id")?,
+            subject: row.try_get("subject")?,
+            scopes: parse_scopes(row.try_get::<Json<Vec<String>>, _>("scopes")?.0)?,
+            clusters: row.try_get::<Json<Vec<String>>, _>("clusters")?.0,
+            groups: row.try_get::<Option<Json<Vec<String>>>, _>("groups")?.map(|g| g.0),
+            max_ttl: row.try_get::<Option<i64>, _>("max_ttl_seconds")?.map(|t| t as u64),
+            key_id: row.try_get("key_id")?,
+            created_by: row.try_get("created_by")?,
+            created_at: row.try_get("created_at")?,
+            expires_at: row.try_get("expires_at")?,
+            last_used_at: row.try_get("last_used_at")?,
+            revoked_at: row.try_get("revoked_at")?,
+        },
+    ))
 }
 
 /// Announce a change to every replica when the transaction commits.
@@ -324,7 +347,7 @@ impl Store for PostgresStore {
     async fn list_clusters(
         &self,
         after_name: Option<&str>,
-        only: Option<&[String]>,
+        only: Option<&[Uuid]>,
         limit: u32,
     ) -> StoreResult<Vec<ClusterRecord>> {
         let mut query =
@@ -332,8 +355,8 @@ impl Store for PostgresStore {
         if let Some(after) = after_name {
             query.push(" AND name > ").push_bind(after);
         }
-        if let Some(names) = only {
-            query.push(" AND name = ANY(").push_bind(names.to_vec()).push(")");
+        if let Some(ids) = only {
+            query.push(" AND id = ANY(").push_bind(ids.to_vec()).push(")");
         }
         query.push(" ORDER BY name LIMIT ").push_bind(i64::from(limit));
         let rows = query.build().fetch_all(&self.pool).await?;
@@ -729,16 +752,155 @@ impl Store for PostgresStore {
         rows.iter().map(crl_from_row).collect()
     }
 
-    async fn list_audit(&self, before_id: Option<i64>, limit: u32) -> StoreResult<Vec<AuditRecord>> {
+    async fn list_audit(
+        &self,
+        before_id: Option<i64>,
+        clusters: Option<&[Uuid]>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>> {
         let rows = sqlx::query(
             "SELECT id, at, actor, action, object_type, object_id, cluster_id, remote_addr, details \
-             FROM audit_events WHERE ($1::BIGINT IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
+             FROM audit_events WHERE ($1::BIGINT IS NULL OR id < $1) \
+             AND ($3::UUID[] IS NULL OR cluster_id = ANY($3)) ORDER BY id DESC LIMIT $2",
         )
         .bind(before_id)
         .bind(i64::from(limit))
+        .bind(clusters.map(<[Uuid]>::to_vec))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn insert_token(&self, token: &TokenRecord, audit: &AuditEntry) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO api_tokens (id, subject, scopes, clusters, groups, max_ttl_seconds, key_id, created_by, \
+             created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(token.id)
+        .bind(&token.subject)
+        .bind(Json(scope_names(&token.scopes)))
+        .bind(Json(&token.clusters))
+        .bind(token.groups.as_ref().map(Json))
+        .bind(token.max_ttl.map(|t| t as i64))
+        .bind(token.key_id)
+        .bind(&token.created_by)
+        .bind(token.created_at)
+        .bind(token.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_token(&self, id: Uuid) -> StoreResult<TokenRecord> {
+        let row =
+            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = $1")))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(token_from_row(&row.ok_or(StoreError::NotFound)?)?.1)
+    }
+
+    async fn list_tokens(&self, before_seq: Option<i64>, limit: u32) -> StoreResult<TokenPage> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE ($1::BIGINT IS NULL OR seq < $1) ORDER BY seq DESC LIMIT $2"
+        )))
+        .bind(before_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn revoke_token(
+        &self,
+        id: Uuid,
+        at: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> StoreResult<TokenRecord> {
+        let mut tx = self.pool.begin().await?;
+        let updated =
+            sqlx::query("UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                .bind(id)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+        let row =
+            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = $1")))
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let token = token_from_row(&row.ok_or(StoreError::NotFound)?)?.1;
+        if updated.rows_affected() > 0 {
+            insert_audit(&mut tx, audit).await?;
+            notify(&mut tx, Change::TokenRevoked(id)).await?;
+        }
+        tx.commit().await?;
+        Ok(token)
+    }
+
+    async fn touch_tokens(&self, uses: &[(Uuid, OffsetDateTime)]) -> StoreResult<()> {
+        let (ids, times): (Vec<Uuid>, Vec<OffsetDateTime>) = uses.iter().copied().unzip();
+        sqlx::query(
+            "UPDATE api_tokens SET last_used_at = u.at FROM UNNEST($1::UUID[], $2::TIMESTAMPTZ[]) AS u(id, at) \
+             WHERE api_tokens.id = u.id AND (last_used_at IS NULL OR last_used_at < u.at)",
+        )
+        .bind(ids)
+        .bind(times)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_revoked_tokens(&self, now: OffsetDateTime) -> StoreResult<Vec<Uuid>> {
+        Ok(sqlx::query_scalar("SELECT id FROM api_tokens WHERE revoked_at IS NOT NULL AND expires_at > $1")
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn list_token_keys(&self) -> StoreResult<Vec<TokenKeyRecord>> {
+        let rows = sqlx::query(
+            "SELECT k.id, k.sealed_key, k.created_at, \
+             (SELECT max(t.expires_at) FROM api_tokens t WHERE t.key_id = k.id) AS last_token_expiry \
+             FROM token_keys k ORDER BY k.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(TokenKeyRecord {
+                    id: row.try_get("id")?,
+                    sealed_key: row.try_get("sealed_key")?,
+                    created_at: row.try_get("created_at")?,
+                    last_token_expiry: row.try_get("last_token_expiry")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_token_key(
+        &self,
+        id: i32,
+        sealed_key: &[u8],
+        at: OffsetDateTime,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO token_keys (id, sealed_key, created_at) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(sealed_key)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(audit) = audit {
+            insert_audit(&mut tx, audit).await?;
+        }
+        notify(&mut tx, Change::TokenKeys).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }
 

@@ -25,6 +25,7 @@ pub(crate) const MIGRATIONS: &[EmbeddedMigration] = &[
     (1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql")),
     (2, "crl storage", include_str!("../../migrations/sqlite/0002_crl_storage.sql")),
     (3, "revoked covering index", include_str!("../../migrations/sqlite/0003_revoked_covering_index.sql")),
+    (4, "api tokens", include_str!("../../migrations/sqlite/0004_api_tokens.sql")),
 ];
 
 const CLUSTER_COLUMNS: &str = "id, name, server, key_algorithm, policy, labels, created_at, updated_at";
@@ -34,6 +35,8 @@ const CERTIFICATE_COLUMNS: &str = "seq, serial, cluster_id, authority_id, kind, 
      groups, dns_names, ip_addresses, not_before, not_after, fingerprint, certificate_der, issued_by, created_at, \
      revoked_at, revocation_reason";
 const CRL_COLUMNS: &str = "authority_id, crl_number, this_update, next_update, entries, der";
+const TOKEN_COLUMNS: &str = "seq, id, subject, scopes, clusters, groups, max_ttl_seconds, key_id, created_by, \
+     created_at, expires_at, last_used_at, revoked_at";
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -172,6 +175,26 @@ fn audit_from_row(row: &SqliteRow) -> StoreResult<AuditRecord> {
             details: row.try_get::<Json<serde_json::Value>, _>("details")?.0,
         },
     })
+}
+
+fn token_from_row(row: &SqliteRow) -> StoreResult<(i64, TokenRecord)> {
+    Ok((
+        row.try_get("seq")?,
+        TokenRecord {
+            id: uuid_column(row, "id")?,
+            subject: row.try_get("subject")?,
+            scopes: parse_scopes(row.try_get::<Json<Vec<String>>, _>("scopes")?.0)?,
+            clusters: row.try_get::<Json<Vec<String>>, _>("clusters")?.0,
+            groups: row.try_get::<Option<Json<Vec<String>>>, _>("groups")?.map(|g| g.0),
+            max_ttl: row.try_get::<Option<i64>, _>("max_ttl_seconds")?.map(|t| t as u64),
+            key_id: row.try_get("key_id")?,
+            created_by: row.try_get("created_by")?,
+            created_at: time_column(row, "created_at")?,
+            expires_at: time_column(row, "expires_at")?,
+            last_used_at: optional_time_column(row, "last_used_at")?,
+            revoked_at: optional_time_column(row, "revoked_at")?,
+        },
+    ))
 }
 
 async fn insert_audit(conn: &mut SqliteConnection, entry: &AuditEntry) -> StoreResult<()> {
@@ -331,7 +354,7 @@ impl Store for SqliteStore {
     async fn list_clusters(
         &self,
         after_name: Option<&str>,
-        only: Option<&[String]>,
+        only: Option<&[Uuid]>,
         limit: u32,
     ) -> StoreResult<Vec<ClusterRecord>> {
         let mut query =
@@ -339,11 +362,9 @@ impl Store for SqliteStore {
         if let Some(after) = after_name {
             query.push(" AND name > ").push_bind(after.to_string());
         }
-        if let Some(names) = only {
-            query
-                .push(" AND name IN (SELECT value FROM json_each(")
-                .push_bind(Json(names.to_vec()))
-                .push("))");
+        if let Some(ids) = only {
+            let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+            query.push(" AND id IN (SELECT value FROM json_each(").push_bind(Json(ids)).push("))");
         }
         query.push(" ORDER BY name LIMIT ").push_bind(i64::from(limit));
         let rows = query.build().fetch_all(&self.pool).await?;
@@ -720,15 +741,156 @@ impl Store for SqliteStore {
         rows.iter().map(crl_from_row).collect()
     }
 
-    async fn list_audit(&self, before_id: Option<i64>, limit: u32) -> StoreResult<Vec<AuditRecord>> {
+    async fn list_audit(
+        &self,
+        before_id: Option<i64>,
+        clusters: Option<&[Uuid]>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        let clusters = clusters.map(|ids| Json(ids.iter().map(Uuid::to_string).collect::<Vec<_>>()));
         let rows = sqlx::query(
             "SELECT id, at, actor, action, object_type, object_id, cluster_id, remote_addr, details \
-             FROM audit_events WHERE (?1 IS NULL OR id < ?1) ORDER BY id DESC LIMIT ?2",
+             FROM audit_events WHERE (?1 IS NULL OR id < ?1) \
+             AND (?3 IS NULL OR cluster_id IN (SELECT value FROM json_each(?3))) ORDER BY id DESC LIMIT ?2",
         )
         .bind(before_id)
         .bind(i64::from(limit))
+        .bind(clusters)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn insert_token(&self, token: &TokenRecord, audit: &AuditEntry) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO api_tokens (id, subject, scopes, clusters, groups, max_ttl_seconds, key_id, created_by, \
+             created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(token.id.to_string())
+        .bind(&token.subject)
+        .bind(Json(scope_names(&token.scopes)))
+        .bind(Json(&token.clusters))
+        .bind(token.groups.as_ref().map(Json))
+        .bind(token.max_ttl.map(|t| t as i64))
+        .bind(token.key_id)
+        .bind(&token.created_by)
+        .bind(micros(token.created_at))
+        .bind(micros(token.expires_at))
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_token(&self, id: Uuid) -> StoreResult<TokenRecord> {
+        let row =
+            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = ?")))
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(token_from_row(&row.ok_or(StoreError::NotFound)?)?.1)
+    }
+
+    async fn list_tokens(&self, before_seq: Option<i64>, limit: u32) -> StoreResult<TokenPage> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE (?1 IS NULL OR seq < ?1) ORDER BY seq DESC LIMIT ?2"
+        )))
+        .bind(before_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn revoke_token(
+        &self,
+        id: Uuid,
+        at: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> StoreResult<TokenRecord> {
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+            .bind(micros(at))
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let row =
+            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = ?")))
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let token = token_from_row(&row.ok_or(StoreError::NotFound)?)?.1;
+        if updated.rows_affected() > 0 {
+            insert_audit(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(token)
+    }
+
+    async fn touch_tokens(&self, uses: &[(Uuid, OffsetDateTime)]) -> StoreResult<()> {
+        let uses: Vec<(String, i64)> = uses.iter().map(|(id, at)| (id.to_string(), micros(*at))).collect();
+        sqlx::query(
+            "UPDATE api_tokens SET last_used_at = u.value ->> 1 \
+             FROM json_each(?) AS u WHERE api_tokens.id = u.value ->> 0 \
+             AND (last_used_at IS NULL OR last_used_at < u.value ->> 1)",
+        )
+        .bind(Json(uses))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_revoked_tokens(&self, now: OffsetDateTime) -> StoreResult<Vec<Uuid>> {
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM api_tokens WHERE revoked_at IS NOT NULL AND expires_at > ?")
+                .bind(micros(now))
+                .fetch_all(&self.pool)
+                .await?;
+        ids.iter()
+            .map(|id| Uuid::parse_str(id).map_err(|_| StoreError::Corrupt(format!("uuid {id:?}"))))
+            .collect()
+    }
+
+    async fn list_token_keys(&self) -> StoreResult<Vec<TokenKeyRecord>> {
+        let rows = sqlx::query(
+            "SELECT k.id, k.sealed_key, k.created_at, \
+             (SELECT max(t.expires_at) FROM api_tokens t WHERE t.key_id = k.id) AS last_token_expiry \
+             FROM token_keys k ORDER BY k.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(TokenKeyRecord {
+                    id: row.try_get("id")?,
+                    sealed_key: row.try_get("sealed_key")?,
+                    created_at: time_column(row, "created_at")?,
+                    last_token_expiry: optional_time_column(row, "last_token_expiry")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_token_key(
+        &self,
+        id: i32,
+        sealed_key: &[u8],
+        at: OffsetDateTime,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("INSERT INTO token_keys (id, sealed_key, created_at) VALUES (?, ?, ?)")
+            .bind(id)
+            .bind(sealed_key)
+            .bind(micros(at))
+            .execute(&mut *tx)
+            .await?;
+        if let Some(audit) = audit {
+            insert_audit(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 }

@@ -19,7 +19,7 @@ fn forge_unsigned(claims: serde_json::Value) -> String {
 
 async fn authentication_and_authorization(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let admin = server.token(&[Scope::Admin]);
+    let admin = server.token(&[Scope::Admin]).await;
     server.create_cluster(&admin, "prod").await;
     server.create_cluster(&admin, "dev").await;
     let create = json!({"name": "new", "server": "https://n:6443"});
@@ -36,12 +36,12 @@ async fn authentication_and_authorization(backend: Backend) {
     let mut tampered = admin.clone();
     let last = tampered.pop().unwrap();
     tampered.push(if last == 'A' { 'B' } else { 'A' });
+    let lifetime = std::time::Duration::from_secs(90 * 86_400);
+    let master = server.app.keyring.master();
     let wrong_audience =
-        TokenService::load(server.app.store.as_ref(), &server.app.keyring, "kca", "someone-else")
-            .await
-            .unwrap();
+        TokenService::load(server.app.store.as_ref(), master, "kca", "someone-else", lifetime).await.unwrap();
     let wrong_issuer =
-        TokenService::load(server.app.store.as_ref(), &server.app.keyring, "other", "kca").await.unwrap();
+        TokenService::load(server.app.store.as_ref(), master, "other", "kca", lifetime).await.unwrap();
     let request = |ttl: time::Duration| TokenRequest {
         subject: "tester".into(),
         scopes: vec![Scope::Admin],
@@ -50,9 +50,11 @@ async fn authentication_and_authorization(backend: Backend) {
         max_ttl: None,
         ttl,
     };
-    let expired = server.app.tokens.mint(&request(time::Duration::hours(-1)), now).unwrap();
-    let other_audience = wrong_audience.mint(&request(time::Duration::hours(1)), now).unwrap();
-    let other_issuer = wrong_issuer.mint(&request(time::Duration::hours(1)), now).unwrap();
+    let mint = |service: &TokenService, ttl, at| service.mint(&request(ttl), "t", at).unwrap().0;
+    let hour = time::Duration::hours(1);
+    let expired = mint(&server.app.tokens, hour, now - time::Duration::hours(2));
+    let other_audience = mint(&wrong_audience, hour, now);
+    let other_issuer = mint(&wrong_issuer, hour, now);
     let cases = [
         ("garbage", "not-a-jwt".to_string()),
         ("tampered signature", tampered),
@@ -79,11 +81,11 @@ async fn authentication_and_authorization(backend: Backend) {
     assert_eq!(status, 401);
 
     // 403: valid token without the scope, or for another cluster.
-    let reader = server.token(&[Scope::Read]);
+    let reader = server.token(&[Scope::Read]).await;
     server.json(Method::POST, "/v1/clusters", Some(&reader), Some(create.clone()), 403).await;
     server.json(Method::DELETE, "/v1/clusters/prod", Some(&reader), None, 403).await;
     server.json(Method::PATCH, "/v1/clusters/prod", Some(&reader), Some(json!({})), 403).await;
-    let dev_writer = server.token_for(&[Scope::ClustersWrite, Scope::Read], &["dev"]);
+    let dev_writer = server.token_for(&[Scope::ClustersWrite, Scope::Read], &["dev"]).await;
     server.json(Method::DELETE, "/v1/clusters/prod", Some(&dev_writer), None, 403).await;
     server.json(Method::GET, "/v1/clusters/prod", Some(&dev_writer), None, 403).await;
     server.json(Method::POST, "/v1/clusters", Some(&dev_writer), Some(create.clone()), 403).await;
@@ -100,16 +102,16 @@ async fn authentication_and_authorization(backend: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn public_reads_can_be_turned_off() {
     let server = TestServer::start_with(Backend::Sqlite, |args| args.public_read = false).await;
-    let admin = server.token(&[Scope::Admin]);
+    let admin = server.token(&[Scope::Admin]).await;
     server.create_cluster(&admin, "closed").await;
     server.create_cluster(&admin, "other").await;
     server.json(Method::GET, "/v1/clusters/closed/authorities", None, None, 401).await;
     let (status, _, _) =
         server.send(Method::GET, "/v1/clusters/closed/authorities/etcd/ca.pem", None, None).await;
     assert_eq!(status, 401);
-    let other_reader = server.token_for(&[Scope::Read], &["other"]);
+    let other_reader = server.token_for(&[Scope::Read], &["other"]).await;
     server.json(Method::GET, "/v1/clusters/closed/authorities", Some(&other_reader), None, 403).await;
-    let reader = server.token_for(&[Scope::Read], &["closed"]);
+    let reader = server.token_for(&[Scope::Read], &["closed"]).await;
     server.json(Method::GET, "/v1/clusters/closed/authorities", Some(&reader), None, 200).await;
 }
 
@@ -119,32 +121,42 @@ fn token_create_prints_a_token_the_server_accepts() {
     let data_dir = dir.path().to_str().unwrap();
     let token = run_ok(
         env!("CARGO_BIN_EXE_kca"),
-        &[
-            "token",
-            "create",
-            "--data-dir",
-            data_dir,
-            "--subject",
-            "ops",
-            "--scope",
-            "read",
-            "--cluster",
-            "prod",
-            "--ttl",
-            "2h",
-        ],
+        &["token", "create", "--data-dir", data_dir, "--subject", "ops", "--scope", "read", "--ttl", "2h"],
     );
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let args = serve_args(dir.path(), None);
-        let (store, keyring, tokens) = kca::app::open_store_and_keys(&args.store).await.unwrap();
-        drop((store, keyring));
+        let (store, _, tokens) = kca::app::open_store_and_keys(&args.store).await.unwrap();
         let claims = tokens.verify(token.trim(), time::OffsetDateTime::now_utc()).unwrap();
         assert_eq!(claims.sub, "ops");
         assert_eq!(claims.scopes, vec![Scope::Read]);
-        assert_eq!(claims.clusters, vec!["prod".to_string()]);
+        assert_eq!(claims.clusters, vec!["*".to_string()]);
         assert!(claims.exp - claims.iat == 7200);
+        // Registered, so that it can be listed and revoked.
+        let record = store.get_token(claims.jti.parse().unwrap()).await.unwrap();
+        assert_eq!(record.subject, "ops");
+        assert!(record.created_by.starts_with("host:"));
     });
+    // A cluster that does not exist cannot be named; nor a lifetime beyond the maximum.
+    for (flag, value, message) in [("--cluster", "nope", "no cluster"), ("--ttl", "100d", "lifetime")] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_kca"))
+            .args([
+                "token",
+                "create",
+                "--data-dir",
+                data_dir,
+                "--subject",
+                "x",
+                "--scope",
+                "read",
+                flag,
+                value,
+            ])
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        assert!(String::from_utf8_lossy(&output.stderr).contains(message), "{flag} {value}");
+    }
     // An unknown scope is refused with the list of valid ones.
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_kca"))
         .args(["token", "create", "--data-dir", data_dir, "--subject", "x", "--scope", "root"])

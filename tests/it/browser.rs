@@ -47,7 +47,7 @@ async fn ui_files_are_served_with_types_validators_and_csp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ui_issues_and_revokes_in_headless_chromium() {
     let server = TestServer::start(Backend::Sqlite).await;
-    let token = server.token(&[Scope::Admin]);
+    let token = server.token(&[Scope::Admin]).await;
     let cert = server.data_dir.path().join("tls/dev-cert.pem");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let scripts = root.join("tests/browser");

@@ -130,7 +130,7 @@ async fn certificates_of(server: &TestServer, token: &str, user: &str) -> Vec<Va
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_manages_clusters_and_certificates_and_issues_kubeconfigs() {
     let server = TestServer::start(Backend::Sqlite).await;
-    let admin = server.token(&[Scope::Admin]);
+    let admin = server.token(&[Scope::Admin]).await;
     let kca = Kca::new(&server, Some(&admin));
 
     // No token: a clear error, before anything is sent.
@@ -337,7 +337,7 @@ async fn the_cli_manages_clusters_and_certificates_and_issues_kubeconfigs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_runs_the_exec_plugin_and_reuses_its_cached_credential() {
     let server = TestServer::start(Backend::Sqlite).await;
-    let admin = server.token(&[Scope::Admin]);
+    let admin = server.token(&[Scope::Admin]).await;
     let listener = mtls::bind().await;
     let apiserver_url = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
     server
@@ -355,7 +355,7 @@ async fn kubectl_runs_the_exec_plugin_and_reuses_its_cached_credential() {
     let apiserver = mtls::serve(listener, &cert, &key, operators["certificate_pem"].as_str().unwrap());
 
     // An issue-only token cannot read the cluster's server URL; --server stands in for it.
-    let issuer = server.token(&[Scope::KubeconfigsIssue]);
+    let issuer = server.token(&[Scope::KubeconfigsIssue]).await;
     let kca = Kca::new(&server, Some(&issuer));
     let file = kca.home.path().join("kube/config");
     let file_arg = file.to_str().unwrap();
@@ -363,7 +363,7 @@ async fn kubectl_runs_the_exec_plugin_and_reuses_its_cached_credential() {
     let err = kca.fails(&exec).await;
     assert!(err.contains("--server"), "{err}");
     kca.ok(&[&exec[..], &["--server", apiserver_url.as_str()][..]].concat()).await;
-    let reader = Kca::new(&server, Some(&server.token(&[Scope::Read])));
+    let reader = Kca::new(&server, Some(&server.token(&[Scope::Read]).await));
     let read_file = reader.home.path().join("config");
     let with_read = [&exec[..8], &["-o", read_file.to_str().unwrap()][..]].concat();
     reader.ok(&with_read).await;

@@ -14,7 +14,7 @@ on_both_backends!(cluster_lifecycle, five_authorities_per_cluster, audit_trail_r
 
 async fn cluster_lifecycle(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let admin = server.token(&[Scope::Admin]);
+    let admin = server.token(&[Scope::Admin]).await;
 
     let created = server.create_cluster(&admin, "alpha").await;
     let id = created["id"].as_str().unwrap().to_string();
@@ -138,7 +138,7 @@ async fn cluster_lifecycle(backend: Backend) {
 
 async fn five_authorities_per_cluster(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let admin = server.token(&[Scope::Admin]);
+    let admin = server.token(&[Scope::Admin]).await;
     server.create_cluster(&admin, "prod").await;
     let other = server
         .json(
@@ -227,7 +227,7 @@ async fn five_authorities_per_cluster(backend: Backend) {
 
 async fn audit_trail_records_changes(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let admin = server.token(&[Scope::Admin]);
+    let admin = server.token(&[Scope::Admin]).await;
     server.create_cluster(&admin, "audited").await;
     server
         .json(Method::PATCH, "/v1/clusters/audited", Some(&admin), Some(json!({"labels": {"a": "b"}})), 200)
@@ -243,6 +243,6 @@ async fn audit_trail_records_changes(backend: Backend) {
     let rest = server.json(Method::GET, &format!("/v1/audit?cursor={cursor}"), Some(&admin), None, 200).await;
     assert_eq!(rest["items"][0]["action"], "cluster.create");
     // Only admins read it.
-    let reader = server.token(&[Scope::Read]);
+    let reader = server.token(&[Scope::Read]).await;
     server.json(Method::GET, "/v1/audit", Some(&reader), None, 403).await;
 }

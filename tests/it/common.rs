@@ -98,6 +98,7 @@ pub fn serve_args(data_dir: &std::path::Path, database_url: Option<String>) -> S
             master_key_version: 1,
             token_issuer: "kca".into(),
             token_audience: "kca".into(),
+            token_max_lifetime: std::time::Duration::from_secs(90 * 86_400),
         },
         listen: "127.0.0.1:0".parse().unwrap(),
         tls_cert: None,
@@ -145,25 +146,51 @@ impl TestServer {
     }
 
     /// A token with these scopes for every cluster.
-    pub fn token(&self, scopes: &[Scope]) -> String {
-        self.token_for(scopes, &["*"])
+    pub async fn token(&self, scopes: &[Scope]) -> String {
+        self.token_for(scopes, &["*"]).await
     }
 
-    pub fn token_for(&self, scopes: &[Scope], clusters: &[&str]) -> String {
-        self.app
-            .tokens
-            .mint(
-                &TokenRequest {
-                    subject: "tester".into(),
-                    scopes: scopes.to_vec(),
-                    clusters: clusters.iter().map(|c| c.to_string()).collect(),
-                    groups: None,
-                    max_ttl: None,
-                    ttl: time::Duration::hours(1),
+    /// A token limited to these clusters (names, resolved to ids now; a name with no cluster
+    /// stands for one that does not exist).
+    pub async fn token_for(&self, scopes: &[Scope], clusters: &[&str]) -> String {
+        let mut ids = Vec::new();
+        for name in clusters {
+            ids.push(match *name {
+                "*" => "*".to_string(),
+                name => match self.app.store.find_cluster(name).await {
+                    Ok(cluster) => cluster.id.to_string(),
+                    Err(_) => uuid::Uuid::new_v4().to_string(),
                 },
-                time::OffsetDateTime::now_utc(),
-            )
-            .unwrap()
+            });
+        }
+        self.mint(&TokenRequest {
+            subject: "tester".into(),
+            scopes: scopes.to_vec(),
+            clusters: ids,
+            groups: None,
+            max_ttl: None,
+            ttl: time::Duration::hours(1),
+        })
+        .await
+    }
+
+    /// Mint and register a token as `POST /v1/tokens` would.
+    pub async fn mint(&self, request: &TokenRequest) -> String {
+        let (token, _) = self
+            .app
+            .mint_token(request, "test-harness", |record| kca::store::AuditEntry {
+                at: record.created_at,
+                actor: "test-harness".into(),
+                action: "token.create".into(),
+                object_type: "token".into(),
+                object_id: record.id.to_string(),
+                cluster_id: None,
+                remote_addr: None,
+                details: serde_json::json!({}),
+            })
+            .await
+            .unwrap();
+        token
     }
 
     /// Send a request; answers the status, headers and body text, and records the body.
@@ -212,6 +239,23 @@ impl TestServer {
             "/v1/clusters",
             Some(token),
             Some(serde_json::json!({"name": name, "server": "https://k8s.example:6443"})),
+            201,
+        )
+        .await
+    }
+
+    /// A cluster whose policy lets an admin token issue every component profile, for the names
+    /// the tests use.
+    pub async fn create_component_cluster(&self, token: &str, name: &str) -> Value {
+        self.json(
+            Method::POST,
+            "/v1/clusters",
+            Some(token),
+            Some(serde_json::json!({
+                "name": name,
+                "server": "https://k8s.example:6443",
+                "policy": component_policy(),
+            })),
             201,
         )
         .await
@@ -283,4 +327,17 @@ pub fn parse_certificate(pem_text: &str) -> x509_cert::Certificate {
     use der::Decode;
     let block = pem::parse(pem_text).expect("PEM");
     x509_cert::Certificate::from_der(block.contents()).expect("a DER certificate")
+}
+
+/// Every component profile allowed, with the control-plane and node names the tests use.
+pub fn component_policy() -> Value {
+    let profiles: Vec<&str> = kca::profiles::profiles().iter().map(|p| p.name).collect();
+    serde_json::json!({
+        "allowed_profiles": profiles,
+        "control_plane_names": [
+            "127.0.0.1", "localhost", "api.example.com", "e0", "m0.etcd.local", "m1.etcd.local",
+            "m2.etcd.local", "cp-1", "cp-1.example.com", "10.0.0.10", "node-1.example.com", "10.0.0.7"
+        ],
+        "node_names": ["worker-*", "node-*", "10.0.0.*", "cp-*"],
+    })
 }

@@ -35,9 +35,9 @@ async fn issue(server: &TestServer, token: &str, body: Value, expect: u16) -> Va
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_profile_is_lint_clean_and_fit_for_its_usage_only() {
     let server = TestServer::start(Backend::Sqlite).await;
-    let admin = server.token(&[Scope::Admin]);
-    let issuer = server.token(&[Scope::CertificatesIssue]);
-    server.create_cluster(&admin, "prod").await;
+    let admin = server.token(&[Scope::Admin]).await;
+    let issuer = admin.clone();
+    server.create_component_cluster(&admin, "prod").await;
     let dir = tempfile::tempdir().unwrap();
     let profiles = server.json(Method::GET, "/v1/profiles", None, None, 200).await;
     let profiles = profiles.as_array().unwrap();
@@ -112,7 +112,12 @@ async fn every_profile_is_lint_clean_and_fit_for_its_usage_only() {
     let listed =
         server.json(Method::GET, "/v1/clusters/prod/certificates?limit=500", Some(&admin), None, 200).await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 12);
-    issue(&server, &server.token(&[Scope::KubeconfigsIssue]), json!({"profile": "scheduler"}), 403).await;
+    // Every component profile is privileged: no other scope reaches one.
+    for scope in [Scope::KubeconfigsIssue, Scope::CertificatesIssue, Scope::ClustersWrite] {
+        let token = server.token(&[scope]).await;
+        let problem = issue(&server, &token, json!({"profile": "scheduler"}), 403).await;
+        assert_eq!(problem["rule"], "privileged_identity");
+    }
     server.transcript.assert_no_private_key_except("/certificates");
 }
 
@@ -162,8 +167,8 @@ fn etcdctl(endpoints: &str, ca: &str, cert: &str, key: &str, args: &[&str]) -> s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_etcd_cluster_forms_and_guards_itself_with_kca_certificates() {
     let server = TestServer::start(Backend::Sqlite).await;
-    let admin = server.token(&[Scope::Admin]);
-    server.create_cluster(&admin, "prod").await;
+    let admin = server.token(&[Scope::Admin]).await;
+    server.create_component_cluster(&admin, "prod").await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path();
     let (_, _, etcd_ca) =

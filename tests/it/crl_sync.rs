@@ -171,7 +171,7 @@ fn with_first_crl(bundle: &str, der: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crl_sync_refuses_forged_stale_and_older_crls_and_keeps_the_files() {
     let server = TestServer::start(Backend::Sqlite).await;
-    let admin = server.token(&[Scope::Admin]);
+    let admin = server.token(&[Scope::Admin]).await;
     server.create_cluster(&admin, "prod").await;
     let cacert = server.data_dir.path().join("tls/dev-cert.pem");
     // One revocation: the operators CRL is number 2 and the map has a line.

@@ -27,7 +27,7 @@ async fn a_database_outage_degrades_gracefully_and_heals_itself() {
     let postgres = PgCluster::start();
     let server =
         TestServer::start_with(Backend::Sqlite, |args| args.store.database_url = Some(postgres.url())).await;
-    let admin = server.token(&[Scope::Admin]);
+    let admin = server.token(&[Scope::Admin]).await;
     server.create_cluster(&admin, "prod").await;
     let alice = issue_user(&server, &admin, "prod", "alice", &[]).await;
     let path = format!("/v1/clusters/prod/certificates/{}/revoke", alice["serial"].as_str().unwrap());

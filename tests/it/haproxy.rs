@@ -270,8 +270,8 @@ async fn request(client: &reqwest::Client, haproxy: &Haproxy, headers: &[(&str, 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxy_enforces_revocation_and_rotation_with_no_restart() {
     let server = TestServer::start(Backend::Sqlite).await;
-    let admin = server.token(&[Scope::Admin]);
-    server.create_cluster(&admin, "prod").await;
+    let admin = server.token(&[Scope::Admin]).await;
+    server.create_component_cluster(&admin, "prod").await;
     server.create_cluster(&admin, "staging").await;
     let dir = tempfile::tempdir().unwrap();
     let cacert = server.data_dir.path().join("tls/dev-cert.pem");

@@ -14,7 +14,7 @@ on_both_backends!(a_database_dump_holds_no_plaintext_key, a_wrong_master_key_fai
 
 async fn a_database_dump_holds_no_plaintext_key(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let admin = server.token(&[Scope::Admin]);
+    let admin = server.token(&[Scope::Admin]).await;
     for name in ["one", "two"] {
         server.create_cluster(&admin, name).await;
     }
@@ -40,7 +40,7 @@ async fn a_database_dump_holds_no_plaintext_key(backend: Backend) {
 
 async fn a_wrong_master_key_fails_loudly(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let admin = server.token(&[Scope::Admin]);
+    let admin = server.token(&[Scope::Admin]).await;
     server.create_cluster(&admin, "prod").await;
     let database_url = server.database_url();
     let (data_dir, database) = server.stop().await;
@@ -89,7 +89,7 @@ async fn a_wrong_master_key_fails_loudly(backend: Backend) {
 async fn the_audit_trail_is_append_only_in_the_database() {
     for backend in [Backend::Sqlite, Backend::Postgres] {
         let server = TestServer::start(backend).await;
-        let admin = server.token(&[Scope::Admin]);
+        let admin = server.token(&[Scope::Admin]).await;
         server.create_cluster(&admin, "prod").await;
         let url = server.database_url();
         let statement = "UPDATE audit_events SET actor = 'mallory'";

@@ -68,8 +68,8 @@ async fn issue(server: &TestServer, token: &str, cluster: &str, body: Value, exp
 
 async fn a_kubeconfig_is_issued_recorded_and_verifies(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let admin = server.token(&[Scope::Admin]);
-    let issuer = server.token(&[Scope::KubeconfigsIssue]);
+    let admin = server.token(&[Scope::Admin]).await;
+    let issuer = server.token(&[Scope::KubeconfigsIssue]).await;
     server.create_cluster(&admin, "prod").await;
     let operators =
         server.json(Method::GET, "/v1/clusters/prod/authorities/operators", None, None, 200).await;
@@ -267,16 +267,16 @@ async fn a_kubeconfig_is_issued_recorded_and_verifies(backend: Backend) {
 
     // Reading certificates never shows a key; issuing needs its scope.
     server.transcript.assert_no_private_key_except("/kubeconfigs");
-    let reader = server.token(&[Scope::Read]);
+    let reader = server.token(&[Scope::Read]).await;
     issue(&server, &reader, "prod", json!({"user": "x"}), 403).await;
-    let other_cluster = server.token_for(&[Scope::KubeconfigsIssue], &["staging"]);
+    let other_cluster = server.token_for(&[Scope::KubeconfigsIssue], &["staging"]).await;
     issue(&server, &other_cluster, "prod", json!({"user": "x"}), 403).await;
     issue(&server, &issuer, "nowhere", json!({"user": "x"}), 404).await;
 }
 
 async fn every_policy_rule_refuses_and_records_nothing(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let admin = server.token(&[Scope::Admin]);
+    let admin = server.token(&[Scope::Admin]).await;
     server
         .json(
             Method::POST,
@@ -300,22 +300,17 @@ async fn every_policy_rule_refuses_and_records_nothing(backend: Backend) {
             201,
         )
         .await;
-    let issuer = server.token(&[Scope::KubeconfigsIssue]);
+    let issuer = server.token(&[Scope::KubeconfigsIssue]).await;
     let narrow = server
-        .app
-        .tokens
-        .mint(
-            &TokenRequest {
-                subject: "narrow".into(),
-                scopes: vec![Scope::KubeconfigsIssue],
-                clusters: vec!["*".into()],
-                groups: Some(vec!["team-a".into()]),
-                max_ttl: Some(900),
-                ttl: time::Duration::hours(1),
-            },
-            time::OffsetDateTime::now_utc(),
-        )
-        .unwrap();
+        .mint(&TokenRequest {
+            subject: "narrow".into(),
+            scopes: vec![Scope::KubeconfigsIssue],
+            clusters: vec!["*".into()],
+            groups: Some(vec!["team-a".into()]),
+            max_ttl: Some(900),
+            ttl: time::Duration::hours(1),
+        })
+        .await;
 
     // (cluster, token, request, status, rule, field)
     type Case<'a> = (&'a str, &'a str, Value, u16, Option<&'a str>, &'a str);
@@ -357,7 +352,7 @@ async fn every_policy_rule_refuses_and_records_nothing(backend: Backend) {
             &issuer,
             json!({"user": "a", "groups": ["system:masters"]}),
             403,
-            Some("allow_system_masters"),
+            Some("privileged_identity"),
             "groups[0]",
         ),
         (
@@ -365,7 +360,7 @@ async fn every_policy_rule_refuses_and_records_nothing(backend: Backend) {
             &issuer,
             json!({"user": "a", "groups": ["system:masters"]}),
             403,
-            Some("allow_system_masters"),
+            Some("privileged_identity"),
             "groups[0]",
         ),
         (
@@ -384,7 +379,14 @@ async fn every_policy_rule_refuses_and_records_nothing(backend: Backend) {
             Some("token_max_ttl"),
             "ttl_seconds",
         ),
-        ("strict", &issuer, json!({"user": "system:kube-scheduler"}), 403, Some("reserved_user"), "user"),
+        (
+            "strict",
+            &issuer,
+            json!({"user": "system:kube-scheduler"}),
+            403,
+            Some("privileged_identity"),
+            "user",
+        ),
         ("strict", &issuer, json!({"user": "a,b"}), 422, None, "user"),
         ("strict", &issuer, json!({"user": " a"}), 422, None, "user"),
         ("strict", &issuer, json!({"user": "a", "groups": ["x".repeat(65)]}), 422, None, "groups[0]"),
@@ -442,7 +444,7 @@ pub async fn serving_certificate(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_reads_the_kubeconfig_and_authenticates_with_it() {
     let server = TestServer::start(Backend::Sqlite).await;
-    let admin = server.token(&[Scope::Admin]);
+    let admin = server.token(&[Scope::Admin]).await;
     let listener = mtls::bind().await;
     let port = listener.local_addr().unwrap().port();
     server

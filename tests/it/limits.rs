@@ -11,7 +11,7 @@ on_both_backends!(bad_input_changes_nothing);
 
 async fn bad_input_changes_nothing(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let admin = server.token(&[Scope::Admin]);
+    let admin = server.token(&[Scope::Admin]).await;
     server.create_cluster(&admin, "prod").await;
     let before = server.json(Method::GET, "/v1/clusters", Some(&admin), None, 200).await;
 
@@ -66,5 +66,7 @@ async fn bad_input_changes_nothing(backend: Backend) {
     let after = server.json(Method::GET, "/v1/clusters", Some(&admin), None, 200).await;
     assert_eq!(before, after);
     let audit = server.json(Method::GET, "/v1/audit", Some(&admin), None, 200).await;
-    assert_eq!(audit["items"].as_array().unwrap().len(), 1, "only the one creation was audited");
+    let changes: Vec<_> =
+        audit["items"].as_array().unwrap().iter().filter(|e| e["action"] != "token.create").collect();
+    assert_eq!(changes.len(), 1, "only the one creation was audited");
 }

@@ -24,7 +24,7 @@ pub fn pkilint(program: &str, args: &[&str], document: &str, dir: &std::path::Pa
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_and_crls_pass_pkilint() {
     let server = TestServer::start(Backend::Sqlite).await;
-    let admin = server.token(&[Scope::Admin]);
+    let admin = server.token(&[Scope::Admin]).await;
     let dir = tempfile::tempdir().unwrap();
     for (cluster, algorithm) in [("p256", "p256"), ("p384", "p384"), ("ed25519", "ed25519")] {
         server

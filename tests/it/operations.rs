@@ -51,7 +51,7 @@ fn sample(families: &Value, family: &str, name: &str, labels: &[(&str, &str)]) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_prometheus_text() {
     let server = TestServer::start(Backend::Sqlite).await;
-    let admin = server.token(&[Scope::Admin]);
+    let admin = server.token(&[Scope::Admin]).await;
     server.create_cluster(&admin, "prod").await;
     let alice = issue_user(&server, &admin, "prod", "alice", &[]).await;
     issue_user(&server, &admin, "prod", "bob", &[]).await;
@@ -143,8 +143,8 @@ async fn metrics_are_prometheus_text() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issuance_is_rate_limited_per_token() {
     let server = TestServer::start_with(Backend::Sqlite, |args| args.issue_rate_limit = 3).await;
-    let admin = server.token(&[Scope::Admin]);
-    let other = server.token(&[Scope::Admin]);
+    let admin = server.token(&[Scope::Admin]).await;
+    let other = server.token(&[Scope::Admin]).await;
     server.create_cluster(&admin, "prod").await;
     for _ in 0..3 {
         issue_user(&server, &admin, "prod", "alice", &[]).await;
@@ -164,7 +164,7 @@ async fn issuance_is_rate_limited_per_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_carry_security_headers_and_cors_is_off_by_default() {
     let server = TestServer::start(Backend::Sqlite).await;
-    let admin = server.token(&[Scope::Admin]);
+    let admin = server.token(&[Scope::Admin]).await;
     server.create_cluster(&admin, "prod").await;
     let response = server
         .client
@@ -259,7 +259,13 @@ async fn logs_of_a_full_run_carry_no_secret() {
         |path: &str, body: Value| client.post(format!("{url}{path}")).bearer_auth(&token).json(&body).send();
     let mut secrets = vec![token.clone(), master_key.clone()];
     assert_eq!(
-        post("/v1/clusters", json!({"name": "prod", "server": "https://k:6443"})).await.unwrap().status(),
+        post(
+            "/v1/clusters",
+            json!({"name": "prod", "server": "https://k:6443", "policy": component_policy()})
+        )
+        .await
+        .unwrap()
+        .status(),
         201
     );
     let issued: Value = post("/v1/clusters/prod/kubeconfigs", json!({"user": "alice", "groups": ["dev"]}))

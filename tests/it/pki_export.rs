@@ -11,8 +11,8 @@ use kca::token::Scope;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pki_export_writes_kubeadms_layout_without_ca_keys() {
     let server = TestServer::start(Backend::Sqlite).await;
-    let admin = server.token(&[Scope::Admin]);
-    server.create_cluster(&admin, "prod").await;
+    let admin = server.token(&[Scope::Admin]).await;
+    server.create_component_cluster(&admin, "prod").await;
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().join("kubernetes");
     let export = |extra: &[&str]| {

@@ -335,7 +335,7 @@ async fn leadership_passes_on_when_the_leader_goes() {
 async fn the_leader_re_signs_crls_once_half_their_validity_has_passed() {
     let server =
         TestServer::start_with(Backend::Postgres, |args| args.crl_validity = Duration::from_secs(4)).await;
-    let admin = server.token(&[kca::token::Scope::Admin]);
+    let admin = server.token(&[kca::token::Scope::Admin]).await;
     server.create_cluster(&admin, "prod").await;
     let (number, _) = etcd_crl(&server).await;
     assert_eq!(number, 1);

@@ -67,8 +67,8 @@ async fn crl_der(server: &TestServer, cluster: &str, kind: &str) -> Vec<u8> {
 
 async fn revoking_publishes_a_crl_that_openssl_enforces(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let admin = server.token(&[Scope::Admin]);
-    let revoker = server.token(&[Scope::CertificatesRevoke]);
+    let admin = server.token(&[Scope::Admin]).await;
+    let revoker = server.token(&[Scope::CertificatesRevoke]).await;
     server.create_cluster(&admin, "prod").await;
     let scratch = tempfile::tempdir().unwrap();
 
@@ -101,7 +101,7 @@ async fn revoking_publishes_a_crl_that_openssl_enforces(backend: Backend) {
     server
         .json(Method::POST, "/v1/clusters/prod/certificates/0A0B0C/revoke", Some(&revoker), None, 404)
         .await;
-    server.json(Method::POST, &path, Some(&server.token(&[Scope::Read])), None, 403).await;
+    server.json(Method::POST, &path, Some(&server.token(&[Scope::Read]).await), None, 403).await;
     server.json(Method::POST, &path, Some(&revoker), Some(json!({"reason": "certificateHold"})), 400).await;
 
     // openssl: the CRL verifies; a revoked certificate is rejected, a live one accepted.
@@ -182,7 +182,7 @@ async fn revoking_publishes_a_crl_that_openssl_enforces(backend: Backend) {
 
 async fn concurrent_revocations_all_reach_the_crl(backend: Backend) {
     let server = std::sync::Arc::new(TestServer::start(backend).await);
-    let admin = server.token(&[Scope::Admin]);
+    let admin = server.token(&[Scope::Admin]).await;
     server.create_cluster(&admin, "busy").await;
     let mut serials = Vec::new();
     for i in 0..200 {
@@ -217,7 +217,7 @@ async fn concurrent_revocations_all_reach_the_crl(backend: Backend) {
 async fn crl_numbers_strictly_increase_across_restarts() {
     for backend in [Backend::Sqlite, Backend::Postgres] {
         let server = TestServer::start(backend).await;
-        let admin = server.token(&[Scope::Admin]);
+        let admin = server.token(&[Scope::Admin]).await;
         server.create_cluster(&admin, "prod").await;
         let mut seen = vec![crl_facts(&crl_der(&server, "prod", "operators").await).0];
         for _ in 0..5 {
@@ -229,7 +229,7 @@ async fn crl_numbers_strictly_increase_across_restarts() {
         }
         let (data_dir, database) = server.stop().await;
         let restarted = TestServer::resume(data_dir, database).await;
-        let admin = restarted.token(&[Scope::Admin]);
+        let admin = restarted.token(&[Scope::Admin]).await;
         seen.push(crl_facts(&crl_der(&restarted, "prod", "operators").await).0);
         let issued = issue_user(&restarted, &admin, "prod", "u", &[]).await;
         let path = format!("/v1/clusters/prod/certificates/{}/revoke", issued["serial"].as_str().unwrap());
@@ -246,7 +246,7 @@ async fn crl_numbers_strictly_increase_across_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn downloads_carry_validators_and_bundles_line_up() {
     let server = TestServer::start(Backend::Sqlite).await;
-    let admin = server.token(&[Scope::Admin]);
+    let admin = server.token(&[Scope::Admin]).await;
     server.create_cluster(&admin, "prod").await;
     for path in [
         "/v1/clusters/prod/authorities/operators/crl",

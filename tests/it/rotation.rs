@@ -14,13 +14,13 @@ on_both_backends!(rotation_overlaps_then_retirement_cuts_off);
 
 async fn rotation_overlaps_then_retirement_cuts_off(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let admin = server.token(&[Scope::Admin]);
+    let admin = server.token(&[Scope::Admin]).await;
     server.create_cluster(&admin, "prod").await;
     let scratch = tempfile::tempdir().unwrap();
     let old = issue_user(&server, &admin, "prod", "alice", &["dev"]).await;
 
     // Only an admin rotates; generation 2 becomes the signer, generation 1 is retiring.
-    let writer = server.token(&[Scope::ClustersWrite, Scope::CertificatesRevoke]);
+    let writer = server.token(&[Scope::ClustersWrite, Scope::CertificatesRevoke]).await;
     server
         .json(Method::POST, "/v1/clusters/prod/authorities/operators/rotate", Some(&writer), None, 403)
         .await;

@@ -11,7 +11,7 @@ use kca::token::Scope;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
     let server = TestServer::start(Backend::Sqlite).await;
-    let admin = server.token(&[Scope::Admin]);
+    let admin = server.token(&[Scope::Admin]).await;
     server.create_cluster(&admin, "prod").await;
     // Something to find behind the certificate routes.
     server
