@@ -30,9 +30,9 @@ pub struct NewTokenRequest {
     /// Cluster names or ids the token may touch, or `["*"]` for all (only from a token valid for
     /// all). Default: the clusters of the token minting it.
     pub clusters: Option<Vec<String>>,
-    /// Glob patterns narrowing the groups the token may issue.
+    /// Glob patterns narrowing the groups the token may issue (default: the minting token's).
     pub groups: Option<Vec<String>>,
-    /// Longest certificate TTL the token may issue.
+    /// Longest certificate TTL the token may issue (default: the minting token's).
     #[schema(minimum = 1)]
     pub max_ttl_seconds: Option<u64>,
     /// Lifetime of the token (default one day; at most the server's maximum, 90 days by default,
@@ -209,8 +209,10 @@ async fn narrow(app: &AppState, claims: &Claims, request: NewTokenRequest) -> Re
             ids
         }
     };
+    // Left out, the minting token's own bounds apply.
     let groups = match (&claims.groups, request.groups) {
         (None, groups) => groups,
+        (Some(own), None) => Some(own.clone()),
         (Some(own), Some(groups)) if groups.iter().all(|g| own.contains(g)) => Some(groups),
         (Some(own), _) => {
             return Err(ApiError::policy(
@@ -233,6 +235,7 @@ async fn narrow(app: &AppState, claims: &Claims, request: NewTokenRequest) -> Re
     let max_ttl = match (claims.max_ttl, request.max_ttl_seconds) {
         (_, Some(0)) => return Err(ApiError::invalid("max_ttl_seconds", "must be at least 1")),
         (None, max_ttl) => max_ttl,
+        (Some(own), None) => Some(own),
         (Some(own), Some(max_ttl)) if max_ttl <= own => Some(max_ttl),
         (Some(own), _) => {
             return Err(ApiError::policy(

@@ -1,0 +1,244 @@
+//! Every route of the API, walked from the OpenAPI document the router is built from, with a token
+//! of every kind: none, each scope, an admin of another cluster, a revoked token, and an admin of
+//! a cluster that was deleted and created again under the same name. Each call answers what the
+//! permission table below says, and a refused call changes nothing. A route added later without
+//! an entry in the table fails this test.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::common::*;
+use crate::on_both_backends;
+use kca::token::Scope;
+
+on_both_backends!(every_route_checks_the_token_and_its_cluster);
+
+/// What a route needs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Need {
+    /// Nothing (public material, health).
+    Public,
+    /// A token with this scope (or admin), valid for the route's cluster.
+    Scope(Scope),
+    /// A token with this scope (or admin) valid for every cluster.
+    Unrestricted(Scope),
+}
+
+fn need(method: &str, path: &str) -> Need {
+    use Need::*;
+    match (method, path) {
+        ("GET", "/healthz" | "/readyz" | "/metrics" | "/v1/profiles") => Public,
+        ("GET", "/v1/clusters") => Scope(kca::token::Scope::Read),
+        ("POST", "/v1/clusters") => Unrestricted(kca::token::Scope::ClustersWrite),
+        ("GET", "/v1/clusters/{cluster}") => Scope(kca::token::Scope::Read),
+        ("PATCH" | "DELETE", "/v1/clusters/{cluster}") => Scope(kca::token::Scope::ClustersWrite),
+        (
+            "GET",
+            "/v1/clusters/{cluster}/authorities"
+            | "/v1/clusters/{cluster}/authorities/{kind}"
+            | "/v1/clusters/{cluster}/authorities/{kind}/ca.pem"
+            | "/v1/clusters/{cluster}/authorities/{kind}/crl"
+            | "/v1/clusters/{cluster}/authorities/{kind}/crl.pem"
+            | "/v1/clusters/{cluster}/client-ca.pem"
+            | "/v1/clusters/{cluster}/client-crl.pem"
+            | "/v1/clusters/{cluster}/revoked.map",
+        ) => Public,
+        (
+            "POST",
+            "/v1/clusters/{cluster}/authorities/{kind}/rotate"
+            | "/v1/clusters/{cluster}/authorities/{kind}/generations/{generation}/retire",
+        ) => Scope(kca::token::Scope::Admin),
+        ("GET", "/v1/clusters/{cluster}/certificates" | "/v1/clusters/{cluster}/certificates/{serial}") => {
+            Scope(kca::token::Scope::Read)
+        }
+        // Every component profile is privileged.
+        ("POST", "/v1/clusters/{cluster}/certificates") => Scope(kca::token::Scope::Admin),
+        ("POST", "/v1/clusters/{cluster}/kubeconfigs") => Scope(kca::token::Scope::KubeconfigsIssue),
+        (
+            "POST",
+            "/v1/clusters/{cluster}/certificates/{serial}/revoke" | "/v1/clusters/{cluster}/revocations",
+        ) => Scope(kca::token::Scope::CertificatesRevoke),
+        ("GET", "/v1/audit") => Scope(kca::token::Scope::Admin),
+        ("GET" | "POST", "/v1/tokens") | ("DELETE", "/v1/tokens/{id}") => Scope(kca::token::Scope::Admin),
+        ("POST", "/v1/token-keys/rotate") => Unrestricted(kca::token::Scope::Admin),
+        _ => panic!("{method} {path} has no entry in the permission table of tests/it/routes.rs"),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Holder {
+    Nobody,
+    Scoped(Scope),
+    /// An admin limited to another cluster.
+    OtherCluster,
+    /// An admin token revoked over the API.
+    Revoked,
+    /// An admin limited to a cluster deleted and then created again under the same name.
+    Recreated,
+}
+
+/// `None` when the call is allowed, else the status that refuses it.
+fn expected(need: Need, holder: Holder, cluster_route: bool) -> Option<u16> {
+    match holder {
+        Holder::Revoked => Some(401),
+        Holder::Nobody => (need != Need::Public).then_some(401),
+        Holder::OtherCluster | Holder::Recreated if cluster_route => Some(403),
+        Holder::OtherCluster | Holder::Recreated => matches!(need, Need::Unrestricted(_)).then_some(403),
+        Holder::Scoped(scope) => match need {
+            Need::Public => None,
+            Need::Scope(needed) | Need::Unrestricted(needed) => {
+                (scope != Scope::Admin && scope != needed).then_some(403)
+            }
+        },
+    }
+}
+
+/// A body that the route accepts from an allowed caller.
+fn body(method: &str, path: &str) -> Option<Value> {
+    Some(match (method, path) {
+        ("POST", "/v1/clusters") => json!({"name": "new", "server": "https://new.example:6443"}),
+        ("PATCH", "/v1/clusters/{cluster}") => json!({"labels": {"team": "a"}}),
+        ("POST", "/v1/clusters/{cluster}/kubeconfigs") => json!({"user": "bob", "groups": ["dev"]}),
+        ("POST", "/v1/clusters/{cluster}/certificates") => json!({"profile": "scheduler"}),
+        ("POST", "/v1/clusters/{cluster}/certificates/{serial}/revoke") => json!({}),
+        ("POST", "/v1/clusters/{cluster}/revocations") => json!({"user": "alice"}),
+        ("POST", "/v1/clusters/{cluster}/authorities/{kind}/generations/{generation}/retire") => {
+            json!({"force": true})
+        }
+        ("POST", "/v1/tokens") => json!({"subject": "minted", "scopes": ["read"], "ttl_seconds": 600}),
+        _ => return None,
+    })
+}
+
+/// What a refused call must leave alone: every audited change, every certificate and token.
+async fn state(server: &TestServer) -> (usize, usize, usize, Vec<String>) {
+    let store = server.app.store.as_ref();
+    let audit = store.list_audit(None, None, 1000).await.unwrap().len();
+    let mut certificates = 0;
+    let clusters = store.list_clusters(None, None, 100).await.unwrap();
+    for cluster in &clusters {
+        let filter = kca::store::CertificateFilter { limit: 500, ..Default::default() };
+        certificates += store
+            .list_certificates(cluster.id, &filter, time::OffsetDateTime::now_utc())
+            .await
+            .unwrap()
+            .len();
+    }
+    let revoked_tokens = store.list_revoked_tokens(time::OffsetDateTime::now_utc()).await.unwrap().len();
+    let names = clusters.iter().map(|c| format!("{}:{}:{:?}", c.name, c.id, c.labels)).collect();
+    (audit, certificates, revoked_tokens, names)
+}
+
+async fn every_route_checks_the_token_and_its_cluster(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.token(&[Scope::Admin]).await;
+    // A cluster named prod that existed before, and a token limited to it.
+    server.create_cluster(&admin, "prod").await;
+    let recreated = server.token_for(&[Scope::Admin], &["prod"]).await;
+    server.json(Method::DELETE, "/v1/clusters/prod", Some(&admin), None, 204).await;
+    server
+        .json(
+            Method::POST,
+            "/v1/clusters",
+            Some(&admin),
+            Some(json!({"name": "prod", "server": "https://k8s.example:6443", "policy": component_policy()})),
+            201,
+        )
+        .await;
+    server.create_cluster(&admin, "staging").await;
+    let other_cluster = server.token_for(&[Scope::Admin], &["staging"]).await;
+    let revoked = server.token(&[Scope::Admin]).await;
+    let revoked_id = server.app.tokens.verify(&revoked, time::OffsetDateTime::now_utc()).unwrap().jti.clone();
+    server.json(Method::DELETE, &format!("/v1/tokens/{revoked_id}"), Some(&admin), None, 204).await;
+    let victim = server.token(&[Scope::Read]).await;
+    let victim_id = server.app.tokens.verify(&victim, time::OffsetDateTime::now_utc()).unwrap().jti.clone();
+    let issued = server
+        .json(
+            Method::POST,
+            "/v1/clusters/prod/kubeconfigs",
+            Some(&admin),
+            Some(json!({"user": "alice"})),
+            201,
+        )
+        .await;
+    let serial = issued["serial"].as_str().unwrap().to_string();
+
+    let mut holders = vec![(Holder::Nobody, None)];
+    // Admin last, so that each allowed change below is made with the narrowest scope that may.
+    for scope in Scope::ALL.into_iter().filter(|s| *s != Scope::Admin).chain([Scope::Admin]) {
+        holders.push((Holder::Scoped(scope), Some(server.token(&[scope]).await)));
+    }
+    holders.push((Holder::OtherCluster, Some(other_cluster)));
+    holders.push((Holder::Revoked, Some(revoked)));
+    holders.push((Holder::Recreated, Some(recreated)));
+
+    let document: Value = serde_json::from_str(&kca::http::openapi_json()).unwrap();
+    let mut routes = Vec::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                routes.push((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    assert!(routes.len() >= 30, "the walk sees every route ({} found)", routes.len());
+    let concrete = |path: &str| {
+        path.replace("{cluster}", "prod")
+            .replace("{kind}", "operators")
+            .replace("{generation}", "1")
+            .replace("{serial}", &serial)
+            .replace("{id}", &victim_id)
+    };
+
+    let before = state(&server).await;
+    let mut allowed_changes = Vec::new();
+    let mut checked = 0;
+    for (method, path) in &routes {
+        let need = need(method, path);
+        let cluster_route = path.starts_with("/v1/clusters/{cluster}");
+        for (holder, token) in &holders {
+            let expectation = expected(need, *holder, cluster_route);
+            let url = concrete(path);
+            let http_method = Method::from_bytes(method.as_bytes()).unwrap();
+            match expectation {
+                Some(status) => {
+                    let (got, headers, text) =
+                        server.send(http_method, &url, token.as_deref(), body(method, path)).await;
+                    assert_eq!(got.as_u16(), status, "{method} {path} as {holder:?}: {text}");
+                    assert_eq!(headers["content-type"], "application/problem+json", "{method} {path}");
+                    checked += 1;
+                }
+                None if method == "GET" => {
+                    let (got, _, text) = server.send(http_method, &url, token.as_deref(), None).await;
+                    assert!(got.is_success(), "{method} {path} as {holder:?}: {got} {text}");
+                    checked += 1;
+                }
+                None => {
+                    if !allowed_changes.iter().any(|(m, p, _)| m == method && p == path) {
+                        allowed_changes.push((method.clone(), path.clone(), token.clone()));
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(state(&server).await, before, "a refused call changed something");
+    assert!(checked > 250, "{checked} calls checked");
+
+    // Each change an allowed caller may make goes through, the cluster's deletion last.
+    allowed_changes.sort_by_key(|(method, path, _)| {
+        (path == "/v1/clusters/{cluster}" && method == "DELETE", path.contains("/retire"), path.clone())
+    });
+    for (method, path, token) in allowed_changes {
+        let (status, _, text) = server
+            .send(
+                Method::from_bytes(method.as_bytes()).unwrap(),
+                &concrete(&path),
+                token.as_deref(),
+                body(&method, &path),
+            )
+            .await;
+        assert!(status.is_success(), "{method} {path}: {status} {text}");
+    }
+    // The victim token was revoked by the one allowed call, and is refused now.
+    server.json(Method::GET, "/v1/clusters", Some(&victim), None, 401).await;
+}
