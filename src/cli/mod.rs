@@ -17,6 +17,7 @@ pub mod kubeconfig;
 pub mod output;
 pub mod pki_export;
 pub mod settings;
+pub mod tokens;
 
 use std::process::ExitCode;
 
@@ -38,9 +39,12 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Apply database migrations and exit.
     Migrate(StoreArgs),
-    /// Mint API tokens, on the server host (same database and master key as `serve`).
+    /// Mint API tokens on the server host (same database and master key as `serve`): for the
+    /// first admin; afterwards use `kca tokens`.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Mint, list and revoke API tokens over the API, and rotate their signing key.
+    Tokens(tokens::TokensArgs),
     /// Print the OpenAPI document.
     Openapi,
     /// Issue a user kubeconfig, an exec credential (-x), or an exec-plugin kubeconfig (--exec).
@@ -73,7 +77,7 @@ pub struct TokenCreateArgs {
     /// Who the token speaks for (recorded in the audit trail).
     #[arg(long)]
     pub subject: String,
-    /// admin, clusters:write, kubeconfigs:issue, certificates:issue, certificates:revoke or read.
+    /// admin, clusters:write, kubeconfigs:issue, certificates:revoke or read.
     #[arg(long = "scope", required = true, value_parser = parse_scope)]
     pub scopes: Vec<Scope>,
     /// A cluster (name or id) the token may touch (repeatable); all when none is given. The
@@ -101,6 +105,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => serve(*args).await,
         Command::Migrate(args) => migrate(args).await,
         Command::Token(TokenCommand::Create(args)) => token_create(args).await,
+        Command::Tokens(args) => tokens::run(args).await,
         Command::Openapi => {
             print!("{}", crate::http::openapi_json());
             Ok(())
@@ -156,6 +161,12 @@ async fn migrate(args: StoreArgs) -> anyhow::Result<()> {
 
 async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
     let (store, _, tokens) = crate::app::open_store_and_keys(&args.store).await?;
+    if args.scopes.contains(&Scope::CertificatesIssue) {
+        eprintln!(
+            "kca: warning: certificates:issue no longer allows anything: every component profile is \
+             privileged and needs an admin token of the cluster"
+        );
+    }
     let mut clusters = Vec::with_capacity(args.clusters.len());
     for name in &args.clusters {
         let cluster = store.find_cluster(name).await.map_err(|e| match e {

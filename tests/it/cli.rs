@@ -447,3 +447,32 @@ async fn kubectl_runs_the_exec_plugin_and_reuses_its_cached_credential() {
     kca.json(&["kubeconfig", "prod", "alice", "-g", "dev", "-x"]).await;
     assert_eq!(certificates_of(&server, &admin, "alice").await.len(), 2);
 }
+
+crate::on_both_backends!(the_cli_mints_lists_and_revokes_tokens);
+
+async fn the_cli_mints_lists_and_revokes_tokens(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.token(&[Scope::Admin]).await;
+    server.create_cluster(&admin, "prod").await;
+    let kca = Kca::new(&server, Some(&admin));
+    let ran = kca
+        .run(&["tokens", "create", "--subject", "ci", "--scope", "read", "--cluster", "prod", "--ttl", "10m"])
+        .await;
+    assert!(ran.success, "{}", ran.stderr);
+    let minted = ran.stdout.trim().to_string();
+    assert!(ran.stderr.contains("minted token"), "{}", ran.stderr);
+    // The new token works, and only for prod.
+    let ci = Kca::new(&server, Some(&minted));
+    ci.ok(&["clusters", "show", "prod"]).await;
+    let listed = kca.json(&["tokens", "list", "-o", "json"]).await;
+    let record = listed.as_array().unwrap().iter().find(|t| t["subject"] == "ci").unwrap().clone();
+    let id = record["id"].as_str().unwrap().to_string();
+    assert!(kca.ok(&["tokens", "list"]).await.contains(&id));
+    // Revoked: the next call with it fails with the server's reason.
+    kca.ok(&["tokens", "revoke", &id]).await;
+    assert!(ci.fails(&["clusters", "show", "prod"]).await.contains("revoked"));
+    // A non-admin mints nothing; the signing key rotates and the old tokens keep working.
+    assert!(ci.fails(&["tokens", "list"]).await.contains("kca: "));
+    assert!(kca.ok(&["tokens", "rotate-key"]).await.contains('2'));
+    kca.ok(&["tokens", "list"]).await;
+}
