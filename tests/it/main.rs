@@ -27,5 +27,6 @@ mod revocation;
 mod rotation;
 mod routes;
 mod schemathesis;
+mod store_conformance;
 mod tls;
 mod tokens;

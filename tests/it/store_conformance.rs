@@ -1,0 +1,476 @@
+//! The storage conformance suite: every behaviour of the `Store` interface, checked at the trait
+//! level (no HTTP server) against SQLite and Postgres alike, so the two backends cannot drift.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kca::clusters::{ClusterDraft, build_cluster};
+use kca::pki::crl::{RevocationReason, RevokedEntry};
+use kca::pki::seal::MasterKey;
+use kca::pki::{AuthorityKind, KeyAlgorithm, Serial};
+use kca::store::{
+    AuditEntry, AuthorityState, CertificateFilter, CertificateRecord, CertificateStatus, NewCluster,
+    SignedCrl, Store, StoreError, TokenRecord,
+};
+use kca::token::Scope;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::common::*;
+use crate::on_both_backends;
+
+on_both_backends!(
+    settings_keep_the_first_value,
+    clusters_are_created_found_listed_changed_and_deleted,
+    authorities_rotate_and_retire,
+    certificates_are_recorded_listed_and_revoked,
+    crl_numbers_strictly_increase_and_list_what_is_revoked,
+    the_audit_trail_filters_by_cluster_and_pages,
+    tokens_and_their_keys,
+);
+
+/// A fresh, migrated store of `backend`, kept alive with what it lives in.
+struct Fixture {
+    store: Arc<dyn Store>,
+    _dir: tempfile::TempDir,
+    _database: Option<PgDatabase>,
+}
+
+async fn open(backend: Backend) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let database = (backend == Backend::Postgres).then(PgDatabase::create);
+    let url = match &database {
+        Some(db) => db.url.clone(),
+        None => format!("sqlite://{}", dir.path().join("kca.db").display()),
+    };
+    let store = kca::store::connect(&url, 4).await.unwrap();
+    store.migrate().await.unwrap();
+    Fixture { store, _dir: dir, _database: database }
+}
+
+fn now() -> OffsetDateTime {
+    // The microsecond precision both databases keep.
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000).unwrap()
+}
+
+fn audit(action: &str, cluster_id: Option<Uuid>) -> AuditEntry {
+    AuditEntry {
+        at: now(),
+        actor: "conformance".into(),
+        action: action.into(),
+        object_type: "test".into(),
+        object_id: action.into(),
+        cluster_id,
+        remote_addr: Some("127.0.0.1".into()),
+        details: serde_json::json!({"action": action}),
+    }
+}
+
+fn new_cluster(name: &str) -> NewCluster {
+    let (master, _) = MasterKey::generate().unwrap();
+    let draft = ClusterDraft {
+        name: name.into(),
+        server: "https://k8s.example:6443".into(),
+        policy: Default::default(),
+        labels: [("env".to_string(), "test".to_string())].into(),
+        key_algorithm: KeyAlgorithm::P256,
+    };
+    build_cluster(draft, &master, now(), Duration::from_secs(86_400)).unwrap().new
+}
+
+fn certificate(
+    new: &NewCluster,
+    kind: AuthorityKind,
+    user: &str,
+    not_after: OffsetDateTime,
+) -> CertificateRecord {
+    let authority = new.authorities.iter().find(|a| a.kind == kind).unwrap();
+    CertificateRecord {
+        serial: Serial::random().unwrap().to_hex(),
+        cluster_id: new.cluster.id,
+        authority_id: authority.id,
+        kind,
+        generation: authority.generation,
+        profile: "user".into(),
+        common_name: user.into(),
+        groups: vec!["dev".into(), "ops".into()],
+        dns_names: vec![],
+        ip_addresses: vec![],
+        not_before: now() - time::Duration::minutes(5),
+        not_after,
+        fingerprint: "AB".repeat(32),
+        certificate_der: vec![0x30, 0x03, 0x02, 0x01, 0x01],
+        issued_by: "conformance".into(),
+        created_at: now(),
+        revoked_at: None,
+        revocation_reason: None,
+    }
+}
+
+/// A CRL signer that signs nothing: the store's part is numbering and choosing entries.
+fn fake_signer(
+    seen: &std::sync::Mutex<Vec<(u64, Vec<RevokedEntry>)>>,
+) -> impl Fn(u64, &[RevokedEntry]) -> Result<SignedCrl, kca::pki::PkiError> + Send + Sync + '_ {
+    move |number, entries| {
+        seen.lock().unwrap().push((number, entries.to_vec()));
+        Ok(SignedCrl {
+            der: format!("crl {number}").into_bytes(),
+            this_update: now(),
+            next_update: now() + time::Duration::days(1),
+        })
+    }
+}
+
+async fn audit_count(store: &dyn Store) -> usize {
+    store.list_audit(None, None, 1000).await.unwrap().len()
+}
+
+async fn settings_keep_the_first_value(backend: Backend) {
+    let f = open(backend).await;
+    assert_eq!(f.store.get_setting("k").await.unwrap(), None);
+    assert_eq!(f.store.insert_setting_if_absent("k", b"first").await.unwrap(), b"first");
+    assert_eq!(f.store.insert_setting_if_absent("k", b"second").await.unwrap(), b"first");
+    assert_eq!(f.store.get_setting("k").await.unwrap().as_deref(), Some(&b"first"[..]));
+}
+
+async fn clusters_are_created_found_listed_changed_and_deleted(backend: Backend) {
+    let f = open(backend).await;
+    let store = f.store.as_ref();
+    let a = new_cluster("alpha");
+    let b = new_cluster("beta");
+    store.create_cluster(&a, &audit("create", Some(a.cluster.id))).await.unwrap();
+    store.create_cluster(&b, &audit("create", Some(b.cluster.id))).await.unwrap();
+    let taken = new_cluster("alpha");
+    let before = audit_count(store).await;
+    assert!(matches!(
+        store.create_cluster(&taken, &audit("create", None)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(audit_count(store).await, before, "a refused change writes no audit event");
+    // Found by id and by name, equal to what was stored.
+    assert_eq!(store.find_cluster(&a.cluster.id.to_string()).await.unwrap(), a.cluster);
+    assert_eq!(store.find_cluster("alpha").await.unwrap(), a.cluster);
+    assert!(matches!(store.find_cluster("gamma").await, Err(StoreError::NotFound)));
+    // Listed by name, after a name, restricted to ids.
+    let names = |list: Vec<kca::store::ClusterRecord>| list.into_iter().map(|c| c.name).collect::<Vec<_>>();
+    assert_eq!(names(store.list_clusters(None, None, 10).await.unwrap()), ["alpha", "beta"]);
+    assert_eq!(names(store.list_clusters(Some("alpha"), None, 10).await.unwrap()), ["beta"]);
+    assert_eq!(names(store.list_clusters(None, None, 1).await.unwrap()), ["alpha"]);
+    assert_eq!(names(store.list_clusters(None, Some(&[b.cluster.id]), 10).await.unwrap()), ["beta"]);
+    assert!(store.list_clusters(None, Some(&[]), 10).await.unwrap().is_empty());
+    // Changed.
+    let mut changed = a.cluster.clone();
+    changed.server = "https://other.example:6443".into();
+    changed.policy.max_groups = 3;
+    changed.labels.insert("team".into(), "a".into());
+    changed.updated_at = now();
+    store.update_cluster(&changed, &audit("update", Some(a.cluster.id))).await.unwrap();
+    assert_eq!(store.find_cluster("alpha").await.unwrap(), changed);
+    let mut ghost = changed.clone();
+    ghost.id = Uuid::new_v4();
+    assert!(matches!(store.update_cluster(&ghost, &audit("update", None)).await, Err(StoreError::NotFound)));
+    // Five authorities, each with its first CRL.
+    let authorities = store.list_authorities(a.cluster.id).await.unwrap();
+    assert_eq!(authorities.len(), 5);
+    let ids: Vec<Uuid> = authorities.iter().map(|x| x.id).collect();
+    assert_eq!(store.current_crls(&ids).await.unwrap().len(), 5);
+    assert_eq!(store.get_authority(ids[0]).await.unwrap(), authorities[0]);
+    // Deleted, with everything below it; the audit trail stays.
+    let audited = audit_count(store).await;
+    store.delete_cluster(a.cluster.id, &audit("delete", Some(a.cluster.id))).await.unwrap();
+    assert!(matches!(store.find_cluster("alpha").await, Err(StoreError::NotFound)));
+    assert!(store.list_authorities(a.cluster.id).await.unwrap().is_empty());
+    assert!(store.current_crls(&ids).await.unwrap().is_empty());
+    assert_eq!(audit_count(store).await, audited + 1);
+    assert!(matches!(
+        store.delete_cluster(a.cluster.id, &audit("delete", None)).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn authorities_rotate_and_retire(backend: Backend) {
+    let f = open(backend).await;
+    let store = f.store.as_ref();
+    let new = new_cluster("rot");
+    store.create_cluster(&new, &audit("create", None)).await.unwrap();
+    let (master, _) = MasterKey::generate().unwrap();
+    let gen2 = kca::clusters::build_authority(
+        &new.cluster,
+        AuthorityKind::Operators,
+        2,
+        &master,
+        now(),
+        Duration::from_secs(86_400),
+    )
+    .unwrap();
+    store.rotate_authority(&gen2.record, &gen2.crl, &audit("rotate", None)).await.unwrap();
+    // The same generation again conflicts.
+    let again = kca::clusters::build_authority(
+        &new.cluster,
+        AuthorityKind::Operators,
+        2,
+        &master,
+        now(),
+        Duration::from_secs(86_400),
+    )
+    .unwrap();
+    assert!(matches!(
+        store.rotate_authority(&again.record, &again.crl, &audit("rotate", None)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let operators: Vec<_> = store
+        .list_authorities(new.cluster.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.kind == AuthorityKind::Operators)
+        .collect();
+    assert_eq!(
+        operators.iter().map(|a| (a.generation, a.state)).collect::<Vec<_>>(),
+        [(1, AuthorityState::Retiring), (2, AuthorityState::Active)]
+    );
+    let live = store.list_live_authorities().await.unwrap();
+    assert_eq!(live.iter().filter(|a| a.cluster_id == new.cluster.id).count(), 6);
+    // Retiring a generation that still vouches for a live certificate needs force, which revokes it.
+    let gen1 = &operators[0];
+    let live_cert = certificate(&new, AuthorityKind::Operators, "alice", now() + time::Duration::hours(1));
+    let expired = certificate(&new, AuthorityKind::Operators, "old", now() - time::Duration::hours(1));
+    store
+        .record_certificates(&[(live_cert.clone(), audit("issue", None)), (expired, audit("issue", None))])
+        .await
+        .unwrap();
+    let before = audit_count(store).await;
+    assert!(matches!(
+        store.retire_authority(gen1.id, false, &audit("retire", None)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(audit_count(store).await, before);
+    let revoked = store.retire_authority(gen1.id, true, &audit("retire", None)).await.unwrap();
+    assert_eq!(revoked, [live_cert.serial.clone()]);
+    let record = store.get_certificate(new.cluster.id, &live_cert.serial).await.unwrap();
+    assert_eq!(record.revocation_reason, Some(RevocationReason::CessationOfOperation));
+    assert_eq!(store.get_authority(gen1.id).await.unwrap().state, AuthorityState::Retired);
+    assert!(store.current_crls(&[gen1.id]).await.unwrap().is_empty(), "a retired generation has no CRL");
+}
+
+async fn certificates_are_recorded_listed_and_revoked(backend: Backend) {
+    let f = open(backend).await;
+    let store = f.store.as_ref();
+    let new = new_cluster("certs");
+    store.create_cluster(&new, &audit("create", None)).await.unwrap();
+    let hour = time::Duration::hours(1);
+    let alice1 = certificate(&new, AuthorityKind::Operators, "alice", now() + hour);
+    let alice2 = certificate(&new, AuthorityKind::Operators, "alice", now() + hour);
+    let bob = certificate(&new, AuthorityKind::Operators, "bob", now() + hour);
+    let old = certificate(&new, AuthorityKind::Operators, "alice", now() - hour);
+    let batch: Vec<_> = [&alice1, &alice2, &bob, &old]
+        .iter()
+        .map(|c| ((*c).clone(), audit("issue", Some(new.cluster.id))))
+        .collect();
+    store.record_certificates(&batch).await.unwrap();
+    // A serial is unique: a batch repeating one fails whole.
+    let repeat = vec![
+        (certificate(&new, AuthorityKind::Operators, "x", now() + hour), audit("issue", None)),
+        (bob.clone(), audit("issue", None)),
+    ];
+    assert!(store.record_certificates(&repeat).await.is_err());
+    assert!(matches!(
+        store.get_certificate(new.cluster.id, &repeat[0].0.serial).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.get_certificate(new.cluster.id, &bob.serial).await.unwrap(), bob);
+    assert!(matches!(store.get_certificate(Uuid::new_v4(), &bob.serial).await, Err(StoreError::NotFound)));
+    let list =
+        |user: Option<&str>, status: Option<CertificateStatus>, before_seq: Option<i64>, limit: u32| {
+            let filter = CertificateFilter { common_name: user.map(String::from), status, before_seq, limit };
+            async move { store.list_certificates(new.cluster.id, &filter, now()).await.unwrap() }
+        };
+    let serials =
+        |page: Vec<(i64, CertificateRecord)>| page.into_iter().map(|(_, c)| c.serial).collect::<Vec<_>>();
+    assert_eq!(
+        serials(list(None, None, None, 10).await),
+        [old.serial.clone(), bob.serial.clone(), alice2.serial.clone(), alice1.serial.clone()]
+    );
+    assert_eq!(
+        serials(list(Some("alice"), Some(CertificateStatus::Active), None, 10).await),
+        [alice2.serial.clone(), alice1.serial.clone()]
+    );
+    assert_eq!(serials(list(None, Some(CertificateStatus::Expired), None, 10).await), [old.serial.clone()]);
+    let first = list(None, None, None, 2).await;
+    assert_eq!(
+        serials(list(None, None, Some(first[1].0), 10).await),
+        [alice2.serial.clone(), alice1.serial.clone()]
+    );
+    // Revoking one: once, then again changes nothing.
+    let (record, now_revoked) = store
+        .revoke_certificate(
+            new.cluster.id,
+            &bob.serial,
+            RevocationReason::KeyCompromise,
+            &audit("revoke", None),
+        )
+        .await
+        .unwrap();
+    assert!(now_revoked && record.revoked_at.is_some());
+    let audited = audit_count(store).await;
+    let (again, now_revoked) = store
+        .revoke_certificate(new.cluster.id, &bob.serial, RevocationReason::Superseded, &audit("revoke", None))
+        .await
+        .unwrap();
+    assert!(!now_revoked);
+    assert_eq!(again.revocation_reason, Some(RevocationReason::KeyCompromise));
+    assert_eq!(audit_count(store).await, audited, "revoking again writes no audit event");
+    assert!(matches!(
+        store
+            .revoke_certificate(new.cluster.id, "00FF", RevocationReason::Unspecified, &audit("revoke", None))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(serials(list(None, Some(CertificateStatus::Revoked), None, 10).await), [bob.serial.clone()]);
+    // Revoking a user: the live ones only.
+    let revoked = store
+        .revoke_by_common_name(
+            new.cluster.id,
+            "alice",
+            RevocationReason::Unspecified,
+            &audit("revoke_user", None),
+        )
+        .await
+        .unwrap();
+    let mut got: Vec<_> = revoked.into_iter().map(|c| c.serial).collect();
+    got.sort();
+    let mut want = vec![alice1.serial.clone(), alice2.serial.clone()];
+    want.sort();
+    assert_eq!(got, want);
+    let operators: Vec<Uuid> =
+        new.authorities.iter().filter(|a| a.kind == AuthorityKind::Operators).map(|a| a.id).collect();
+    let mut revoked_serials: Vec<_> =
+        store.list_revoked_serials(&operators, now()).await.unwrap().into_iter().map(|(s, _)| s).collect();
+    revoked_serials.sort();
+    let mut want = vec![alice1.serial, alice2.serial, bob.serial];
+    want.sort();
+    assert_eq!(revoked_serials, want);
+}
+
+async fn crl_numbers_strictly_increase_and_list_what_is_revoked(backend: Backend) {
+    let f = open(backend).await;
+    let store = f.store.as_ref();
+    let new = new_cluster("crl");
+    store.create_cluster(&new, &audit("create", None)).await.unwrap();
+    let operators = new.authorities.iter().find(|a| a.kind == AuthorityKind::Operators).unwrap();
+    let cert = certificate(&new, AuthorityKind::Operators, "alice", now() + time::Duration::hours(1));
+    store.record_certificates(&[(cert.clone(), audit("issue", None))]).await.unwrap();
+    store
+        .revoke_certificate(
+            new.cluster.id,
+            &cert.serial,
+            RevocationReason::KeyCompromise,
+            &audit("revoke", None),
+        )
+        .await
+        .unwrap();
+    let seen = std::sync::Mutex::new(Vec::new());
+    let signer = fake_signer(&seen);
+    let cutoff = now() - time::Duration::days(1);
+    let first = store.publish_crl(operators.id, cutoff, &signer).await.unwrap();
+    let second = store.publish_crl(operators.id, cutoff, &signer).await.unwrap();
+    assert!(first.number > 1 && second.number == first.number + 1);
+    assert_eq!(second.entries, 1);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen[0].1[0].serial.to_hex(), cert.serial);
+    assert_eq!(seen[0].1[0].reason, RevocationReason::KeyCompromise);
+    let current = store.current_crls(&[operators.id]).await.unwrap();
+    assert_eq!(current[0].number, second.number);
+    assert_eq!(current[0].der, format!("crl {}", second.number).into_bytes());
+    assert!(matches!(store.publish_crl(Uuid::new_v4(), cutoff, &signer).await, Err(StoreError::NotFound)));
+}
+
+async fn the_audit_trail_filters_by_cluster_and_pages(backend: Backend) {
+    let f = open(backend).await;
+    let store = f.store.as_ref();
+    let (a, b) = (new_cluster("a"), new_cluster("b"));
+    store.create_cluster(&a, &audit("create-a", Some(a.cluster.id))).await.unwrap();
+    store.create_cluster(&b, &audit("create-b", Some(b.cluster.id))).await.unwrap();
+    store.update_cluster(&a.cluster, &audit("update-a", Some(a.cluster.id))).await.unwrap();
+    let all = store.list_audit(None, None, 10).await.unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.entry.action.as_str()).collect::<Vec<_>>(),
+        ["update-a", "create-b", "create-a"]
+    );
+    assert_eq!(all[0].entry, audit("update-a", Some(a.cluster.id)).with_at(all[0].entry.at));
+    let only_a = store.list_audit(None, Some(&[a.cluster.id]), 10).await.unwrap();
+    assert_eq!(only_a.iter().map(|r| r.entry.action.as_str()).collect::<Vec<_>>(), ["update-a", "create-a"]);
+    let page = store.list_audit(Some(all[0].id), None, 1).await.unwrap();
+    assert_eq!(page[0].entry.action, "create-b");
+    assert!(store.list_audit(None, Some(&[]), 10).await.unwrap().is_empty());
+}
+
+trait WithAt {
+    fn with_at(self, at: OffsetDateTime) -> Self;
+}
+
+impl WithAt for AuditEntry {
+    fn with_at(mut self, at: OffsetDateTime) -> Self {
+        self.at = at;
+        self
+    }
+}
+
+async fn tokens_and_their_keys(backend: Backend) {
+    let f = open(backend).await;
+    let store = f.store.as_ref();
+    assert!(store.list_token_keys().await.unwrap().is_empty());
+    store.insert_token_key(1, b"sealed-1", now(), None).await.unwrap();
+    assert!(matches!(store.insert_token_key(1, b"again", now(), None).await, Err(StoreError::Conflict(_))));
+    store.insert_token_key(2, b"sealed-2", now(), Some(&audit("token_key.rotate", None))).await.unwrap();
+    let token = |key_id: i32, expires_at: OffsetDateTime| TokenRecord {
+        id: Uuid::new_v4(),
+        subject: "ci".into(),
+        scopes: vec![Scope::Read, Scope::KubeconfigsIssue],
+        clusters: vec![Uuid::new_v4().to_string()],
+        groups: Some(vec!["team-*".into()]),
+        max_ttl: Some(600),
+        key_id,
+        created_by: "conformance".into(),
+        created_at: now(),
+        expires_at,
+        last_used_at: None,
+        revoked_at: None,
+    };
+    let live = token(1, now() + time::Duration::hours(1));
+    let expired = token(2, now() - time::Duration::hours(1));
+    store.insert_token(&live, &audit("token.create", None)).await.unwrap();
+    store.insert_token(&expired, &audit("token.create", None)).await.unwrap();
+    assert_eq!(store.get_token(live.id).await.unwrap(), live);
+    assert!(matches!(store.get_token(Uuid::new_v4()).await, Err(StoreError::NotFound)));
+    // Keys know until when their tokens live.
+    let keys = store.list_token_keys().await.unwrap();
+    assert_eq!(
+        keys.iter().map(|k| (k.id, k.sealed_key.clone())).collect::<Vec<_>>(),
+        [(1, b"sealed-1".to_vec()), (2, b"sealed-2".to_vec())]
+    );
+    assert_eq!(keys[0].last_token_expiry, Some(live.expires_at));
+    assert_eq!(keys[1].last_token_expiry, Some(expired.expires_at));
+    // Uses move forward only.
+    let used = now();
+    store.touch_tokens(&[(live.id, used)]).await.unwrap();
+    store.touch_tokens(&[(live.id, used - time::Duration::minutes(1))]).await.unwrap();
+    assert_eq!(store.get_token(live.id).await.unwrap().last_used_at, Some(used));
+    // Listed newest first, paged.
+    let page = store.list_tokens(None, 10).await.unwrap();
+    assert_eq!(page.iter().map(|(_, t)| t.id).collect::<Vec<_>>(), [expired.id, live.id]);
+    assert_eq!(store.list_tokens(Some(page[0].0), 10).await.unwrap().len(), 1);
+    // Revoked once; the unexpired revoked ones are listed.
+    let revoked = store.revoke_token(live.id, used, &audit("token.revoke", None)).await.unwrap();
+    assert_eq!(revoked.revoked_at, Some(used));
+    let audited = audit_count(store).await;
+    store.revoke_token(live.id, now(), &audit("token.revoke", None)).await.unwrap();
+    assert_eq!(audit_count(store).await, audited, "revoking again writes no audit event");
+    store.revoke_token(expired.id, used, &audit("token.revoke", None)).await.unwrap();
+    assert_eq!(store.list_revoked_tokens(now()).await.unwrap(), [live.id]);
+    assert!(matches!(
+        store.revoke_token(Uuid::new_v4(), now(), &audit("x", None)).await,
+        Err(StoreError::NotFound)
+    ));
+}
