@@ -1,0 +1,64 @@
+//! Regression tests for the security findings of the authorization review: each failed before
+//! its fix.
+
+use reqwest::Method;
+
+use crate::common::*;
+use kca::token::Scope;
+
+/// Invented HTTP methods must not become label values: `/metrics` stays small and lists none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invented_methods_do_not_grow_the_metrics() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let admin = server.token(&[Scope::Admin]);
+    server.create_cluster(&admin, "prod").await;
+    let (_, _, baseline) = server.send(Method::GET, "/metrics", None, None).await;
+
+    let filler = "X".repeat(2000);
+    for i in 0..50 {
+        let method = Method::from_bytes(format!("INVENTED{filler}{i}").as_bytes()).unwrap();
+        let path = if i % 2 == 0 { "/healthz" } else { "/no/such/path" };
+        let response = server.client.request(method, format!("{}{path}", server.url)).send().await.unwrap();
+        assert!(response.status().is_client_error(), "{path}: {}", response.status());
+    }
+
+    let (status, _, text) = server.send(Method::GET, "/metrics", None, None).await;
+    assert_eq!(status, 200);
+    assert!(
+        text.len() < baseline.len() + 16 * 1024,
+        "/metrics grew from {} to {} bytes after 50 requests with invented methods",
+        baseline.len(),
+        text.len()
+    );
+    assert!(!text.contains("INVENTED"), "/metrics lists an invented method");
+    assert!(text.contains("method=\"other\""), "invented methods are counted as other:\n{text}");
+}
+
+/// With public reads off, `/metrics` (which names every cluster) needs a `read` token valid for
+/// every cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_need_a_read_token_when_public_reads_are_off() {
+    let server = TestServer::start_with(Backend::Sqlite, |args| args.public_read = false).await;
+    let admin = server.token(&[Scope::Admin]);
+    server.create_cluster(&admin, "secret-prod").await;
+
+    let (status, headers, text) = server.send(Method::GET, "/metrics", None, None).await;
+    assert_eq!(status, 401, "unauthenticated /metrics with public reads off: {text}");
+    assert_eq!(headers["content-type"], "application/problem+json");
+    assert!(!text.contains("secret-prod"), "{text}");
+
+    let issuer = server.token(&[Scope::KubeconfigsIssue]);
+    let (status, _, text) = server.send(Method::GET, "/metrics", Some(&issuer), None).await;
+    assert_eq!(status, 403, "a token without the read scope: {text}");
+
+    // The metrics name every cluster: a token limited to some clusters does not see them.
+    let limited = server.token_for(&[Scope::Read], &["other"]);
+    let (status, _, text) = server.send(Method::GET, "/metrics", Some(&limited), None).await;
+    assert_eq!(status, 403, "a read token limited to other clusters: {text}");
+    assert!(!text.contains("secret-prod"), "{text}");
+
+    let reader = server.token(&[Scope::Read]);
+    let (status, _, text) = server.send(Method::GET, "/metrics", Some(&reader), None).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("cluster=\"secret-prod\""), "{text}");
+}
