@@ -2,6 +2,7 @@
 //! its fix.
 
 use reqwest::Method;
+use serde_json::json;
 
 use crate::common::*;
 use kca::token::Scope;
@@ -61,4 +62,52 @@ async fn metrics_need_a_read_token_when_public_reads_are_off() {
     let (status, _, text) = server.send(Method::GET, "/metrics", Some(&reader), None).await;
     assert_eq!(status, 200, "{text}");
     assert!(text.contains("cluster=\"secret-prod\""), "{text}");
+}
+
+/// The YAML download's file name cannot carry a second parameter, quotes, or raw non-ASCII.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_download_file_name_cannot_inject_parameters() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let admin = server.token(&[Scope::Admin]);
+    server.create_cluster(&admin, "prod").await;
+
+    for (user, fallback, encoded) in [
+        (
+            "x\"; filename=\"evil.sh",
+            "kubeconfig-prod-x___filename__evil.sh.yaml",
+            "kubeconfig-prod-x%22%3B%20filename%3D%22evil.sh.yaml",
+        ),
+        ("a\\b;c", "kubeconfig-prod-a_b_c.yaml", "kubeconfig-prod-a%5Cb%3Bc.yaml"),
+        ("José Ñ", "kubeconfig-prod-Jos___.yaml", "kubeconfig-prod-Jos%C3%A9%20%C3%91.yaml"),
+        ("alice", "kubeconfig-prod-alice.yaml", "kubeconfig-prod-alice.yaml"),
+    ] {
+        let response = server
+            .client
+            .post(format!("{}/v1/clusters/prod/kubeconfigs", server.url))
+            .bearer_auth(&admin)
+            .header("accept", "application/yaml")
+            .json(&json!({"user": user}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{user}");
+        let disposition = response
+            .headers()
+            .get("content-disposition")
+            .unwrap_or_else(|| panic!("{user}: no Content-Disposition"))
+            .as_bytes()
+            .to_vec();
+        let disposition = String::from_utf8(disposition).unwrap();
+        assert!(disposition.is_ascii(), "{user}: {disposition}");
+        assert_eq!(
+            disposition.matches("filename=").count(),
+            1,
+            "{user}: one filename parameter expected in {disposition}"
+        );
+        assert_eq!(
+            disposition,
+            format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"),
+            "{user}"
+        );
+    }
 }
