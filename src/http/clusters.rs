@@ -161,7 +161,7 @@ pub async fn create_cluster(
     Json(request): Json<NewClusterRequest>,
 ) -> Result<Response, ApiError> {
     caller.require_for_cluster(Scope::ClustersWrite, &request.name)?;
-    let draft = ClusterDraft::from(request);
+    let mut draft = ClusterDraft::from(request);
     draft.validate()?;
     let now = app.now();
     let crl_validity = app.settings.crl_validity;
@@ -298,8 +298,7 @@ fn apply_patch(
 ) -> Result<ClusterRecord, ApiError> {
     let mut updated = current.clone();
     if let Some(server) = patch.server {
-        validate_server_url(&server)?;
-        updated.server = server;
+        updated.server = validate_server_url(&server)?;
     }
     if let Some(policy_patch) = patch.policy {
         let mut policy = serde_json::to_value(&current.policy).map_err(ApiError::internal)?;

@@ -111,3 +111,59 @@ async fn the_download_file_name_cannot_inject_parameters() {
         );
     }
 }
+
+/// A server URL with a control character or a line separator anywhere is refused, on create and
+/// on update; what is stored is the parsed URL's normal form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_urls_with_control_characters_are_refused() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let admin = server.token(&[Scope::Admin]);
+    server.create_cluster(&admin, "prod").await;
+
+    for bad in [
+        "https://k8s.example:6443\n",
+        "https://k8s.example:6443\u{2028}",
+        "https://k8s.example:6443/\u{2028}",
+        "https://k8s.example:6443/\u{2029}x",
+        "\thttps://k8s.example:6443",
+        " https://k8s.example:6443",
+        "https://k8s.example:6443/a\u{0}b",
+        "https://k8s.example:6443/a\u{85}b",
+        "https://k8s.example:6443\r",
+    ] {
+        let body = json!({"name": "other", "server": bad});
+        let (status, _, text) = server.send(Method::POST, "/v1/clusters", Some(&admin), Some(body)).await;
+        assert_eq!(status, 422, "create with server {bad:?}: {text}");
+        let problem: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(problem["field"], "server", "{bad:?}");
+
+        let patch = json!({"server": bad});
+        let (status, _, text) =
+            server.send(Method::PATCH, "/v1/clusters/prod", Some(&admin), Some(patch)).await;
+        assert_eq!(status, 422, "update with server {bad:?}: {text}");
+    }
+    let prod = server.json(Method::GET, "/v1/clusters/prod", Some(&admin), None, 200).await;
+    assert_eq!(prod["server"], "https://k8s.example:6443");
+
+    // Stored in normal form: host lowercased, default port dropped, no root slash added.
+    let created = server
+        .json(
+            Method::POST,
+            "/v1/clusters",
+            Some(&admin),
+            Some(json!({"name": "upper", "server": "https://K8S.Example:443"})),
+            201,
+        )
+        .await;
+    assert_eq!(created["server"], "https://k8s.example");
+    let patched = server
+        .json(
+            Method::PATCH,
+            "/v1/clusters/upper",
+            Some(&admin),
+            Some(json!({"server": "https://K8S.Example:6443/Proxy/"})),
+            200,
+        )
+        .await;
+    assert_eq!(patched["server"], "https://k8s.example:6443/Proxy/");
+}
