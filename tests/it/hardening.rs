@@ -167,3 +167,72 @@ async fn server_urls_with_control_characters_are_refused() {
         .await;
     assert_eq!(patched["server"], "https://k8s.example:6443/Proxy/");
 }
+
+/// An RSA key pair and a CSR for it, made by openssl in `dir`.
+fn openssl_rsa_csr(dir: &std::path::Path, name: &str, keygen: &[&str]) -> String {
+    let key = dir.join(format!("{name}.key"));
+    let csr = dir.join(format!("{name}.csr"));
+    let mut args = keygen.to_vec();
+    args.extend(["-out", key.to_str().unwrap()]);
+    run_ok("openssl", &args);
+    run_ok(
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-sha256",
+            "-key",
+            key.to_str().unwrap(),
+            "-subj",
+            "/CN=mallory",
+            "-out",
+            csr.to_str().unwrap(),
+        ],
+    );
+    std::fs::read_to_string(csr).unwrap()
+}
+
+/// RSA CSR keys need e = 65537 and 2048 to 8192 bits, and the refusal says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weak_rsa_keys_in_csrs_are_refused_with_the_reason() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let admin = server.token(&[Scope::Admin]);
+    server.create_cluster(&admin, "prod").await;
+    let scratch = tempfile::tempdir().unwrap();
+    let rsa = |bits: &'static str, exponent: &'static str| {
+        let bits = format!("rsa_keygen_bits:{bits}");
+        let exponent = format!("rsa_keygen_pubexp:{exponent}");
+        let name = format!("{bits}-{exponent}").replace(':', "_");
+        openssl_rsa_csr(
+            scratch.path(),
+            &name,
+            &["genpkey", "-algorithm", "RSA", "-pkeyopt", &bits, "-pkeyopt", &exponent],
+        )
+    };
+    let issue = |csr: String| {
+        server.send(
+            Method::POST,
+            "/v1/clusters/prod/kubeconfigs",
+            Some(&admin),
+            Some(json!({"user": "alice", "csr_pem": csr})),
+        )
+    };
+
+    let (status, _, text) = issue(rsa("2048", "65537")).await;
+    assert_eq!(status, 201, "RSA-2048, e = 65537: {text}");
+
+    for (bits, exponent, expected) in
+        [("2048", "3", "65537"), ("2048", "17", "65537"), ("1024", "65537", "2048 bits")]
+    {
+        let (status, _, text) = issue(rsa(bits, exponent)).await;
+        assert_eq!(status, 422, "RSA-{bits}, e = {exponent}: {text}");
+        let problem: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let detail = problem["detail"].as_str().unwrap();
+        assert_eq!(problem["field"], "csr_pem");
+        assert!(
+            detail.contains(expected),
+            "RSA-{bits}, e = {exponent}: {detail:?} should mention {expected}"
+        );
+        assert!(!detail.contains("does not verify"), "RSA-{bits}, e = {exponent}: {detail:?}");
+    }
+}
