@@ -236,3 +236,53 @@ async fn weak_rsa_keys_in_csrs_are_refused_with_the_reason() {
         assert!(!detail.contains("does not verify"), "RSA-{bits}, e = {exponent}: {detail:?}");
     }
 }
+
+fn mode_of(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o777
+}
+
+/// `kca.db` (sealed keys, the token log) and its WAL and shared-memory files are 0600 like
+/// `master.key`, new or found group- or world-readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_files_are_private() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let admin = server.token(&[Scope::Admin]);
+    server.create_cluster(&admin, "prod").await;
+    server
+        .json(Method::POST, "/v1/clusters/prod/kubeconfigs", Some(&admin), Some(json!({"user": "a"})), 201)
+        .await;
+    let dir = server.data_dir.path().to_path_buf();
+    assert_eq!(mode_of(&dir.join("master.key")), 0o600, "master.key");
+    for name in ["kca.db", "kca.db-wal", "kca.db-shm"] {
+        assert_eq!(
+            mode_of(&dir.join(name)),
+            0o600,
+            "{name} of a new database: {:o}",
+            mode_of(&dir.join(name))
+        );
+    }
+
+    // A database an older kca left readable to all is made private when it is opened.
+    let (data_dir, database) = server.stop().await;
+    let dir = data_dir.path().to_path_buf();
+    for name in ["kca.db", "kca.db-wal", "kca.db-shm"] {
+        let path = dir.join(name);
+        if path.exists() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+    let server = TestServer::resume(data_dir, database).await;
+    server
+        .json(Method::POST, "/v1/clusters/prod/kubeconfigs", Some(&admin), Some(json!({"user": "b"})), 201)
+        .await;
+    for name in ["kca.db", "kca.db-wal", "kca.db-shm"] {
+        assert_eq!(
+            mode_of(&dir.join(name)),
+            0o600,
+            "{name} of a reopened database: {:o}",
+            mode_of(&dir.join(name))
+        );
+    }
+}
