@@ -35,9 +35,21 @@ pub fn sign_crl_now(
     Ok(SignedCrl { der, this_update: window.this_update, next_update: window.next_update })
 }
 
-/// `https://host[:port][/path]`: where kube-apiserver listens; it goes into kubeconfigs.
-pub fn validate_server_url(server: &str) -> Result<(), FieldError> {
+/// `https://host[:port][/path]`: where kube-apiserver listens; it goes into kubeconfigs. Answers
+/// the URL in normal form, which is what is stored: the parsed URL (host lowercased, IDNA to
+/// punycode, default port dropped, path percent-encoded), without the `/` the parser gives an
+/// empty path unless the client wrote it.
+pub fn validate_server_url(server: &str) -> Result<String, FieldError> {
     let invalid = |detail: &str| FieldError::new("server", detail);
+    if server.len() > 2048 {
+        return Err(invalid("must be at most 2048 characters"));
+    }
+    // Checked on the raw text: the URL parser silently drops leading and trailing C0 controls and
+    // spaces (and tabs and newlines anywhere), so the text as sent could differ from the URL
+    // checked; and U+2028/U+2029 are line breaks to YAML and JavaScript.
+    if server.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(invalid("must not contain control characters, whitespace or line separators"));
+    }
     let url = url::Url::parse(server).map_err(|e| invalid(&format!("not a URL: {e}")))?;
     if url.scheme() != "https" {
         return Err(invalid("must be an https:// URL"));
@@ -51,10 +63,14 @@ pub fn validate_server_url(server: &str) -> Result<(), FieldError> {
     if url.query().is_some() || url.fragment().is_some() {
         return Err(invalid("must not have a query or fragment"));
     }
-    if server.len() > 2048 {
+    let mut normal = url.as_str();
+    if url.path() == "/" && !server.ends_with('/') {
+        normal = normal.strip_suffix('/').unwrap_or(normal);
+    }
+    if normal.len() > 2048 {
         return Err(invalid("must be at most 2048 characters"));
     }
-    Ok(())
+    Ok(normal.to_string())
 }
 
 /// Up to 64 labels; keys of 1-63 characters `[A-Za-z0-9._/-]`, values up to 256 printable characters.
@@ -93,9 +109,10 @@ pub struct ClusterDraft {
 }
 
 impl ClusterDraft {
-    pub fn validate(&self) -> Result<(), FieldError> {
+    /// Check every field; the server URL is replaced by its normal form.
+    pub fn validate(&mut self) -> Result<(), FieldError> {
         validate_cluster_name(&self.name)?;
-        validate_server_url(&self.server)?;
+        self.server = validate_server_url(&self.server)?;
         self.policy.validate()?;
         validate_labels(&self.labels)
     }
@@ -224,6 +241,54 @@ mod tests {
         for bad in ["http://k8s:6443", "k8s:6443", "https://user:pw@k8s", "https://k8s/?a=b", "ftp://x"] {
             assert!(validate_server_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn server_urls_with_control_characters_or_separators_are_refused() {
+        for bad in [
+            "https://k8s:6443\n",
+            "https://k8s:6443\r\n",
+            "https://k8s:6443\u{2028}",
+            "https://k8s:6443/\u{2029}",
+            "https://k8s:6443/a\tb",
+            "\u{0}https://k8s:6443",
+            " https://k8s:6443",
+            "https://k8s:6443 ",
+            "https://k8s:6443/\u{7f}",
+            "https://k8s:6443/\u{85}",
+            "https://k8s:6443/\u{a0}",
+            "https://k\n8s:6443",
+        ] {
+            let err = validate_server_url(bad).expect_err(bad);
+            assert_eq!(err.field, "server");
+            assert!(err.detail.contains("control characters"), "{bad:?}: {}", err.detail);
+        }
+    }
+
+    #[test]
+    fn server_urls_are_stored_in_normal_form() {
+        for (given, stored) in [
+            ("https://k8s.example:6443", "https://k8s.example:6443"),
+            ("https://k8s.example:6443/", "https://k8s.example:6443/"),
+            ("https://K8S.Example:443", "https://k8s.example"),
+            ("https://10.0.0.1:6443/proxy/a/../b", "https://10.0.0.1:6443/proxy/b"),
+            ("https://[::1]:6443", "https://[::1]:6443"),
+            ("https://bücher.example:6443", "https://xn--bcher-kva.example:6443"),
+            ("https://k8s:6443/%7euser/é", "https://k8s:6443/%7euser/%C3%A9"),
+        ] {
+            assert_eq!(validate_server_url(given).as_deref(), Ok(stored), "{given}");
+            // The normal form is its own normal form.
+            assert_eq!(validate_server_url(stored).as_deref(), Ok(stored), "{stored}");
+        }
+        let mut draft = ClusterDraft {
+            name: "prod".into(),
+            server: "https://K8S:6443".into(),
+            policy: IssuancePolicy::default(),
+            labels: BTreeMap::new(),
+            key_algorithm: KeyAlgorithm::P256,
+        };
+        draft.validate().unwrap();
+        assert_eq!(draft.server, "https://k8s:6443");
     }
 
     #[test]

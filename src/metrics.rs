@@ -54,9 +54,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// One answered request, by matched route (never the raw path: bounded cardinality).
+    /// One answered request, by method and matched route (never the raw path: bounded
+    /// cardinality). `route` is the route's pattern or `unmatched`; `method` is bounded here by
+    /// [`method_label`].
     pub fn observe_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
-        let labels: Labels = vec![("method", method.to_string()), ("route", route.to_string())];
+        let labels: Labels = vec![("method", method_label(method).to_string()), ("route", route.to_string())];
         let mut with_status = labels.clone();
         with_status.push(("status", status.to_string()));
         self.requests.add(with_status, 1);
@@ -129,6 +131,24 @@ impl Metrics {
     }
 }
 
+/// The `method` label of a request: one of the standard methods, else `other`. Clients choose
+/// the method (any token, of any length); each distinct label value would be a time series kept
+/// for the life of the process.
+pub fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "other",
+    }
+}
+
 /// `{a="x",b="y"}` with label values escaped, or nothing without labels.
 pub fn format_labels(labels: &[(&'static str, String)]) -> String {
     if labels.is_empty() {
@@ -176,6 +196,25 @@ mod tests {
         assert!(out.contains(
             "kca_certificates_issued_total{cluster=\"prod\",authority=\"operators\",profile=\"user\"} 1"
         ));
+    }
+
+    #[test]
+    fn invented_methods_share_one_label() {
+        let metrics = Metrics::default();
+        for i in 0..20 {
+            let method = format!("INVENTED{}{i}", "X".repeat(1000));
+            metrics.observe_request(&method, "unmatched", 405, Duration::from_millis(1));
+        }
+        metrics.observe_request("get", "unmatched", 405, Duration::from_millis(1));
+        metrics.observe_request("DELETE", "/v1/clusters/{cluster}", 204, Duration::from_millis(1));
+        let mut out = String::new();
+        metrics.render_counters(&mut out);
+        assert!(!out.contains("INVENTED"), "{out}");
+        assert!(
+            out.contains("kca_http_requests_total{method=\"other\",route=\"unmatched\",status=\"405\"} 21")
+        );
+        assert!(out.contains("method=\"DELETE\""));
+        assert!(out.len() < 8 * 1024, "{} bytes", out.len());
     }
 
     #[test]

@@ -48,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
 
 /// `POST /v1/clusters`, up to the CA generation.
 fn new_cluster(request: NewClusterRequest) {
-    let draft = ClusterDraft::from(request);
+    let mut draft = ClusterDraft::from(request);
     if draft.validate().is_ok() {
         // A policy that validated decides requests without trouble.
         decide_all(&draft.policy);

@@ -162,7 +162,7 @@ pub async fn create_cluster(
 ) -> Result<Response, ApiError> {
     // A token limited to some clusters cannot name one that does not exist yet.
     let claims = caller.require_unrestricted(Scope::ClustersWrite)?;
-    let draft = ClusterDraft::from(request);
+    let mut draft = ClusterDraft::from(request);
     draft.validate()?;
     require_admin_for_privileged(claims, &IssuancePolicy::default(), &draft.policy)?;
     let now = app.now();
@@ -320,8 +320,7 @@ fn apply_patch(
 ) -> Result<ClusterRecord, ApiError> {
     let mut updated = current.clone();
     if let Some(server) = patch.server {
-        validate_server_url(&server)?;
-        updated.server = server;
+        updated.server = validate_server_url(&server)?;
     }
     if let Some(policy_patch) = patch.policy {
         let mut policy = serde_json::to_value(&current.policy).map_err(ApiError::internal)?;

@@ -57,9 +57,66 @@ pub fn cacheable<B: Into<Body>>(
     response
 }
 
+/// `Content-Disposition: attachment` for a file named `name` (RFC 6266): a `filename` with only
+/// ASCII letters, digits, `-`, `.` and `_` (anything else becomes `_`), for clients that know no
+/// better, and the exact name as `filename*` (RFC 8187, UTF-8, percent-encoded). Nothing a client
+/// chose can close the quoted string or add a parameter.
+pub fn attachment(name: &str) -> HeaderValue {
+    let fallback: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') { c } else { '_' })
+        .collect();
+    let mut encoded = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    HeaderValue::from_str(&format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"))
+        .expect("only visible ASCII")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attachment_names_cannot_add_parameters() {
+        let value = attachment("kubeconfig-prod-x\"; filename=\"evil.sh.yaml");
+        assert_eq!(
+            value.to_str().unwrap(),
+            "attachment; filename=\"kubeconfig-prod-x___filename__evil.sh.yaml\"; \
+             filename*=UTF-8''kubeconfig-prod-x%22%3B%20filename%3D%22evil.sh.yaml"
+        );
+        for name in ["a\\b", "a\r\nSet-Cookie: x=y", "\u{2028}", "José", "a%41", "../../etc/passwd"] {
+            let value = attachment(name);
+            let text = value.to_str().unwrap();
+            let (quoted, extended) = text
+                .strip_prefix("attachment; filename=\"")
+                .and_then(|rest| rest.split_once("\"; filename*=UTF-8''"))
+                .unwrap_or_else(|| panic!("{name:?}: {text}"));
+            assert!(quoted.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)), "{text}");
+            assert!(extended.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~%".contains(&b)), "{text}");
+            assert_eq!(percent_decode(extended), name);
+        }
+    }
+
+    fn percent_decode(text: &str) -> String {
+        let mut bytes = Vec::new();
+        let mut rest = text.as_bytes();
+        while let Some((&first, tail)) = rest.split_first() {
+            if first == b'%' {
+                bytes.push(u8::from_str_radix(std::str::from_utf8(&tail[..2]).unwrap(), 16).unwrap());
+                rest = &tail[2..];
+            } else {
+                bytes.push(first);
+                rest = tail;
+            }
+        }
+        String::from_utf8(bytes).unwrap()
+    }
 
     #[test]
     fn if_none_match_accepts_lists_weak_tags_and_star() {

@@ -1,5 +1,8 @@
 //! Operations: `/healthz` (the process is up), `/readyz` (the database answers and the keys open)
 //! and `/metrics` (Prometheus).
+//!
+//! `/metrics` names every cluster (in the CRL and CA gauges and the issuance counters): with
+//! public reads off it needs a `read` token valid for all clusters, as a scraper would hold.
 
 use axum::extract::State;
 use axum::http::header;
@@ -7,9 +10,11 @@ use axum::response::IntoResponse;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::auth::Caller;
 use super::error::{ApiError, ProblemResponses};
 use super::extract::Json;
 use crate::app::AppState;
+use crate::token::Scope;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -47,11 +52,20 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Health>, ApiErro
 
 /// Prometheus metrics: requests by route and status, latency histograms, certificates issued and
 /// revoked, CRL age and next update and CA expiry per authority, database pool state, build info.
+/// Open to all unless public reads are off; then a `read` token valid for every cluster.
 #[utoipa::path(
     get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String))
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+        ProblemResponses,
+    ),
+    security((), ("bearer" = []))
 )]
-pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+pub async fn metrics(State(app): State<AppState>, caller: Caller) -> Result<impl IntoResponse, ApiError> {
+    // The metrics name every cluster: with public reads off, a read token valid for all.
+    if !app.settings.public_read {
+        caller.require_unrestricted(Scope::Read)?;
+    }
     let body = app.render_metrics(app.now());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body))
 }

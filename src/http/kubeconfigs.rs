@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 
 use super::auth::{Caller, ClusterAccess};
 use super::certificates::record_issued;
+use super::download::attachment;
 use super::error::{ApiError, ProblemResponses};
 use super::extract::Json;
 use crate::app::AppState;
@@ -133,13 +134,8 @@ pub async fn issue_kubeconfig(
     let mut response = if wants_yaml(&headers) {
         let mut response = (StatusCode::CREATED, kubeconfig).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/yaml"));
-        let filename = format!(
-            "attachment; filename=\"kubeconfig-{}-{}.yaml\"",
-            snapshot.cluster.name, usage.common_name
-        );
-        if let Ok(value) = HeaderValue::from_str(&filename) {
-            response.headers_mut().insert(header::CONTENT_DISPOSITION, value);
-        }
+        let filename = format!("kubeconfig-{}-{}.yaml", snapshot.cluster.name, usage.common_name);
+        response.headers_mut().insert(header::CONTENT_DISPOSITION, attachment(&filename));
         response
     } else {
         let body = KubeconfigResponse {

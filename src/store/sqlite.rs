@@ -4,6 +4,7 @@
 //! start with `BEGIN IMMEDIATE` so that two writers queue on the busy timeout instead of failing
 //! on a lock upgrade; WAL lets readers proceed meanwhile.
 
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -53,6 +54,11 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        let file = options.get_filename();
+        // In-memory databases are named `:memory:` or `file:sqlx-in-memory-…` (and have no file).
+        if !(file == Path::new(":memory:") || file.to_string_lossy().starts_with("file:")) {
+            make_private(file)?;
+        }
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
@@ -64,6 +70,51 @@ impl SqliteStore {
     async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
+}
+
+/// The database file and the files SQLite keeps beside it hold the sealed keys and the token log:
+/// readable by their owner only, like `master.key`. A missing database file is created here with
+/// mode 0600 (there is no umask to set without unsafe code); SQLite gives the `-wal` and `-shm`
+/// files it creates the database file's mode. Files found readable by group or others (made by an
+/// older kca under a umask of 022) are narrowed to their owner's bits.
+fn make_private(database: &Path) -> StoreResult<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(database) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(StoreError::Config(format!(
+                "cannot create the database {}: {e}",
+                database.display()
+            )));
+        }
+    }
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = database.as_os_str().to_owned();
+        name.push(suffix);
+        let path = PathBuf::from(name);
+        let Ok(metadata) = std::fs::metadata(&path) else { continue };
+        let mode = metadata.permissions().mode();
+        if mode & 0o077 == 0 {
+            continue;
+        }
+        // A file kca may not change (another owner, a read-only mount) still opens.
+        match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o700)) {
+            Ok(()) => tracing::warn!(
+                path = %path.display(),
+                was = format!("{:o}", mode & 0o777),
+                "the database file was readable by others; made it readable by its owner only"
+            ),
+            Err(e) => tracing::warn!(
+                path = %path.display(),
+                mode = format!("{:o}", mode & 0o777),
+                error = %e,
+                "the database file is readable by others and its mode cannot be changed"
+            ),
+        }
+    }
+    Ok(())
 }
 
 fn micros(at: OffsetDateTime) -> i64 {
@@ -892,5 +943,38 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &std::path::Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    /// `kca.db` holds the sealed keys and the token log: like `master.key`, readable by its owner
+    /// only, and so are the WAL and shared-memory files SQLite makes beside it.
+    #[tokio::test]
+    async fn the_database_and_its_side_files_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kca.db");
+        let store = SqliteStore::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+        store.migrate().await.unwrap();
+        for name in ["kca.db", "kca.db-wal", "kca.db-shm"] {
+            assert_eq!(mode(&dir.path().join(name)), 0o600, "{name} of a new database");
+        }
+        store.pool.close().await;
+
+        // Found readable by others (made by an older kca): made private when opened.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let store = SqliteStore::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+        store.ping().await.unwrap();
+        for name in ["kca.db", "kca.db-wal", "kca.db-shm"] {
+            assert_eq!(mode(&dir.path().join(name)), 0o600, "{name} of a reopened database");
+        }
     }
 }

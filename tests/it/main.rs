@@ -12,6 +12,7 @@ mod crl_sync;
 mod faults;
 mod fuzz_regressions;
 mod haproxy;
+mod hardening;
 mod keys;
 mod kubeconfigs;
 mod limits;
