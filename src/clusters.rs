@@ -9,11 +9,12 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::keyring::authority_aad;
+use crate::names::{FieldError, validate_cluster_name};
 use crate::pki::ca::{AuthorityIdentity, BACKDATE, create_authority};
 use crate::pki::crl::{CrlWindow, RevokedEntry, sign_crl};
 use crate::pki::seal::MasterKey;
 use crate::pki::{AuthorityKind, CaSigner, KeyAlgorithm, PkiError, fingerprint_sha256};
-use crate::policy::{FieldError, IssuancePolicy, validate_cluster_name};
+use crate::policy::IssuancePolicy;
 use crate::store::{AuthorityRecord, AuthorityState, ClusterRecord, CrlRecord, NewCluster, SignedCrl};
 
 /// The CRL window starting now: thisUpdate backdated for clock skew, nextUpdate `validity` later.

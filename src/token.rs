@@ -19,6 +19,7 @@ use uuid::Uuid;
 use crate::keyring::KeyringError;
 use crate::pki::seal::MasterKey;
 use crate::pki::{KeyAlgorithm, SigningKeyPair};
+pub use crate::scope::Scope;
 use crate::store::{Store, StoreError, TokenKeyRecord, TokenRecord};
 
 /// Where the first signing key lived before keys could be rotated; imported as key 1.
@@ -27,51 +28,6 @@ const LEGACY_SIGNING_KEY_SETTING: &str = "token_signing_key";
 const VERIFIED_CACHE_LIMIT: usize = 10_000;
 /// Clock skew tolerated on `exp`, `nbf` and `iat`.
 const LEEWAY_SECONDS: i64 = 30;
-
-/// What a token allows. `admin` allows everything, for the clusters the token names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-pub enum Scope {
-    #[serde(rename = "admin")]
-    Admin,
-    #[serde(rename = "clusters:write")]
-    ClustersWrite,
-    #[serde(rename = "kubeconfigs:issue")]
-    KubeconfigsIssue,
-    /// Kept so that tokens carrying it still parse: every component profile is privileged, so it
-    /// no longer allows issuing anything (an admin token of the cluster does).
-    #[serde(rename = "certificates:issue")]
-    CertificatesIssue,
-    #[serde(rename = "certificates:revoke")]
-    CertificatesRevoke,
-    #[serde(rename = "read")]
-    Read,
-}
-
-impl Scope {
-    pub const ALL: [Scope; 6] = [
-        Scope::Admin,
-        Scope::ClustersWrite,
-        Scope::KubeconfigsIssue,
-        Scope::CertificatesIssue,
-        Scope::CertificatesRevoke,
-        Scope::Read,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Admin => "admin",
-            Scope::ClustersWrite => "clusters:write",
-            Scope::KubeconfigsIssue => "kubeconfigs:issue",
-            Scope::CertificatesIssue => "certificates:issue",
-            Scope::CertificatesRevoke => "certificates:revoke",
-            Scope::Read => "read",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == text)
-    }
-}
 
 /// `clusters` entry of a token valid for every cluster.
 pub const ALL_CLUSTERS: &str = "*";

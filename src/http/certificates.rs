@@ -356,7 +356,7 @@ pub async fn revoke_user(
     Json(request): Json<RevokeUserRequest>,
 ) -> Result<Json<RevocationResponse>, ApiError> {
     caller.require(Scope::CertificatesRevoke)?;
-    crate::policy::validate_identity("user", &request.user)?;
+    crate::names::validate_identity("user", &request.user)?;
     let audit = caller.audit(
         app.now(),
         "certificate.revoke_user",

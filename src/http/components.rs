@@ -13,9 +13,10 @@ use super::certificates::record_issued;
 use super::error::{ApiError, ProblemResponses};
 use super::extract::Json;
 use crate::app::AppState;
+use crate::issuance::{ComponentRequest, DeclaredNames};
 use crate::issuance::{SubjectKey, decide_component, sign};
 use crate::pki::KeyAlgorithm;
-use crate::profiles::{ComponentRequest, DeclaredNames, Profile, profiles};
+use crate::profiles::{Profile, profiles};
 
 /// A component certificate to issue.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -8,8 +8,8 @@ use utoipa::ToSchema;
 use crate::crl_publisher::PublishError;
 use crate::issuance::Refusal;
 use crate::keyring::KeyringError;
+use crate::names::FieldError;
 use crate::pki::PkiError;
-use crate::policy::FieldError;
 use crate::store::StoreError;
 
 /// An RFC 9457 problem document. kca adds `field` (the request field at fault), `rule` (the policy

@@ -14,7 +14,7 @@ use super::error::{ApiError, ProblemResponses};
 use super::extract::{Json, Path, Query};
 use super::pagination::{PageParams, next_cursor};
 use crate::app::AppState;
-use crate::policy::validate_identity;
+use crate::names::validate_identity;
 use crate::store::{StoreError, TokenRecord};
 use crate::token::{ALL_CLUSTERS, Claims, Scope, TokenRequest};
 

@@ -170,7 +170,7 @@ pub struct TokenRecord {
     /// The token's `jti`.
     pub id: Uuid,
     pub subject: String,
-    pub scopes: Vec<crate::token::Scope>,
+    pub scopes: Vec<crate::scope::Scope>,
     /// Cluster ids, or `*`.
     pub clusters: Vec<String>,
     pub groups: Option<Vec<String>>,
@@ -455,16 +455,16 @@ fn parse_key_algorithm(text: String) -> StoreResult<KeyAlgorithm> {
     KeyAlgorithm::parse(&text).ok_or_else(|| StoreError::Corrupt(format!("key algorithm {text:?}")))
 }
 
-fn parse_scopes(scopes: Vec<String>) -> StoreResult<Vec<crate::token::Scope>> {
+fn parse_scopes(scopes: Vec<String>) -> StoreResult<Vec<crate::scope::Scope>> {
     scopes
         .iter()
         .map(|s| {
-            crate::token::Scope::parse(s).ok_or_else(|| StoreError::Corrupt(format!("token scope {s:?}")))
+            crate::scope::Scope::parse(s).ok_or_else(|| StoreError::Corrupt(format!("token scope {s:?}")))
         })
         .collect()
 }
 
-fn scope_names(scopes: &[crate::token::Scope]) -> Vec<&'static str> {
+fn scope_names(scopes: &[crate::scope::Scope]) -> Vec<&'static str> {
     scopes.iter().map(|s| s.as_str()).collect()
 }
 
