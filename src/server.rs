@@ -151,16 +151,21 @@ async fn reload_on_sighup(config: RustlsConfig, cert: PathBuf, key: PathBuf) {
 }
 
 async fn shutdown_on_signal(handle: Handle<SocketAddr>) {
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    handle.graceful_shutdown(Some(Duration::from_secs(10)));
+}
+
+/// Resolves on SIGTERM or SIGINT; never when those cannot be listened for.
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut terminate), Ok(mut interrupt)) =
         (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
     else {
-        return;
+        return std::future::pending().await;
     };
     tokio::select! {
         _ = terminate.recv() => {},
         _ = interrupt.recv() => {},
     }
-    tracing::info!("shutting down: finishing in-flight requests");
-    handle.graceful_shutdown(Some(Duration::from_secs(10)));
 }

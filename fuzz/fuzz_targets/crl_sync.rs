@@ -1,7 +1,7 @@
 //! What `kca crl-sync` does with the two documents it fetches, before it writes anything: parse
-//! the CA bundle and the CRL bundle as PEM (one label each, `pem_blocks` in src/cli/crl_sync.rs),
-//! then `kca::pki::crl_check::check_bundle` at a fixed time with a recorded CRL Number. The
-//! input is `<client-ca.pem>\0KCA\0<client-crl.pem>`. Also feeds every CRL to
+//! the CA bundle and the CRL bundle as PEM (one label each, `pem_blocks` in
+//! src/cli/crl_sync/verify.rs), then `kca::pki::crl_check::check_bundle` at a fixed time with a
+//! recorded CRL Number. The input is `<client-ca.pem>\0KCA\0<client-crl.pem>`. Also feeds every CRL to
 //! `kca::pki::crl::read_entries` (the revoked-serial map of the server side).
 
 #![no_main]

@@ -127,7 +127,9 @@ async fn a_kubeconfig_is_issued_recorded_and_verifies(backend: Backend) {
         .args(["verify", "-purpose", "sslserver", "-CAfile", ca_file, cert_file])
         .output()
         .unwrap();
-    assert!(!as_server.status.success());
+    let stderr = String::from_utf8_lossy(&as_server.stderr);
+    assert!(!as_server.status.success(), "{stderr}");
+    assert!(stderr.contains("error 26 at 0 depth lookup: unsuitable certificate purpose"), "{stderr}");
     // The control-plane CA does not vouch for it.
     assert!(webpki_verify(cert_pem, control_plane["certificate_pem"].as_str().unwrap(), true).is_err());
 

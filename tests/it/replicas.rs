@@ -246,16 +246,23 @@ async fn a_replica_killed_mid_load_loses_no_certificate_it_handed_out() {
     assert_eq!(status, 201);
     let a_url = a.lock().unwrap().url.clone();
 
-    // 8 clients issue through replica a as fast as they can; a is SIGKILLed half-way.
+    // 8 clients issue through replica a as fast as they can; a is SIGKILLed once the load is
+    // running, and the clients go on until their requests have failed after the kill.
     let received = Arc::new(Mutex::new(Vec::<String>::new()));
     let failures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let stop_at = Instant::now() + Duration::from_secs(3);
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut clients = Vec::new();
     for c in 0..8 {
-        let (deployment, received, failures, token, url) =
-            (deployment.clone(), received.clone(), failures.clone(), token.clone(), a_url.clone());
+        let (deployment, received, failures, done, token, url) = (
+            deployment.clone(),
+            received.clone(),
+            failures.clone(),
+            done.clone(),
+            token.clone(),
+            a_url.clone(),
+        );
         clients.push(tokio::spawn(async move {
-            while Instant::now() < stop_at {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
                 let response = deployment
                     .client
                     .post(format!("{url}/v1/clusters/load/kubeconfigs"))
@@ -277,15 +284,27 @@ async fn a_replica_killed_mid_load_loses_no_certificate_it_handed_out() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let before_kill = received.lock().unwrap().len();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while received.lock().unwrap().len() <= 20 {
+        assert!(
+            Instant::now() < deadline,
+            "the load did not get going: {} issued",
+            received.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let failures_before_kill = failures.load(std::sync::atomic::Ordering::Relaxed);
     a.lock().unwrap().kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while failures.load(std::sync::atomic::Ordering::Relaxed) < failures_before_kill + 8 {
+        assert!(Instant::now() < deadline, "requests to the killed replica did not fail");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
     for client in clients {
         client.await.unwrap();
     }
     let received = received.lock().unwrap().clone();
-    assert!(before_kill > 20, "the load ran before the kill: {before_kill} issued");
-    assert!(failures.load(std::sync::atomic::Ordering::Relaxed) > 0, "requests after the kill failed");
 
     // Every certificate any client received is recorded, and revocable through the survivor.
     for serial in &received {

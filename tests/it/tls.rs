@@ -70,7 +70,7 @@ async fn sighup_reloads_the_certificate_and_keeps_connections() {
 
     std::fs::copy(&cert_b, &live_cert).unwrap();
     std::fs::copy(&key_b, &live_key).unwrap();
-    Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
+    assert!(Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap().success());
     let deadline = Instant::now() + Duration::from_secs(10);
     while served_fingerprint(port) != fingerprint_b {
         assert!(Instant::now() < deadline, "the new certificate was not served after SIGHUP");
@@ -85,11 +85,15 @@ async fn sighup_reloads_the_certificate_and_keeps_connections() {
 
     // A bad file on reload keeps the working certificate.
     std::fs::write(&live_cert, b"not a certificate").unwrap();
-    Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap().success());
+    let log = || std::fs::read_to_string(dir.path().join("kca.log")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log().contains("TLS reload failed") {
+        assert!(Instant::now() < deadline, "the failed reload was not logged: {}", log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(served_fingerprint(port), fingerprint_b);
-    let log = std::fs::read_to_string(dir.path().join("kca.log")).unwrap();
-    assert!(log.contains("TLS certificate reloaded") && log.contains("TLS reload failed"), "{log}");
+    assert!(log().contains("TLS certificate reloaded"), "{}", log());
     let _ = child.kill();
     let _ = child.wait();
 }
