@@ -2,8 +2,10 @@
 //! number, coalesced when revocations arrive in bursts, and re-signed before they grow old.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use uuid::Uuid;
@@ -37,7 +39,7 @@ pub struct CrlPublisher {
 
 impl CrlPublisher {
     fn slot(&self, authority_id: Uuid) -> Arc<Slot> {
-        self.slots.lock().expect("publisher lock").entry(authority_id).or_default().clone()
+        self.slots.lock().entry(authority_id).or_default().clone()
     }
 
     /// Publish a CRL of `authority` that reflects every revocation committed before this call.
@@ -84,7 +86,7 @@ impl CrlPublisher {
 
     /// Forget the slots of authorities that are gone.
     pub fn forget(&self, authority_ids: &[Uuid]) {
-        let mut slots = self.slots.lock().expect("publisher lock");
+        let mut slots = self.slots.lock();
         for id in authority_ids {
             slots.remove(id);
         }

@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -134,7 +136,7 @@ impl Keyring {
 
     /// The signer of an authority, unsealed on first use.
     pub fn signer(&self, authority: &AuthorityRecord) -> Result<Arc<CaSigner>, KeyringError> {
-        if let Some(signer) = self.signers.read().expect("keyring lock").get(&authority.id) {
+        if let Some(signer) = self.signers.read().get(&authority.id) {
             return Ok(signer.clone());
         }
         let pkcs8 = self
@@ -142,18 +144,18 @@ impl Keyring {
             .open(&authority.sealed_key, &authority_aad(authority.id))
             .map_err(|_| KeyringError::WrongMasterKey)?;
         let signer = Arc::new(CaSigner::load(&authority.certificate_der, authority.key_algorithm, &pkcs8)?);
-        self.signers.write().expect("keyring lock").insert(authority.id, signer.clone());
+        self.signers.write().insert(authority.id, signer.clone());
         Ok(signer)
     }
 
     /// Keep a signer that was just created, so it is not unsealed again.
     pub fn insert(&self, authority_id: Uuid, signer: Arc<CaSigner>) {
-        self.signers.write().expect("keyring lock").insert(authority_id, signer);
+        self.signers.write().insert(authority_id, signer);
     }
 
     /// Forget signers whose authority is gone or retired.
     pub fn remove(&self, authority_ids: &[Uuid]) {
-        let mut signers = self.signers.write().expect("keyring lock");
+        let mut signers = self.signers.write();
         for id in authority_ids {
             signers.remove(id);
         }

@@ -3,9 +3,9 @@
 //! Counters and histograms are updated on the request path, so they are plain atomics behind a
 //! map that is only written when a new label set first appears.
 
+use parking_lot::RwLock;
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -29,16 +29,16 @@ struct CounterFamily(RwLock<BTreeMap<Labels, AtomicU64>>);
 
 impl CounterFamily {
     fn add(&self, labels: Labels, value: u64) {
-        if let Some(counter) = self.0.read().expect("metrics lock").get(&labels) {
+        if let Some(counter) = self.0.read().get(&labels) {
             counter.fetch_add(value, Ordering::Relaxed);
             return;
         }
-        self.0.write().expect("metrics lock").entry(labels).or_default().fetch_add(value, Ordering::Relaxed);
+        self.0.write().entry(labels).or_default().fetch_add(value, Ordering::Relaxed);
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (labels, value) in self.0.read().expect("metrics lock").iter() {
+        for (labels, value) in self.0.read().iter() {
             let _ = writeln!(out, "{name}{} {}", format_labels(labels), value.load(Ordering::Relaxed));
         }
     }
@@ -72,11 +72,11 @@ impl Metrics {
             histogram.count.fetch_add(1, Ordering::Relaxed);
             histogram.sum_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
         };
-        if let Some(histogram) = self.latency.read().expect("metrics lock").get(&labels) {
+        if let Some(histogram) = self.latency.read().get(&labels) {
             record(histogram);
             return;
         }
-        record(self.latency.write().expect("metrics lock").entry(labels).or_default());
+        record(self.latency.write().entry(labels).or_default());
     }
 
     pub fn certificate_issued(&self, cluster: &str, kind: &str, profile: &str) {
@@ -99,7 +99,7 @@ impl Metrics {
         self.requests.render(out, "kca_http_requests_total", "HTTP requests answered, by route and status.");
         let name = "kca_http_request_duration_seconds";
         let _ = writeln!(out, "# HELP {name} HTTP request latency, by route.\n# TYPE {name} histogram");
-        for (labels, histogram) in self.latency.read().expect("metrics lock").iter() {
+        for (labels, histogram) in self.latency.read().iter() {
             for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&histogram.buckets) {
                 let mut with_le = labels.clone();
                 with_le.push(("le", bound.to_string()));

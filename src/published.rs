@@ -3,7 +3,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::RwLock;
 
 use bytes::Bytes;
 use uuid::Uuid;
@@ -92,9 +94,9 @@ impl Published {
     pub fn cluster(&self, id_or_name: &str) -> Option<Arc<ClusterSnapshot>> {
         let id = match Uuid::parse_str(id_or_name) {
             Ok(id) => id,
-            Err(_) => *self.names.read().expect("names lock").get(id_or_name)?,
+            Err(_) => *self.names.read().get(id_or_name)?,
         };
-        self.clusters.read().expect("clusters lock").get(&id).map(|(_, snapshot)| snapshot.clone())
+        self.clusters.read().get(&id).map(|(_, snapshot)| snapshot.clone())
     }
 
     /// Take a ticket before reading a cluster from the database: of two reads that race, the one
@@ -108,27 +110,27 @@ impl Published {
     pub fn put_cluster(&self, ticket: u64, snapshot: ClusterSnapshot) -> Arc<ClusterSnapshot> {
         let snapshot = Arc::new(snapshot);
         let id = snapshot.cluster.id;
-        if self.deleted.read().expect("deleted lock").contains(&id) {
+        if self.deleted.read().contains(&id) {
             return snapshot;
         }
-        let mut clusters = self.clusters.write().expect("clusters lock");
+        let mut clusters = self.clusters.write();
         if let Some((held, newer)) = clusters.get(&id)
             && *held > ticket
         {
             return newer.clone();
         }
         clusters.insert(id, (ticket, snapshot.clone()));
-        self.names.write().expect("names lock").insert(snapshot.cluster.name.clone(), id);
+        self.names.write().insert(snapshot.cluster.name.clone(), id);
         snapshot
     }
 
     /// Forget a deleted cluster and its CRLs, for good.
     pub fn remove_cluster(&self, id: Uuid) {
-        self.deleted.write().expect("deleted lock").insert(id);
-        let removed = self.clusters.write().expect("clusters lock").remove(&id);
+        self.deleted.write().insert(id);
+        let removed = self.clusters.write().remove(&id);
         if let Some((_, snapshot)) = removed {
-            self.names.write().expect("names lock").remove(&snapshot.cluster.name);
-            let mut crls = self.crls.write().expect("crls lock");
+            self.names.write().remove(&snapshot.cluster.name);
+            let mut crls = self.crls.write();
             for authority in &snapshot.authorities {
                 crls.remove(&authority.id);
             }
@@ -136,21 +138,21 @@ impl Published {
     }
 
     pub fn snapshots(&self) -> Vec<Arc<ClusterSnapshot>> {
-        self.clusters.read().expect("clusters lock").values().map(|(_, snapshot)| snapshot.clone()).collect()
+        self.clusters.read().values().map(|(_, snapshot)| snapshot.clone()).collect()
     }
 
     pub fn crl(&self, authority_id: Uuid) -> Option<Arc<CachedCrl>> {
-        self.crls.read().expect("crls lock").get(&authority_id).cloned()
+        self.crls.read().get(&authority_id).cloned()
     }
 
     pub fn remove_crl(&self, authority_id: Uuid) {
-        self.crls.write().expect("crls lock").remove(&authority_id);
+        self.crls.write().remove(&authority_id);
     }
 
     /// Keep `record` unless a CRL with a higher number is already cached: what is served never
     /// goes backwards, whatever order updates arrive in.
     pub fn put_crl(&self, record: CrlRecord) -> Arc<CachedCrl> {
-        let mut crls = self.crls.write().expect("crls lock");
+        let mut crls = self.crls.write();
         if let Some(existing) = crls.get(&record.authority_id)
             && existing.record.number >= record.number
         {

@@ -1,8 +1,8 @@
 //! Rate limiting of issuance: a token bucket per API token, so that one client cannot exhaust the
 //! service.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Instant;
 
 pub struct RateLimiter {
@@ -27,7 +27,7 @@ impl RateLimiter {
         if self.rate == 0.0 {
             return Ok(());
         }
-        let mut buckets = self.buckets.lock().expect("rate limiter lock");
+        let mut buckets = self.buckets.lock();
         if buckets.len() > 100_000 {
             // Forget full buckets: a subject idle long enough is back at its burst anyway.
             let (rate, burst) = (self.rate, self.burst);

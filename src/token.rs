@@ -8,7 +8,9 @@
 //! last token it signed has expired.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -177,7 +179,7 @@ impl TokenService {
     /// Re-read the signing keys (after a rotation, here or on another replica).
     pub async fn reload_keys(&self, store: &dyn Store, master: &MasterKey) -> Result<(), TokenError> {
         let keys = load_keys(store, master, OffsetDateTime::now_utc()).await?;
-        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
+        *self.keys.write() = keys;
         Ok(())
     }
 
@@ -189,7 +191,7 @@ impl TokenService {
         master: &MasterKey,
         audit: impl FnOnce(i32) -> crate::store::AuditEntry,
     ) -> Result<i32, TokenError> {
-        let next = self.keys.read().unwrap_or_else(|e| e.into_inner()).current_id + 1;
+        let next = self.keys.read().current_id + 1;
         let (_, pkcs8) = SigningKeyPair::generate(KeyAlgorithm::Ed25519).map_err(KeyringError::from)?;
         let sealed = master.seal(&pkcs8, &key_aad(next)).map_err(KeyringError::from)?;
         let audit = audit(next);
@@ -229,7 +231,7 @@ impl TokenService {
             groups: request.groups.clone(),
             max_ttl: request.max_ttl,
         };
-        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        let keys = self.keys.read();
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(keys.current_id.to_string());
         let token = jsonwebtoken::encode(&header, &claims, &keys.encoding)
@@ -257,7 +259,7 @@ impl TokenService {
     pub fn verify(&self, token: &str, now: OffsetDateTime) -> Result<Arc<Claims>, TokenError> {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
         let cache_key: [u8; 32] = digest.as_ref().try_into().expect("SHA-256 is 32 bytes");
-        if let Some(claims) = self.verified.lock().unwrap_or_else(|e| e.into_inner()).get(&cache_key)
+        if let Some(claims) = self.verified.lock().get(&cache_key)
             && claims.exp > now.unix_timestamp()
         {
             return Ok(Arc::clone(claims));
@@ -270,7 +272,7 @@ impl TokenService {
             Some(kid) => kid.parse().map_err(|_| TokenError::Invalid("malformed key id".into()))?,
         };
         let data = {
-            let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+            let keys = self.keys.read();
             let decoding = keys.decoding.get(&key_id).ok_or(TokenError::UnknownKey)?;
             jsonwebtoken::decode::<Claims>(token, decoding, &self.validation).map_err(|e| {
                 TokenError::Invalid(match e.kind() {
@@ -303,7 +305,7 @@ impl TokenService {
         if Uuid::parse_str(&claims.jti).is_err() {
             return Err(TokenError::Invalid("malformed token id (jti)".into()));
         }
-        let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.verified.lock();
         if cache.len() >= VERIFIED_CACHE_LIMIT {
             let now = now.unix_timestamp();
             cache.retain(|_, c| c.exp > now);
@@ -320,12 +322,12 @@ impl TokenService {
     /// `Some(false)` revoked, `None` not known to this replica yet (look it up).
     pub fn registration(&self, claims: &Claims) -> Option<bool> {
         let id = Uuid::parse_str(&claims.jti).ok()?;
-        self.registered.read().unwrap_or_else(|e| e.into_inner()).get(&id).map(|r| !r.revoked)
+        self.registered.read().get(&id).map(|r| !r.revoked)
     }
 
     /// Remember a token read from (or written to) the database.
     pub fn remember(&self, record: &TokenRecord) {
-        self.registered.write().unwrap_or_else(|e| e.into_inner()).insert(
+        self.registered.write().insert(
             record.id,
             Registered {
                 revoked: record.revoked_at.is_some(),
@@ -336,7 +338,7 @@ impl TokenService {
 
     /// A token was revoked (here, or on another replica).
     pub fn forget(&self, id: Uuid) {
-        let mut registered = self.registered.write().unwrap_or_else(|e| e.into_inner());
+        let mut registered = self.registered.write();
         registered.entry(id).or_insert(Registered { revoked: true, expires_at: i64::MAX }).revoked = true;
     }
 
@@ -346,22 +348,20 @@ impl TokenService {
             self.forget(*id);
         }
         let now = now.unix_timestamp();
-        self.registered.write().unwrap_or_else(|e| e.into_inner()).retain(|_, r| r.expires_at > now);
+        self.registered.write().retain(|_, r| r.expires_at > now);
     }
 
     /// Note a use of a token; written to the database by [`flush_last_used`](Self::flush_last_used).
     pub fn used(&self, claims: &Claims, now: OffsetDateTime) {
         if let Ok(id) = Uuid::parse_str(&claims.jti) {
-            self.last_used.lock().unwrap_or_else(|e| e.into_inner()).insert(id, now);
+            self.last_used.lock().insert(id, now);
         }
     }
 
     /// Write the noted uses to the database.
     pub async fn flush_last_used(&self, store: &dyn Store) -> Result<(), StoreError> {
         let pending: Vec<(Uuid, OffsetDateTime)> =
-            std::mem::take(&mut *self.last_used.lock().unwrap_or_else(|e| e.into_inner()))
-                .into_iter()
-                .collect();
+            std::mem::take(&mut *self.last_used.lock()).into_iter().collect();
         if pending.is_empty() {
             return Ok(());
         }

@@ -114,13 +114,20 @@ pub fn openapi_json() -> String {
 /// The whole HTTP service.
 pub fn router(app: AppState) -> Router {
     let (api_routes, openapi) = api();
+    let routes = api_routes
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .merge(web::router());
+    serve_routes(routes, app)
+}
+
+/// `routes` behind every layer of the service: authentication and the cluster guard, timeouts,
+/// metrics, body limits, security headers, panic recovery and request logs.
+pub fn serve_routes(routes: Router<AppState>, app: AppState) -> Router {
     let request_timeout = app.settings.request_timeout;
     let hsts =
         app.settings.hsts.then(|| default_header(header::STRICT_TRANSPORT_SECURITY, "max-age=31536000"));
     let cors = cors(&app.settings.cors_origins);
-    api_routes
-        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi))
-        .merge(web::router())
+    routes
         .fallback(|| async { ApiError::not_found("no such resource") })
         .method_not_allowed_fallback(|| async {
             ApiError::from_rejection(
@@ -140,6 +147,9 @@ pub fn router(app: AppState) -> Router {
         // chose otherwise (downloads of public material).
         .layer(default_header(header::CACHE_CONTROL, "no-store"))
         .layer(tower::util::option_layer(hsts))
+        // A panicking handler answers 500 and the server keeps serving; no lock is poisoned
+        // (kca's locks do not poison).
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_answer))
         .layer(tower::util::option_layer(cors))
         .layer(
             TraceLayer::new_for_http()
@@ -166,6 +176,16 @@ pub fn router(app: AppState) -> Router {
                 }),
         )
         .with_state(app)
+}
+
+/// The answer to a request whose handler panicked: logged once, with what the panic said.
+fn panic_answer(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    ApiError::internal(format!("a request handler panicked: {message}")).into_response()
 }
 
 /// Count and time every request by its matched route.

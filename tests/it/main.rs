@@ -24,6 +24,7 @@ mod pgcluster;
 mod pki_export;
 mod privileged;
 mod replicas;
+mod resilience;
 mod revocation;
 mod rotation;
 mod routes;
