@@ -10,10 +10,21 @@ use crate::store::{AuditEntry, CertificateRecord, Store, StoreError};
 /// Largest batch written in one transaction.
 const MAX_BATCH: usize = 256;
 
+/// Why a certificate was not recorded (and so must not be handed out).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RecordError {
+    /// The writer task is gone (the server is shutting down).
+    #[error("the certificate writer has stopped")]
+    Stopped,
+    /// The batch holding it failed; the writer logged that once for the whole batch.
+    #[error("recording certificates failed: {0}")]
+    Failed(Arc<StoreError>),
+}
+
 struct Pending {
     certificate: CertificateRecord,
     audit: AuditEntry,
-    committed: oneshot::Sender<Result<(), Arc<StoreError>>>,
+    committed: oneshot::Sender<Result<(), RecordError>>,
 }
 
 /// Hands certificates to the writer tasks and waits for their commit.
@@ -32,15 +43,10 @@ impl Recorder {
     }
 
     /// Record one certificate with its audit event; returns once it is durably committed.
-    pub async fn record(
-        &self,
-        certificate: CertificateRecord,
-        audit: AuditEntry,
-    ) -> Result<(), Arc<StoreError>> {
+    pub async fn record(&self, certificate: CertificateRecord, audit: AuditEntry) -> Result<(), RecordError> {
         let (committed, outcome) = oneshot::channel();
-        let closed = || Arc::new(StoreError::Config("the certificate writer has stopped".into()));
-        self.queue.send(Pending { certificate, audit, committed }).await.map_err(|_| closed())?;
-        outcome.await.map_err(|_| closed())?
+        self.queue.send(Pending { certificate, audit, committed }).await.map_err(|_| RecordError::Stopped)?;
+        outcome.await.map_err(|_| RecordError::Stopped)?
     }
 }
 
@@ -53,7 +59,8 @@ async fn write_batches(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Pendi
         }
         let (rows, waiters): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|p| ((p.certificate, p.audit), p.committed)).unzip();
-        let outcome = store.record_certificates(&rows).await.map_err(Arc::new);
+        let outcome =
+            store.record_certificates(&rows).await.map_err(|err| RecordError::Failed(Arc::new(err)));
         if let Err(err) = &outcome {
             tracing::error!(error = %err, certificates = rows.len(), "recording certificates failed; none was handed out");
         }

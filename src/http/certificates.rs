@@ -14,6 +14,7 @@ use crate::issuance::{Signed, Usage};
 use crate::pki::crl::RevocationReason;
 use crate::pki::{AuthorityKind, Serial, to_pem};
 use crate::published::ClusterSnapshot;
+use crate::recorder::RecordError;
 use crate::store::{
     AuthorityRecord, AuthorityState, CertificateFilter, CertificateRecord, CertificateStatus, ClusterRecord,
     StoreError,
@@ -161,11 +162,13 @@ pub(crate) async fn record_issued(
             "not_after": signed.not_after.unix_timestamp(),
         }),
     );
-    app.recorder.record(record, audit).await.map_err(|err| match err.as_ref() {
-        StoreError::Unavailable(_) => {
+    // The writer logged a failed batch once; each request only answers it.
+    app.recorder.record(record, audit).await.map_err(|err| match err {
+        RecordError::Failed(cause) if cause.is_unavailable() => {
             ApiError::unavailable("the database is unavailable; nothing was issued", 5)
         }
-        other => ApiError::internal(format!("recording a certificate failed: {other}")),
+        RecordError::Failed(_) => ApiError::internal_reported(),
+        RecordError::Stopped => ApiError::unavailable("the server is shutting down; nothing was issued", 5),
     })?;
     app.metrics.certificate_issued(&cluster.name, authority.kind.as_str(), profile);
     Ok(())

@@ -116,6 +116,15 @@ impl ApiError {
         )
     }
 
+    /// A 500 whose cause was logged where it happened (once, however many requests it failed).
+    pub fn internal_reported() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "an internal error occurred; it has been logged",
+        )
+    }
+
     /// Map a framework rejection (body, path, query) to the same shape, keeping its status.
     pub fn from_rejection(status: StatusCode, detail: String) -> Self {
         let slug = match status {
@@ -206,9 +215,12 @@ impl From<FieldError> for ApiError {
 
 impl From<PkiError> for ApiError {
     fn from(err: PkiError) -> Self {
-        match err {
-            PkiError::InvalidCsr(detail) => ApiError::invalid("csr_pem", detail),
-            other => ApiError::internal(other),
+        match &err {
+            PkiError::InvalidCsr(detail) => ApiError::invalid("csr_pem", detail.clone()),
+            PkiError::OutlivesCa(_) => {
+                ApiError::invalid("ttl_seconds", format!("{err}; ask for a shorter TTL or rotate the CA"))
+            }
+            _ => ApiError::internal(err),
         }
     }
 }
@@ -264,4 +276,18 @@ pub enum ProblemResponses {
     Internal(Problem),
     #[response(status = 503, description = "Database unavailable", content_type = "application/problem+json")]
     Unavailable(Problem),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ttl_beyond_the_ca_is_the_requests_fault() {
+        let err = ApiError::from(PkiError::OutlivesCa(time::OffsetDateTime::UNIX_EPOCH));
+        assert_eq!(err.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let problem = err.problem();
+        assert_eq!(problem.field.as_deref(), Some("ttl_seconds"));
+        assert!(problem.detail.contains("1970-01-01T00:00:00Z"), "{}", problem.detail);
+    }
 }

@@ -166,8 +166,10 @@ pub fn serve_routes(routes: Router<AppState>, app: AppState) -> Router {
                     // events of their own; a line each would cost more than the request at load.
                     let status = response.status().as_u16();
                     let duration_ms = latency.as_secs_f64() * 1000.0;
+                    // A server error's cause is logged once, where it happened; this line only
+                    // says which request it failed.
                     if response.status().is_server_error() {
-                        tracing::error!(status, duration_ms, "request failed");
+                        tracing::info!(status, duration_ms, "request failed");
                     } else if response.status().is_client_error() {
                         tracing::info!(status, duration_ms, "request refused");
                     } else {

@@ -148,7 +148,7 @@ pub fn sign(ca: &CaSigner, key: &SubjectKey, usage: &Usage, now: OffsetDateTime)
     let not_after = now + usage.ttl;
     // A certificate never outlives the CA that signs it.
     if not_after > ca.not_after() {
-        return Err(PkiError::InvalidCertificate("the certificate would outlive its CA".into()));
+        return Err(PkiError::OutlivesCa(ca.not_after()));
     }
     let serial = Serial::random()?;
     let leaf = issue_leaf(
@@ -168,4 +168,34 @@ pub fn sign(ca: &CaSigner, key: &SubjectKey, usage: &Usage, now: OffsetDateTime)
         },
     )?;
     Ok(Signed { serial, leaf, private_key_pem, not_before, not_after })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::AuthorityKind;
+    use crate::pki::ca::{AuthorityIdentity, create_authority};
+
+    #[test]
+    fn a_certificate_never_outlives_its_ca_and_the_request_is_told_why() {
+        // A CA made almost ten years ago: it expires within days.
+        let now = OffsetDateTime::now_utc();
+        let identity = AuthorityIdentity {
+            cluster_name: "old",
+            cluster_id: "id",
+            kind: AuthorityKind::Operators,
+            generation: 1,
+        };
+        let ca = create_authority(&identity, KeyAlgorithm::P256, now - time::Duration::days(3650 - 3))
+            .unwrap()
+            .signer;
+        let usage = |days: u64| Usage::user("alice".into(), vec![], Duration::from_secs(days * 86_400));
+        let key = SubjectKey::Generate(KeyAlgorithm::P256);
+        assert!(sign(&ca, &key, &usage(1), now).is_ok());
+        match sign(&ca, &key, &usage(30), now) {
+            Err(PkiError::OutlivesCa(at)) => assert_eq!(at, ca.not_after()),
+            Err(other) => panic!("expected OutlivesCa, got {other}"),
+            Ok(_) => panic!("a certificate outliving its CA was signed"),
+        }
+    }
 }

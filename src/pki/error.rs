@@ -18,6 +18,12 @@ pub enum PkiError {
     InvalidCsr(String),
     #[error("invalid certificate: {0}")]
     InvalidCertificate(String),
+    /// A requested lifetime that reaches past the CA's own: the request's fault, not kca's.
+    #[error(
+        "the certificate would outlive its CA, which expires at {}",
+        .0.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    )]
+    OutlivesCa(time::OffsetDateTime),
     #[error("a sealed key could not be opened: the master key is wrong or the data is corrupt")]
     Unseal,
     #[error("invalid master key: {0}")]
