@@ -9,6 +9,7 @@ pub mod clusters;
 pub mod components;
 pub mod crls;
 pub mod download;
+pub mod drain;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -138,6 +139,8 @@ pub fn serve_routes(routes: Router<AppState>, app: AppState) -> Router {
         // Authentication, and the cluster check of every `/v1/clusters/{cluster}/…` route.
         .layer(middleware::from_fn_with_state(app.clone(), auth::guard))
         .layer(middleware::from_fn_with_state(request_timeout, enforce_timeout))
+        // Outside the guard and the timeout: their refusals too wait for the unread body.
+        .layer(middleware::from_fn(drain::settle_body))
         .layer(middleware::from_fn_with_state(app.clone(), count_request))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(default_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))

@@ -9,6 +9,7 @@ mod clusters;
 mod components;
 mod compose;
 mod crl_sync;
+mod curl;
 mod faults;
 mod fuzz_regressions;
 mod haproxy;

@@ -310,3 +310,35 @@ async fn logs_of_a_full_run_carry_no_secret() {
         assert!(!log.contains(secret.as_str()), "a secret was logged");
     }
 }
+
+/// Logs going to a pipe or a file carry no ANSI colour codes, even without `NO_COLOR`.
+#[test]
+fn logs_into_a_pipe_carry_no_colour_codes() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kca"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("NO_COLOR")
+        .env_remove("KCA_LOG_FORMAT")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut logged = Vec::new();
+    for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let listening = line.contains("kca listening");
+        logged.push(line);
+        if listening {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = logged.join("\n");
+    assert!(text.contains("kca listening"), "kca did not log that it listens:\n{text}");
+    assert!(text.contains("WARN") && text.contains("INFO"), "levels are still written:\n{text}");
+    assert!(!text.contains('\u{1b}'), "ANSI escape codes in a piped log:\n{text:?}");
+}
