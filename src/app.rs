@@ -5,16 +5,17 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
+use crate::clusters::sign_crl_now;
 use crate::config::StoreArgs;
-use crate::crl_publisher::CrlPublisher;
-use crate::http::error::ApiError;
+use crate::crl_publisher::{CrlPublisher, PublishError};
 use crate::keyring::{Keyring, KeyringError, MasterKeySource, load_master_key};
 use crate::metrics::{Metrics, render_gauges};
+use crate::published::CachedCrl;
 use crate::published::{ClusterSnapshot, Published};
 use crate::ratelimit::RateLimiter;
 use crate::recorder::Recorder;
-use crate::store::TokenRecord;
 use crate::store::{self, Store, StoreError};
+use crate::store::{AuthorityRecord, TokenRecord};
 use crate::token::{Claims, TokenError, TokenRequest, TokenService};
 
 /// Runtime settings that handlers consult.
@@ -122,15 +123,6 @@ async fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StartupEr
     .await
     .map_err(|e| StartupError::Other(e.to_string()))?
     .map_err(|e: std::io::Error| StartupError::Other(format!("cannot lock {}/kca.lock: {e}", dir.display())))
-}
-
-/// A token the server refuses, or a failure to check it.
-fn token_failure(err: TokenError) -> ApiError {
-    match err {
-        TokenError::Invalid(_) | TokenError::UnknownKey => ApiError::unauthorized(err.to_string()),
-        TokenError::Store(store) => store.into(),
-        TokenError::Keyring(keyring) => keyring.into(),
-    }
 }
 
 impl App {
@@ -277,41 +269,35 @@ impl App {
     }
 
     /// The claims of a bearer token that is genuine, current, registered and not revoked.
-    pub async fn authenticate(&self, token: &str) -> Result<Arc<Claims>, ApiError> {
+    pub async fn authenticate(&self, token: &str) -> Result<Arc<Claims>, TokenError> {
         let now = OffsetDateTime::now_utc();
         let claims = match self.tokens.verify(token, now) {
             Err(TokenError::UnknownKey) => {
                 // Another replica may have rotated the signing key: learn it, then try once more.
-                self.tokens
-                    .reload_keys(self.store.as_ref(), self.keyring.master())
-                    .await
-                    .map_err(token_failure)?;
+                self.tokens.reload_keys(self.store.as_ref(), self.keyring.master()).await?;
                 self.tokens.verify(token, now)
             }
             other => other,
-        }
-        .map_err(token_failure)?;
+        }?;
         let registered = match self.tokens.registration(&claims) {
             Some(registered) => registered,
             None => {
                 let id = uuid::Uuid::parse_str(&claims.jti)
-                    .map_err(|_| ApiError::unauthorized("invalid token"))?;
+                    .map_err(|_| TokenError::Invalid("malformed token id (jti)".into()))?;
                 match self.store.get_token(id).await {
                     Ok(record) => {
                         self.tokens.remember(&record);
                         record.revoked_at.is_none()
                     }
                     Err(StoreError::NotFound) => {
-                        return Err(ApiError::unauthorized(
-                            "invalid token: not issued by this kca (unknown token id)",
-                        ));
+                        return Err(TokenError::Invalid("not issued by this kca (unknown token id)".into()));
                     }
                     Err(other) => return Err(other.into()),
                 }
             }
         };
         if !registered {
-            return Err(ApiError::unauthorized("invalid token: revoked"));
+            return Err(TokenError::Invalid("revoked".into()));
         }
         self.tokens.used(&claims, now);
         Ok(claims)
@@ -323,27 +309,46 @@ impl App {
         request: &TokenRequest,
         created_by: &str,
         audit: impl FnOnce(&TokenRecord) -> crate::store::AuditEntry,
-    ) -> Result<(String, TokenRecord), ApiError> {
-        let (token, record) = self.tokens.mint(request, created_by, self.now()).map_err(|e| match e {
-            TokenError::Invalid(detail) => ApiError::invalid("token", detail),
-            other => token_failure(other),
-        })?;
+    ) -> Result<(String, TokenRecord), TokenError> {
+        let (token, record) = self.tokens.mint(request, created_by, self.now())?;
         self.store.insert_token(&record, &audit(&record)).await?;
         self.tokens.remember(&record);
         Ok((token, record))
     }
 
-    /// Refuse an issuance when the caller's token has used up its rate.
-    pub fn check_issue_rate(&self, token_id: &str) -> Result<(), ApiError> {
-        self.issue_limiter.check(token_id, std::time::Instant::now()).map_err(ApiError::too_many_requests)
+    /// Refuse an issuance when the caller's token has used up its rate: `Err(seconds to wait)`.
+    pub fn check_issue_rate(&self, token_id: &str) -> Result<(), u64> {
+        self.issue_limiter.check(token_id, std::time::Instant::now())
     }
 
-    /// Run CPU-bound work (key generation, signing) on the blocking pool, off the async workers.
-    pub async fn run_blocking<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, ApiError> {
-        tokio::task::spawn_blocking(work).await.map_err(ApiError::internal)
+    /// Publish a CRL of `authority` that reflects every revocation committed before this call
+    /// (coalesced with concurrent requests for the same authority).
+    pub async fn publish_crl(&self, authority: &AuthorityRecord) -> Result<Arc<CachedCrl>, PublishError> {
+        self.crl_publisher
+            .coalesce(
+                authority.id,
+                || self.published.crl(authority.id),
+                || async {
+                    let ca = self.keyring.signer(authority)?;
+                    let validity = self.settings.crl_validity;
+                    let now = self.now();
+                    let record = self
+                        .store
+                        .publish_crl(authority.id, now - validity, &|number, entries| {
+                            sign_crl_now(&ca, number, entries, now, validity)
+                        })
+                        .await?;
+                    tracing::info!(
+                        authority.id = %authority.id,
+                        authority.kind = %authority.kind,
+                        crl.number = record.number,
+                        crl.entries = record.entries,
+                        "CRL published"
+                    );
+                    Ok(self.published.put_crl(record))
+                },
+            )
+            .await
     }
 
     /// Re-read a cluster (by id or name) with its authorities and CRLs, and publish them. The read
@@ -364,13 +369,10 @@ impl App {
     }
 
     /// The published snapshot of a cluster: from memory, else from the database.
-    pub async fn snapshot(&self, id_or_name: &str) -> Result<Arc<ClusterSnapshot>, ApiError> {
+    pub async fn snapshot(&self, id_or_name: &str) -> Result<Arc<ClusterSnapshot>, StoreError> {
         if let Some(snapshot) = self.published.cluster(id_or_name) {
             return Ok(snapshot);
         }
-        self.refresh_snapshot(id_or_name).await.map_err(|e| match e {
-            StoreError::NotFound => ApiError::not_found(format!("no cluster {id_or_name:?}")),
-            other => other.into(),
-        })
+        self.refresh_snapshot(id_or_name).await
     }
 }

@@ -208,7 +208,7 @@ pub async fn resign_stale_crls(app: &App) -> Result<usize, PublishError> {
             None => true,
         };
         if stale {
-            app.crl_publisher.publish(app, authority).await?;
+            app.publish_crl(authority).await?;
             resigned += 1;
         }
     }

@@ -2,6 +2,7 @@
 //! number, coalesced when revocations arrive in bursts, and re-signed before they grow old.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -10,11 +11,9 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::app::App;
-use crate::clusters::sign_crl_now;
 use crate::keyring::KeyringError;
 use crate::published::CachedCrl;
-use crate::store::{AuthorityRecord, StoreError};
+use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -42,46 +41,34 @@ impl CrlPublisher {
         self.slots.lock().entry(authority_id).or_default().clone()
     }
 
-    /// Publish a CRL of `authority` that reflects every revocation committed before this call.
+    /// Run `build` (which publishes a CRL of `authority_id` from what the database holds when it
+    /// runs) so that the CRL answered reflects every revocation committed before this call.
     ///
     /// Callers arriving while a publication runs wait for it, then one of them publishes once for
     /// all of them: a burst of N revocations costs about two CRL builds, not N.
-    pub async fn publish(
+    pub async fn coalesce<E, Fut>(
         &self,
-        app: &App,
-        authority: &AuthorityRecord,
-    ) -> Result<Arc<CachedCrl>, PublishError> {
-        let slot = self.slot(authority.id);
+        authority_id: Uuid,
+        cached: impl Fn() -> Option<Arc<CachedCrl>>,
+        build: impl FnOnce() -> Fut,
+    ) -> Result<Arc<CachedCrl>, E>
+    where
+        Fut: Future<Output = Result<Arc<CachedCrl>, E>>,
+    {
+        let slot = self.slot(authority_id);
         let ticket = slot.requested.fetch_add(1, Ordering::SeqCst) + 1;
         let mut covered = slot.covered.lock().await;
         if *covered >= ticket
-            && let Some(cached) = app.published.crl(authority.id)
+            && let Some(cached) = cached()
         {
             return Ok(cached);
         }
         // Everything requested up to here committed before it was requested, and the build
-        // below reads the database after this point: it covers all of them.
+        // reads the database after this point: it covers all of them.
         let covers = slot.requested.load(Ordering::SeqCst);
-        let ca = app.keyring.signer(authority)?;
-        let validity = app.settings.crl_validity;
-        let now = app.now();
-        let expired_cutoff = now - validity;
-        let record = app
-            .store
-            .publish_crl(authority.id, expired_cutoff, &|number, entries| {
-                sign_crl_now(&ca, number, entries, now, validity)
-            })
-            .await?;
-        tracing::info!(
-            authority.id = %authority.id,
-            authority.kind = %authority.kind,
-            crl.number = record.number,
-            crl.entries = record.entries,
-            "CRL published"
-        );
-        let cached = app.published.put_crl(record);
+        let published = build().await?;
         *covered = covers;
-        Ok(cached)
+        Ok(published)
     }
 
     /// Forget the slots of authorities that are gone.

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::error::ApiError;
 use crate::app::AppState;
 use crate::published::ClusterSnapshot;
-use crate::store::AuditEntry;
+use crate::store::{AuditEntry, StoreError};
 use crate::token::{Claims, Scope};
 
 /// The route prefix of everything that belongs to one cluster.
@@ -70,8 +70,9 @@ async fn cluster_access(app: &AppState, caller: &Caller, cluster: &str) -> Resul
         Ok(snapshot) => snapshot,
         // A token limited to some clusters learns nothing about the others, not even whether
         // they exist.
-        Err(err) if restricted && err.status() == axum::http::StatusCode::NOT_FOUND => return Err(refused()),
-        Err(err) => return Err(err),
+        Err(StoreError::NotFound) if restricted => return Err(refused()),
+        Err(StoreError::NotFound) => return Err(ApiError::not_found(format!("no cluster {cluster:?}"))),
+        Err(err) => return Err(err.into()),
     };
     if let Some(claims) = caller.claims()
         && !claims.allows_cluster(snapshot.cluster.id)

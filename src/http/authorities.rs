@@ -199,11 +199,12 @@ pub async fn rotate_authority(
     let now = app.now();
     let (crl_validity, cluster_record, job_app) =
         (app.settings.crl_validity, snapshot.cluster.clone(), app.clone());
-    let built = app
-        .run_blocking(move || {
-            build_authority(&cluster_record, kind, generation, job_app.keyring.master(), now, crl_validity)
-        })
-        .await??;
+    // Key generation (RSA is slow) runs off the async workers.
+    let built = tokio::task::spawn_blocking(move || {
+        build_authority(&cluster_record, kind, generation, job_app.keyring.master(), now, crl_validity)
+    })
+    .await
+    .map_err(ApiError::internal)??;
     let audit = caller.audit(
         now,
         "authority.rotate",

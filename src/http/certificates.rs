@@ -283,7 +283,7 @@ async fn publish_for(
         if let Some(authority) =
             snapshot.authorities.iter().find(|a| a.id == *id && a.state != AuthorityState::Retired)
         {
-            app.crl_publisher.publish(app, authority).await?;
+            app.publish_crl(authority).await?;
         }
     }
     Ok(())

@@ -114,7 +114,7 @@ pub async fn issue_certificate(
     };
     let usage = decide_component(policy, claims, &profile, &request.component(), &names)?;
     let key = SubjectKey::from_request(request.csr_pem, request.key_algorithm)?;
-    app.check_issue_rate(caller.token_id())?;
+    app.check_issue_rate(caller.token_id()).map_err(ApiError::too_many_requests)?;
     let authority = snapshot.signer(profile.authority).ok_or_else(|| {
         ApiError::internal(format!("the {} CA has no active generation", profile.authority))
     })?;

@@ -225,6 +225,18 @@ impl From<PkiError> for ApiError {
     }
 }
 
+/// A token refused (401), or a failure to check it.
+impl From<crate::token::TokenError> for ApiError {
+    fn from(err: crate::token::TokenError) -> Self {
+        use crate::token::TokenError;
+        match err {
+            TokenError::Invalid(_) | TokenError::UnknownKey => ApiError::unauthorized(err.to_string()),
+            TokenError::Store(store) => store.into(),
+            TokenError::Keyring(keyring) => keyring.into(),
+        }
+    }
+}
+
 impl From<PublishError> for ApiError {
     fn from(err: PublishError) -> Self {
         match err {

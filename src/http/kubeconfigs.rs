@@ -100,7 +100,7 @@ pub async fn issue_kubeconfig(
         &UserRequest { user: &request.user, groups: &request.groups, ttl_seconds: request.ttl_seconds },
     )?;
     let key = SubjectKey::from_request(request.csr_pem, request.key_algorithm)?;
-    app.check_issue_rate(caller.token_id())?;
+    app.check_issue_rate(caller.token_id()).map_err(ApiError::too_many_requests)?;
     let authority = snapshot
         .signer(AuthorityKind::Operators)
         .ok_or_else(|| ApiError::internal("the operators CA has no active generation"))?;

@@ -155,7 +155,11 @@ pub async fn create_token(
                 }),
             )
         })
-        .await?;
+        .await
+        .map_err(|e| match e {
+            crate::token::TokenError::Invalid(detail) => ApiError::invalid("token", detail),
+            other => other.into(),
+        })?;
     tracing::info!(token.id = %record.id, token.subject = %record.subject, actor = caller.actor(), "token minted");
     let location = format!("/v1/tokens/{}", record.id);
     let body = MintedTokenResponse { token, record: record.into() };
@@ -188,12 +192,11 @@ async fn narrow(app: &AppState, claims: &Claims, request: NewTokenRequest) -> Re
         Some(list) => {
             let mut ids = Vec::with_capacity(list.len());
             for (i, name) in list.iter().enumerate() {
-                let snapshot = app.snapshot(name).await.map_err(|e| {
-                    if e.status() == StatusCode::NOT_FOUND {
+                let snapshot = app.snapshot(name).await.map_err(|e| match e {
+                    StoreError::NotFound => {
                         ApiError::invalid(format!("clusters[{i}]"), format!("no cluster {name:?}"))
-                    } else {
-                        e
                     }
+                    other => other.into(),
                 })?;
                 if !claims.allows_cluster(snapshot.cluster.id) {
                     return Err(ApiError::policy(
