@@ -113,7 +113,7 @@ pub async fn open_store_and_keys(
 /// `token create` often start together on a fresh directory: without it both would run the SQLite
 /// migrations (SQLite has no migration lock, and one fails on a table the other just made) and
 /// both could write a different development `master.key`.
-async fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StartupError> {
+pub(crate) async fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StartupError> {
     let path = dir.join("kca.lock");
     tokio::task::spawn_blocking(move || {
         let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;

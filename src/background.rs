@@ -20,6 +20,7 @@ pub fn start(app: AppState) -> Vec<tokio::task::JoinHandle<()>> {
 
 /// Apply the changes other replicas announce, and re-read everything periodically.
 async fn follow_changes(app: AppState) {
+    let mut warnings = RateLimitedWarnings::default();
     let mut changes = None;
     let mut resync = tokio::time::interval(RESYNC_INTERVAL);
     loop {
@@ -28,7 +29,7 @@ async fn follow_changes(app: AppState) {
                 Ok(Some(receiver)) => changes = Some(receiver),
                 // Nothing to follow (embedded database): only the periodic re-read matters.
                 Ok(None) => {}
-                Err(err) => tracing::debug!(error = %err, "cannot listen for changes yet"),
+                Err(err) => warnings.warn("listen", &err),
             }
         }
         let change = match changes.as_mut() {
@@ -45,7 +46,7 @@ async fn follow_changes(app: AppState) {
             }
         };
         if let Err(err) = apply(&app, change).await {
-            tracing::debug!(error = %err, ?change, "applying a change failed; the next re-read catches up");
+            warnings.warn("apply", &err);
         }
     }
 }
@@ -157,6 +158,36 @@ fn forget_retired(app: &App, authorities: &[crate::store::AuthorityRecord]) {
     app.crl_publisher.forget(&retired);
     for id in retired {
         app.published.remove_crl(id);
+    }
+}
+
+/// Background failures are logged at warn, but each kind at most once a minute: an outage of the
+/// database must not flood the log with one line per attempt.
+#[derive(Default)]
+struct RateLimitedWarnings {
+    last: HashMap<&'static str, (std::time::Instant, u64)>,
+}
+
+impl RateLimitedWarnings {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    fn warn(&mut self, what: &'static str, err: &dyn std::fmt::Display) {
+        let now = std::time::Instant::now();
+        let entry = self.last.entry(what).or_insert((now - Self::EVERY, 0));
+        if now.duration_since(entry.0) >= Self::EVERY {
+            let suppressed = entry.1;
+            *entry = (now, 0);
+            match what {
+                "listen" => tracing::warn!(error = %err, suppressed, "cannot listen for changes; retrying"),
+                _ => tracing::warn!(
+                    error = %err,
+                    suppressed,
+                    "keeping the published state in step with the database failed; retrying"
+                ),
+            }
+        } else {
+            entry.1 += 1;
+        }
     }
 }
 

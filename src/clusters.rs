@@ -191,6 +191,7 @@ pub fn build_cluster(
         labels: draft.labels,
         created_at: now,
         updated_at: now,
+        version: 1,
     };
     let mut authorities = Vec::with_capacity(AuthorityKind::ALL.len());
     let mut crls = Vec::with_capacity(AuthorityKind::ALL.len());

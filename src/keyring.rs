@@ -134,6 +134,16 @@ impl Keyring {
         }
     }
 
+    /// Check, reading only, that the master key opens the value sealed at first start: what
+    /// `/readyz` asks on every probe.
+    pub async fn check_master_key(&self, store: &dyn Store) -> Result<(), KeyringError> {
+        let stored = store.get_setting(MASTER_KEY_CHECK).await?.ok_or(KeyringError::WrongMasterKey)?;
+        match self.master.open(&stored, MASTER_KEY_CHECK.as_bytes()) {
+            Ok(plain) if plain.as_slice() == MASTER_KEY_CHECK_PLAINTEXT => Ok(()),
+            _ => Err(KeyringError::WrongMasterKey),
+        }
+    }
+
     /// The signer of an authority, unsealed on first use.
     pub fn signer(&self, authority: &AuthorityRecord) -> Result<Arc<CaSigner>, KeyringError> {
         if let Some(signer) = self.signers.read().get(&authority.id) {

@@ -61,7 +61,7 @@ pub struct CachedCrl {
     pub pem: Bytes,
     /// Strong validator: the CRL Number and authority identify the content.
     pub etag: String,
-    map_lines: OnceLock<Vec<String>>,
+    map_lines: OnceLock<Result<Vec<String>, String>>,
 }
 
 impl CachedCrl {
@@ -72,9 +72,15 @@ impl CachedCrl {
         Self { record, der, pem, etag, map_lines: OnceLock::new() }
     }
 
-    /// `<SERIAL> <reason>` for each entry, read from the CRL itself (once).
-    pub fn map_lines(&self) -> &[String] {
-        self.map_lines.get_or_init(|| crate::pki::crl::read_entries(&self.der).unwrap_or_default())
+    /// `<SERIAL> <reason>` for each entry, read from the CRL itself (once). A CRL that does not
+    /// parse is an error, never an empty list: that would say nothing is revoked.
+    pub fn map_lines(&self) -> Result<&[String], String> {
+        self.map_lines
+            .get_or_init(|| crate::pki::crl::read_entries(&self.der).map_err(|e| e.to_string()))
+            .as_deref()
+            .map_err(|e| {
+                format!("the cached CRL of authority {} does not parse: {e}", self.record.authority_id)
+            })
     }
 }
 
@@ -181,9 +187,23 @@ mod tests {
                 labels: Default::default(),
                 created_at: now,
                 updated_at: now,
+                version: 1,
             },
             authorities: vec![],
         }
+    }
+
+    #[test]
+    fn a_crl_that_does_not_parse_is_an_error_not_an_empty_list() {
+        let record = CrlRecord {
+            authority_id: Uuid::new_v4(),
+            number: 1,
+            this_update: time::OffsetDateTime::now_utc(),
+            next_update: time::OffsetDateTime::now_utc(),
+            entries: 1,
+            der: b"not a CRL".to_vec(),
+        };
+        assert!(CachedCrl::new(record).map_lines().is_err());
     }
 
     #[test]

@@ -153,6 +153,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 async fn migrate(args: StoreArgs) -> anyhow::Result<()> {
     crate::telemetry::init();
     std::fs::create_dir_all(&args.data_dir)?;
+    // The same lock as every other start-up path: a server starting meanwhile waits.
+    let _setup = crate::app::lock_data_dir(&args.data_dir).await?;
     let store = crate::store::connect(&args.database_url().map_err(anyhow::Error::msg)?, 2).await?;
     store.migrate().await?;
     eprintln!("kca: the {} database is up to date", store.backend());

@@ -335,7 +335,8 @@ pub async fn revoke_certificate(
     // Revoking again publishes nothing new, unless the first call's CRL never made it out.
     let listed = || {
         app.published.crl(record.authority_id).is_some_and(|crl| {
-            crl.map_lines().iter().any(|line| line.split(' ').next() == Some(serial.as_str()))
+            crl.map_lines()
+                .is_ok_and(|lines| lines.iter().any(|line| line.split(' ').next() == Some(serial.as_str())))
         })
     };
     if revoked_now || !listed() {

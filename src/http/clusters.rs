@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -53,7 +53,7 @@ impl From<NewClusterRequest> for ClusterDraft {
 }
 
 /// A JSON merge patch (RFC 7396) of `server`, `policy` and `labels`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterPatch {
     pub server: Option<String>,
@@ -200,7 +200,7 @@ pub async fn create_cluster(
         ClusterSnapshot { cluster: built.new.cluster, authorities: built.new.authorities },
     );
     let location = format!("/v1/clusters/{}", snapshot.cluster.id);
-    let mut response = (StatusCode::CREATED, Json(ClusterResponse::from_snapshot(&snapshot))).into_response();
+    let mut response = cluster_response(StatusCode::CREATED, &snapshot);
     response.headers_mut().insert(header::LOCATION, HeaderValue::from_str(&location).expect("ascii"));
     Ok(response)
 }
@@ -240,58 +240,128 @@ pub async fn list_clusters(
 #[utoipa::path(
     get, path = "/v1/clusters/{cluster}", tag = "clusters",
     params(("cluster" = String, Path, description = "Cluster id or name")),
-    responses((status = 200, body = ClusterResponse), ProblemResponses),
+    responses(
+        (status = 200, body = ClusterResponse, headers(("ETag" = String, description = "The cluster's version"))),
+        ProblemResponses,
+    ),
     security(("bearer" = []))
 )]
 pub async fn get_cluster(
     State(app): State<AppState>,
     caller: Caller,
     access: ClusterAccess,
-) -> Result<Json<ClusterResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     caller.require(Scope::Read)?;
     let snapshot = load_cluster(&app, &access.snapshot.cluster.id.to_string()).await?;
-    Ok(Json(ClusterResponse::from_snapshot(&snapshot)))
+    Ok(cluster_response(StatusCode::OK, &snapshot))
+}
+
+/// How often a change without `If-Match` is merged again when other changes keep winning.
+const MAX_MERGE_ATTEMPTS: u32 = 100;
+
+/// A cluster answered with its version as a strong `ETag`, for `If-Match`.
+fn cluster_response(status: StatusCode, snapshot: &ClusterSnapshot) -> Response {
+    let mut response = (status, Json(ClusterResponse::from_snapshot(snapshot))).into_response();
+    let etag = format!("\"{}\"", snapshot.cluster.version);
+    response.headers_mut().insert(header::ETAG, HeaderValue::from_str(&etag).expect("digits"));
+    response
+}
+
+/// The version an `If-Match` header requires (`None` without one; `*` matches any version).
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(value) = headers.get(header::IF_MATCH) else { return Ok(None) };
+    let text = value.to_str().map_err(|_| ApiError::bad_request("malformed If-Match header"))?.trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    text.strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .and_then(|t| t.parse().ok())
+        .map(Some)
+        .ok_or_else(|| ApiError::bad_request("If-Match must be the cluster's ETag, e.g. \"3\""))
+}
+
+fn stale(current: i64) -> ApiError {
+    ApiError::precondition_failed(format!(
+        "the cluster changed since that version; it is at ETag \"{current}\": read it again"
+    ))
 }
 
 /// Change server, policy or labels (JSON merge patch).
 #[utoipa::path(
     patch, path = "/v1/clusters/{cluster}", tag = "clusters",
-    params(("cluster" = String, Path, description = "Cluster id or name")),
+    params(
+        ("cluster" = String, Path, description = "Cluster id or name"),
+        ("If-Match" = Option<String>, Header, description = "Change only if the cluster is still at this ETag (else 412)"),
+    ),
     request_body(content = ClusterPatch, content_type = "application/json"),
-    responses((status = 200, body = ClusterResponse), ProblemResponses),
+    responses(
+        (status = 200, body = ClusterResponse, headers(("ETag" = String, description = "The cluster's new version"))),
+        ProblemResponses,
+    ),
     security(("bearer" = []))
 )]
 pub async fn update_cluster(
     State(app): State<AppState>,
     caller: Caller,
     access: ClusterAccess,
+    headers: HeaderMap,
     Json(patch): Json<ClusterPatch>,
-) -> Result<Json<ClusterResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let claims = caller.require(Scope::ClustersWrite)?;
+    let expected = if_match(&headers)?;
     let cluster = access.snapshot.cluster.id.to_string();
-    let current = app.store.find_cluster(&cluster).await.map_err(|e| not_found_as(e, &cluster))?;
-    let updated = apply_patch(&current, patch, app.now())?;
-    require_admin_for_privileged(claims, &current.policy, &updated.policy)?;
-    if updated == current {
-        let snapshot = app.refresh_snapshot(&current.id.to_string()).await?;
-        return Ok(Json(ClusterResponse::from_snapshot(&snapshot)));
-    }
-    let audit = caller.audit(
-        updated.updated_at,
-        "cluster.update",
-        "cluster",
-        updated.id.to_string(),
-        Some(updated.id),
-        serde_json::json!({
-            "server": updated.server,
-            "policy": updated.policy,
-            "labels": updated.labels,
-        }),
-    );
-    app.store.update_cluster(&updated, &audit).await.map_err(|e| not_found_as(e, &cluster))?;
-    tracing::info!(cluster.name = %updated.name, actor = caller.actor(), "cluster updated");
+    // Read, merge, write if the row is still at the version read. Without If-Match, a change that
+    // came in between is read and merged again, so that neither change is lost.
+    let mut attempts = 0;
+    let updated = loop {
+        let current = app.store.find_cluster(&cluster).await.map_err(|e| not_found_as(e, &cluster))?;
+        if expected.is_some_and(|version| version != current.version) {
+            return Err(stale(current.version));
+        }
+        let updated = apply_patch(&current, patch.clone(), app.now())?;
+        require_admin_for_privileged(claims, &current.policy, &updated.policy)?;
+        if updated == current {
+            break current;
+        }
+        let audit = caller.audit(
+            updated.updated_at,
+            "cluster.update",
+            "cluster",
+            updated.id.to_string(),
+            Some(updated.id),
+            serde_json::json!({
+                "server": updated.server,
+                "policy": updated.policy,
+                "labels": updated.labels,
+                "version": updated.version + 1,
+            }),
+        );
+        match app.store.update_cluster(&updated, &audit).await {
+            Ok(()) => {
+                tracing::info!(cluster.name = %updated.name, actor = caller.actor(), "cluster updated");
+                break updated;
+            }
+            // Each round one of the racing writers wins, so a writer waits at most for the others
+            // once each; the jitter spreads their retries.
+            Err(StoreError::Conflict(_)) if expected.is_none() && attempts < MAX_MERGE_ATTEMPTS => {
+                attempts += 1;
+                let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 8);
+                tokio::time::sleep(std::time::Duration::from_millis(1 + jitter)).await;
+            }
+            Err(StoreError::Conflict(_)) if expected.is_some() => {
+                return Err(stale(app.store.find_cluster(&cluster).await?.version));
+            }
+            Err(StoreError::Conflict(_)) => {
+                return Err(ApiError::conflict(
+                    "the cluster is being changed by many clients at once; retry",
+                ));
+            }
+            Err(other) => return Err(not_found_as(other, &cluster)),
+        }
+    };
     let snapshot = app.refresh_snapshot(&updated.id.to_string()).await?;
-    Ok(Json(ClusterResponse::from_snapshot(&snapshot)))
+    Ok(cluster_response(StatusCode::OK, &snapshot))
 }
 
 /// The policy fields that decide who may obtain a privileged identity change only with an admin
@@ -345,7 +415,10 @@ fn apply_patch(
 /// Delete a cluster, its CAs (keys destroyed) and certificate records. The audit trail stays.
 #[utoipa::path(
     delete, path = "/v1/clusters/{cluster}", tag = "clusters",
-    params(("cluster" = String, Path, description = "Cluster id or name")),
+    params(
+        ("cluster" = String, Path, description = "Cluster id or name"),
+        ("If-Match" = Option<String>, Header, description = "Delete only if the cluster is still at this ETag (else 412)"),
+    ),
     responses((status = 204, description = "Deleted"), ProblemResponses),
     security(("bearer" = []))
 )]
@@ -353,10 +426,15 @@ pub async fn delete_cluster(
     State(app): State<AppState>,
     caller: Caller,
     access: ClusterAccess,
+    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Scope::ClustersWrite)?;
+    let expected = if_match(&headers)?;
     let cluster = access.snapshot.cluster.id.to_string();
     let current = app.store.find_cluster(&cluster).await.map_err(|e| not_found_as(e, &cluster))?;
+    if expected.is_some_and(|version| version != current.version) {
+        return Err(stale(current.version));
+    }
     let authorities = app.store.list_authorities(current.id).await?;
     let audit = caller.audit(
         app.now(),
@@ -366,7 +444,10 @@ pub async fn delete_cluster(
         Some(current.id),
         serde_json::json!({ "name": current.name }),
     );
-    app.store.delete_cluster(current.id, &audit).await.map_err(|e| not_found_as(e, &cluster))?;
+    app.store.delete_cluster(current.id, expected, &audit).await.map_err(|e| match e {
+        StoreError::Conflict(_) => stale(current.version + 1),
+        other => not_found_as(other, &cluster),
+    })?;
     tracing::info!(cluster.name = %current.name, actor = caller.actor(), "cluster deleted");
     app.published.remove_cluster(current.id);
     app.keyring.remove(&authorities.iter().map(|a| a.id).collect::<Vec<_>>());

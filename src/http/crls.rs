@@ -295,7 +295,7 @@ pub async fn revoked_map(
                 tracing::warn!(error = %err, "reading revoked serials failed; serving them from the CRLs");
             }
             for crl in &crls {
-                for line in crl.map_lines() {
+                for line in crl.map_lines().map_err(ApiError::internal)? {
                     body.push_str(line);
                     body.push('\n');
                 }

@@ -78,6 +78,11 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "conflict", detail)
     }
 
+    /// `If-Match` named a version that is no longer current (412).
+    pub fn precondition_failed(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::PRECONDITION_FAILED, "precondition-failed", detail)
+    }
+
     /// A request value that is malformed or out of bounds (422), naming the field.
     pub fn invalid(field: impl Into<String>, detail: impl Into<String>) -> Self {
         let mut err = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-value", detail);
@@ -276,6 +281,12 @@ pub enum ProblemResponses {
     NotFound(Problem),
     #[response(status = 409, description = "Conflict", content_type = "application/problem+json")]
     Conflict(Problem),
+    #[response(
+        status = 412,
+        description = "If-Match names a stale version",
+        content_type = "application/problem+json"
+    )]
+    PreconditionFailed(Problem),
     #[response(status = 413, description = "Body too large", content_type = "application/problem+json")]
     PayloadTooLarge(Problem),
     #[response(status = 415, description = "Body is not JSON", content_type = "application/problem+json")]

@@ -7,6 +7,7 @@ mod error;
 mod migrate;
 pub mod postgres;
 pub mod sqlite;
+mod stored_policy;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,6 +35,8 @@ pub struct ClusterRecord {
     pub labels: BTreeMap<String, String>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+    /// Incremented by every change of the row: the cluster's ETag.
+    pub version: i64,
 }
 
 /// Lifecycle of one CA generation: the newest active one signs; every non-retired one is in the
@@ -303,11 +306,13 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> StoreResult<Vec<ClusterRecord>>;
 
-    /// Save server, policy, labels and updated_at.
+    /// Save server, policy, labels and updated_at if the stored row is still at `cluster.version`
+    /// (it then moves to the next version); `Conflict` when another change came first.
     async fn update_cluster(&self, cluster: &ClusterRecord, audit: &AuditEntry) -> StoreResult<()>;
 
-    /// Delete a cluster with its authorities, certificates and CRLs (the audit trail stays).
-    async fn delete_cluster(&self, id: Uuid, audit: &AuditEntry) -> StoreResult<()>;
+    /// Delete a cluster with its authorities, certificates and CRLs (the audit trail stays); with
+    /// a `version`, only if the row is still at it (`Conflict` otherwise).
+    async fn delete_cluster(&self, id: Uuid, version: Option<i64>, audit: &AuditEntry) -> StoreResult<()>;
 
     /// Every generation of every kind of a cluster, retired ones included, oldest first.
     async fn list_authorities(&self, cluster_id: Uuid) -> StoreResult<Vec<AuthorityRecord>>;

@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::migrate::{EmbeddedMigration, migrator};
+use super::stored_policy::StoredPolicy;
 use super::*;
 use crate::pki::Serial;
 
@@ -19,6 +20,7 @@ pub(crate) const MIGRATIONS: &[EmbeddedMigration] = &[
     (2, "crl storage", include_str!("../../migrations/postgres/0002_crl_storage.sql")),
     (3, "revoked covering index", include_str!("../../migrations/postgres/0003_revoked_covering_index.sql")),
     (4, "api tokens", include_str!("../../migrations/postgres/0004_api_tokens.sql")),
+    (5, "cluster version", include_str!("../../migrations/postgres/0005_cluster_version.sql")),
 ];
 
 /// Channel on which replicas announce changes (see [`Change`]), delivered at commit.
@@ -27,7 +29,8 @@ pub const CHANGES_CHANNEL: &str = "kca_changes";
 /// Session advisory lock held by the replica that leads background work.
 const LEADER_LOCK: i64 = 0x6b63_615f_6c65_6164;
 
-const CLUSTER_COLUMNS: &str = "id, name, server, key_algorithm, policy, labels, created_at, updated_at";
+const CLUSTER_COLUMNS: &str =
+    "id, name, server, key_algorithm, policy, labels, created_at, updated_at, version";
 const AUTHORITY_COLUMNS: &str = "id, cluster_id, kind, generation, state, subject, certificate_der, fingerprint, \
      key_algorithm, sealed_key, key_version, not_before, not_after, created_at";
 const CERTIFICATE_COLUMNS: &str = "seq, serial, cluster_id, authority_id, kind, generation, profile, common_name, \
@@ -73,10 +76,11 @@ fn cluster_from_row(row: &PgRow) -> StoreResult<ClusterRecord> {
         name: row.try_get("name")?,
         server: row.try_get("server")?,
         key_algorithm: parse_key_algorithm(row.try_get("key_algorithm")?)?,
-        policy: row.try_get::<Json<IssuancePolicy>, _>("policy")?.0,
+        policy: row.try_get::<Json<StoredPolicy>, _>("policy")?.0.into(),
         labels: row.try_get::<Json<BTreeMap<String, String>>, _>("labels")?.0,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        version: row.try_get("version")?,
     })
 }
 
@@ -171,6 +175,21 @@ fn token_from_row(row: &PgRow) -> StoreResult<(i64, TokenRecord)> {
             revoked_at: row.try_get("revoked_at")?,
         },
     ))
+}
+
+/// Why a versioned change of a cluster matched no row: it is gone, or another change came first.
+async fn stale_or_gone(conn: &mut PgConnection, id: Uuid) -> StoreError {
+    match sqlx::query_scalar::<_, i64>("SELECT version FROM clusters WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+    {
+        Ok(Some(current)) => {
+            StoreError::Conflict(format!("stale version; the cluster is at version {current}"))
+        }
+        Ok(None) => StoreError::NotFound,
+        Err(err) => err.into(),
+    }
 }
 
 /// Announce a change to every replica when the transaction commits.
@@ -307,7 +326,7 @@ impl Store for PostgresStore {
         .bind(&c.name)
         .bind(&c.server)
         .bind(c.key_algorithm.as_str())
-        .bind(Json(&c.policy))
+        .bind(Json(StoredPolicy::from(&c.policy)))
         .bind(Json(&c.labels))
         .bind(c.created_at)
         .bind(c.updated_at)
@@ -366,17 +385,19 @@ impl Store for PostgresStore {
     async fn update_cluster(&self, cluster: &ClusterRecord, audit: &AuditEntry) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         let updated = sqlx::query(
-            "UPDATE clusters SET server = $2, policy = $3, labels = $4, updated_at = $5 WHERE id = $1",
+            "UPDATE clusters SET server = $2, policy = $3, labels = $4, updated_at = $5, version = version + 1 \
+             WHERE id = $1 AND version = $6",
         )
         .bind(cluster.id)
         .bind(&cluster.server)
-        .bind(Json(&cluster.policy))
+        .bind(Json(StoredPolicy::from(&cluster.policy)))
         .bind(Json(&cluster.labels))
         .bind(cluster.updated_at)
+        .bind(cluster.version)
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
+            return Err(stale_or_gone(&mut tx, cluster.id).await);
         }
         insert_audit(&mut tx, audit).await?;
         notify(&mut tx, Change::Cluster(cluster.id)).await?;
@@ -384,11 +405,16 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn delete_cluster(&self, id: Uuid, audit: &AuditEntry) -> StoreResult<()> {
+    async fn delete_cluster(&self, id: Uuid, version: Option<i64>, audit: &AuditEntry) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        let deleted = sqlx::query("DELETE FROM clusters WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        let deleted =
+            sqlx::query("DELETE FROM clusters WHERE id = $1 AND ($2::BIGINT IS NULL OR version = $2)")
+                .bind(id)
+                .bind(version)
+                .execute(&mut *tx)
+                .await?;
         if deleted.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
+            return Err(stale_or_gone(&mut tx, id).await);
         }
         insert_audit(&mut tx, audit).await?;
         notify(&mut tx, Change::Cluster(id)).await?;

@@ -19,6 +19,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::migrate::{EmbeddedMigration, migrator};
+use super::stored_policy::StoredPolicy;
 use super::*;
 use crate::pki::Serial;
 
@@ -27,9 +28,11 @@ pub(crate) const MIGRATIONS: &[EmbeddedMigration] = &[
     (2, "crl storage", include_str!("../../migrations/sqlite/0002_crl_storage.sql")),
     (3, "revoked covering index", include_str!("../../migrations/sqlite/0003_revoked_covering_index.sql")),
     (4, "api tokens", include_str!("../../migrations/sqlite/0004_api_tokens.sql")),
+    (5, "cluster version", include_str!("../../migrations/sqlite/0005_cluster_version.sql")),
 ];
 
-const CLUSTER_COLUMNS: &str = "id, name, server, key_algorithm, policy, labels, created_at, updated_at";
+const CLUSTER_COLUMNS: &str =
+    "id, name, server, key_algorithm, policy, labels, created_at, updated_at, version";
 const AUTHORITY_COLUMNS: &str = "id, cluster_id, kind, generation, state, subject, certificate_der, fingerprint, \
      key_algorithm, sealed_key, key_version, not_before, not_after, created_at";
 const CERTIFICATE_COLUMNS: &str = "seq, serial, cluster_id, authority_id, kind, generation, profile, common_name, \
@@ -145,10 +148,11 @@ fn cluster_from_row(row: &SqliteRow) -> StoreResult<ClusterRecord> {
         name: row.try_get("name")?,
         server: row.try_get("server")?,
         key_algorithm: parse_key_algorithm(row.try_get("key_algorithm")?)?,
-        policy: row.try_get::<Json<IssuancePolicy>, _>("policy")?.0,
+        policy: row.try_get::<Json<StoredPolicy>, _>("policy")?.0.into(),
         labels: row.try_get::<Json<BTreeMap<String, String>>, _>("labels")?.0,
         created_at: time_column(row, "created_at")?,
         updated_at: time_column(row, "updated_at")?,
+        version: row.try_get("version")?,
     })
 }
 
@@ -246,6 +250,21 @@ fn token_from_row(row: &SqliteRow) -> StoreResult<(i64, TokenRecord)> {
             revoked_at: optional_time_column(row, "revoked_at")?,
         },
     ))
+}
+
+/// Why a versioned change of a cluster matched no row: it is gone, or another change came first.
+async fn stale_or_gone(conn: &mut SqliteConnection, id: Uuid) -> StoreError {
+    match sqlx::query_scalar::<_, i64>("SELECT version FROM clusters WHERE id = ?")
+        .bind(id.to_string())
+        .fetch_optional(conn)
+        .await
+    {
+        Ok(Some(current)) => {
+            StoreError::Conflict(format!("stale version; the cluster is at version {current}"))
+        }
+        Ok(None) => StoreError::NotFound,
+        Err(err) => err.into(),
+    }
 }
 
 async fn insert_audit(conn: &mut SqliteConnection, entry: &AuditEntry) -> StoreResult<()> {
@@ -373,7 +392,7 @@ impl Store for SqliteStore {
         .bind(&c.name)
         .bind(&c.server)
         .bind(c.key_algorithm.as_str())
-        .bind(Json(&c.policy))
+        .bind(Json(StoredPolicy::from(&c.policy)))
         .bind(Json(&c.labels))
         .bind(micros(c.created_at))
         .bind(micros(c.updated_at))
@@ -425,29 +444,34 @@ impl Store for SqliteStore {
     async fn update_cluster(&self, cluster: &ClusterRecord, audit: &AuditEntry) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
-            "UPDATE clusters SET server = ?, policy = ?, labels = ?, updated_at = ? WHERE id = ?",
+            "UPDATE clusters SET server = ?, policy = ?, labels = ?, updated_at = ?, version = version + 1 \
+             WHERE id = ? AND version = ?",
         )
         .bind(&cluster.server)
-        .bind(Json(&cluster.policy))
+        .bind(Json(StoredPolicy::from(&cluster.policy)))
         .bind(Json(&cluster.labels))
         .bind(micros(cluster.updated_at))
         .bind(cluster.id.to_string())
+        .bind(cluster.version)
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
+            return Err(stale_or_gone(&mut tx, cluster.id).await);
         }
         insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn delete_cluster(&self, id: Uuid, audit: &AuditEntry) -> StoreResult<()> {
+    async fn delete_cluster(&self, id: Uuid, version: Option<i64>, audit: &AuditEntry) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
-        let deleted =
-            sqlx::query("DELETE FROM clusters WHERE id = ?").bind(id.to_string()).execute(&mut *tx).await?;
+        let deleted = sqlx::query("DELETE FROM clusters WHERE id = ?1 AND (?2 IS NULL OR version = ?2)")
+            .bind(id.to_string())
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
         if deleted.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
+            return Err(stale_or_gone(&mut tx, id).await);
         }
         insert_audit(&mut tx, audit).await?;
         tx.commit().await?;

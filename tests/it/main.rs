@@ -8,6 +8,7 @@ mod cli;
 mod clusters;
 mod components;
 mod compose;
+mod concurrency;
 mod crl_sync;
 mod curl;
 mod faults;

@@ -166,7 +166,20 @@ async fn clusters_are_created_found_listed_changed_and_deleted(backend: Backend)
     changed.labels.insert("team".into(), "a".into());
     changed.updated_at = now();
     store.update_cluster(&changed, &audit("update", Some(a.cluster.id))).await.unwrap();
-    assert_eq!(store.find_cluster("alpha").await.unwrap(), changed);
+    let stored = store.find_cluster("alpha").await.unwrap();
+    assert_eq!(stored, kca::store::ClusterRecord { version: changed.version + 1, ..changed.clone() });
+    // A change made from a version that is no longer current is refused, and writes nothing.
+    let before = audit_count(store).await;
+    assert!(matches!(
+        store.update_cluster(&changed, &audit("update", None)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.delete_cluster(a.cluster.id, Some(changed.version), &audit("delete", None)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(audit_count(store).await, before);
+    assert_eq!(store.find_cluster("alpha").await.unwrap(), stored);
     let mut ghost = changed.clone();
     ghost.id = Uuid::new_v4();
     assert!(matches!(store.update_cluster(&ghost, &audit("update", None)).await, Err(StoreError::NotFound)));
@@ -178,13 +191,16 @@ async fn clusters_are_created_found_listed_changed_and_deleted(backend: Backend)
     assert_eq!(store.get_authority(ids[0]).await.unwrap(), authorities[0]);
     // Deleted, with everything below it; the audit trail stays.
     let audited = audit_count(store).await;
-    store.delete_cluster(a.cluster.id, &audit("delete", Some(a.cluster.id))).await.unwrap();
+    store
+        .delete_cluster(a.cluster.id, Some(stored.version), &audit("delete", Some(a.cluster.id)))
+        .await
+        .unwrap();
     assert!(matches!(store.find_cluster("alpha").await, Err(StoreError::NotFound)));
     assert!(store.list_authorities(a.cluster.id).await.unwrap().is_empty());
     assert!(store.current_crls(&ids).await.unwrap().is_empty());
     assert_eq!(audit_count(store).await, audited + 1);
     assert!(matches!(
-        store.delete_cluster(a.cluster.id, &audit("delete", None)).await,
+        store.delete_cluster(a.cluster.id, None, &audit("delete", None)).await,
         Err(StoreError::NotFound)
     ));
 }
