@@ -31,19 +31,6 @@ pub struct Settings {
     pub hsts: bool,
 }
 
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            public_read: true,
-            crl_validity: Duration::from_secs(7 * 86_400),
-            request_timeout: Duration::from_secs(30),
-            issue_rate_limit: 0,
-            cors_origins: Vec::new(),
-            hsts: false,
-        }
-    }
-}
-
 pub struct App {
     pub settings: Settings,
     pub store: Arc<dyn Store>,

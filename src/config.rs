@@ -29,6 +29,11 @@ pub struct StoreArgs {
     #[arg(long, env = "KCA_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
 
+    /// `KCA_MASTER_KEY`, the master key itself (base64): from the environment only, never a flag
+    /// (a command line is visible to every user of the host).
+    #[arg(skip = master_key_from_environment())]
+    pub master_key: Option<zeroize::Zeroizing<String>>,
+
     /// Version number stored beside every key the master key seals.
     #[arg(long, env = "KCA_MASTER_KEY_VERSION", default_value_t = 1)]
     pub master_key_version: i32,
@@ -52,8 +57,21 @@ impl std::fmt::Debug for StoreArgs {
             .field("data_dir", &self.data_dir)
             .field("database_url", &self.database_url.as_deref().map(redact_url))
             .field("master_key_file", &self.master_key_file)
+            .field("master_key", &self.master_key.as_ref().map(|_| "<from KCA_MASTER_KEY>"))
             .finish_non_exhaustive()
     }
+}
+
+fn master_key_from_environment() -> Option<zeroize::Zeroizing<String>> {
+    std::env::var("KCA_MASTER_KEY").ok().map(zeroize::Zeroizing::new)
+}
+
+/// How log lines are written: `text` (readable lines) or `json` (one JSON object a line).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 impl StoreArgs {
@@ -110,10 +128,6 @@ pub struct ServeArgs {
     /// Issuances per minute allowed to one token subject (0: unlimited).
     #[arg(long, env = "KCA_ISSUE_RATE_LIMIT", default_value_t = 0)]
     pub issue_rate_limit: u32,
-
-    /// Log format: `text` (readable lines) or `json` (one JSON object a line).
-    #[arg(long, env = "KCA_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
-    pub log_format: String,
 
     /// Allow browsers on these origins to call the API (CORS); none by default.
     #[arg(long, env = "KCA_CORS_ORIGINS", value_delimiter = ',')]

@@ -50,7 +50,7 @@ pub enum MasterKeySource {
 /// base64), else `<data dir>/master.key`, created (mode 0600) when missing.
 pub fn load_master_key(args: &StoreArgs) -> Result<(MasterKey, MasterKeySource), KeyringError> {
     let version = args.master_key_version;
-    if let Ok(value) = std::env::var("KCA_MASTER_KEY") {
+    if let Some(value) = &args.master_key {
         let bytes = decode_key_text(value.as_bytes()).ok_or_else(|| {
             KeyringError::MasterKey("KCA_MASTER_KEY must be 32 bytes, base64-encoded".into())
         })?;

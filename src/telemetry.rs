@@ -1,17 +1,14 @@
-//! Logging: readable lines by default, JSON with `KCA_LOG_FORMAT=json`, filtered by `RUST_LOG`.
+//! Logging: readable lines by default, JSON with `--log-format json` (`KCA_LOG_FORMAT`), filtered
+//! by `RUST_LOG`.
 
 use std::ffi::OsStr;
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-/// Log to stderr, as JSON lines when `KCA_LOG_FORMAT=json`.
-pub fn init() {
-    init_with_format(std::env::var("KCA_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json")));
-}
-
-/// Log to stderr, as JSON lines when `json`.
-pub fn init_with_format(json: bool) {
+/// Log to stderr in `format`.
+pub fn init(format: crate::config::LogFormat) {
+    let json = format == crate::config::LogFormat::Json;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn,hyper=warn,rustls=warn"));
     let ansi = colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR").as_deref());

@@ -23,12 +23,15 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{ServeArgs, StoreArgs, parse_duration};
+use crate::config::{LogFormat, ServeArgs, StoreArgs, parse_duration};
 use crate::token::{Scope, TokenRequest};
 
 #[derive(Debug, Parser)]
 #[command(name = "kca", version, about = "A private certificate authority for Kubernetes clusters")]
 pub struct Cli {
+    /// Log format of the commands that log (serve, migrate, crl-sync): text or json.
+    #[arg(long, global = true, env = "KCA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -101,6 +104,9 @@ fn parse_scope(text: &str) -> Result<Scope, String> {
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
+    if matches!(cli.command, Command::Serve(_) | Command::Migrate(_) | Command::CrlSync(_)) {
+        crate::telemetry::init(cli.log_format);
+    }
     let result = match cli.command {
         Command::Serve(args) => serve(*args).await,
         Command::Migrate(args) => migrate(args).await,
@@ -144,14 +150,12 @@ fn error_report(err: &anyhow::Error) -> String {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    crate::telemetry::init_with_format(args.log_format == "json");
     let application = crate::server::Application::build(&args).await?;
     application.run().await?;
     Ok(())
 }
 
 async fn migrate(args: StoreArgs) -> anyhow::Result<()> {
-    crate::telemetry::init();
     std::fs::create_dir_all(&args.data_dir)?;
     // The same lock as every other start-up path: a server starting meanwhile waits.
     let _setup = crate::app::lock_data_dir(&args.data_dir).await?;

@@ -95,6 +95,7 @@ pub fn serve_args(data_dir: &std::path::Path, database_url: Option<String>) -> S
             database_url_file: None,
             database_max_connections: 8,
             master_key_file: None,
+            master_key: None,
             master_key_version: 1,
             token_issuer: "kca".into(),
             token_audience: "kca".into(),
@@ -108,7 +109,6 @@ pub fn serve_args(data_dir: &std::path::Path, database_url: Option<String>) -> S
         crl_validity: std::time::Duration::from_secs(7 * 86_400),
         request_timeout: std::time::Duration::from_secs(30),
         issue_rate_limit: 0,
-        log_format: "text".into(),
         cors_origins: vec![],
     }
 }

@@ -81,7 +81,6 @@ impl<T> Documents<T> {
 
 /// Sync once with `--once`, else at every `--interval` until SIGTERM or SIGINT.
 pub async fn run(args: CrlSyncArgs) -> anyhow::Result<()> {
-    crate::telemetry::init();
     if args.interval.is_zero() {
         bail!("--interval must be at least one second");
     }
