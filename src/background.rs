@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::app::{App, AppState};
 use crate::crl_publisher::{PublishError, check_interval};
+use crate::service::publish;
 use crate::store::{AuthorityState, Change, StoreError};
 
 /// How often every replica re-reads clusters, authorities and CRLs, in case an announcement was
@@ -61,9 +62,9 @@ async fn apply(app: &App, change: Change) -> Result<(), StoreError> {
                 }
             }
         }
-        Change::Cluster(cluster_id) => match app.refresh_snapshot(&cluster_id.to_string()).await {
-            Ok(snapshot) => forget_retired(app, &snapshot.authorities),
-            Err(StoreError::NotFound) => forget_cluster(app, cluster_id),
+        Change::Cluster(cluster_id) => match publish::refresh(app, &cluster_id.to_string()).await {
+            Ok(_) => {}
+            Err(StoreError::NotFound) => publish::cluster_deleted(app, cluster_id),
             Err(err) => return Err(err),
         },
         Change::TokenRevoked(id) => app.tokens.forget(id),
@@ -110,7 +111,7 @@ async fn resync(app: &App) -> Result<(), StoreError> {
     let live = app.store.list_live_authorities().await?;
     for snapshot in app.published.snapshots() {
         if !current.contains_key(&snapshot.cluster.id) {
-            forget_cluster(app, snapshot.cluster.id);
+            publish::cluster_deleted(app, snapshot.cluster.id);
         }
     }
     for (id, cluster) in current {
@@ -131,8 +132,7 @@ async fn resync(app: &App) -> Result<(), StoreError> {
             }
         };
         if stale {
-            let snapshot = app.refresh_snapshot(&cluster.id.to_string()).await?;
-            forget_retired(app, &snapshot.authorities);
+            publish::refresh(app, &cluster.id.to_string()).await?;
         }
     }
     let ids: Vec<_> = live.iter().map(|a| a.id).collect();
@@ -140,25 +140,6 @@ async fn resync(app: &App) -> Result<(), StoreError> {
         app.published.put_crl(crl);
     }
     Ok(())
-}
-
-fn forget_cluster(app: &App, cluster_id: uuid::Uuid) {
-    if let Some(snapshot) = app.published.cluster(&cluster_id.to_string()) {
-        let ids: Vec<_> = snapshot.authorities.iter().map(|a| a.id).collect();
-        app.keyring.remove(&ids);
-        app.crl_publisher.forget(&ids);
-    }
-    app.published.remove_cluster(cluster_id);
-}
-
-fn forget_retired(app: &App, authorities: &[crate::store::AuthorityRecord]) {
-    let retired: Vec<_> =
-        authorities.iter().filter(|a| a.state == AuthorityState::Retired).map(|a| a.id).collect();
-    app.keyring.remove(&retired);
-    app.crl_publisher.forget(&retired);
-    for id in retired {
-        app.published.remove_crl(id);
-    }
 }
 
 /// Background failures are logged at warn, but each kind at most once a minute: an outage of the

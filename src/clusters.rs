@@ -205,6 +205,42 @@ pub fn build_cluster(
     Ok(BuiltCluster { new: NewCluster { cluster, authorities, crls }, signers })
 }
 
+/// A change of a cluster: JSON merge patches (RFC 7396) of its policy and labels, and a new server.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterChange {
+    pub server: Option<String>,
+    pub policy: Option<serde_json::Value>,
+    pub labels: Option<serde_json::Value>,
+}
+
+impl ClusterChange {
+    /// `current` with the change applied and validated (`updated_at` moves only if it differs).
+    pub fn apply(&self, current: &ClusterRecord, now: OffsetDateTime) -> Result<ClusterRecord, FieldError> {
+        let mut updated = current.clone();
+        if let Some(server) = &self.server {
+            updated.server = validate_server_url(server)?;
+        }
+        if let Some(policy_patch) = &self.policy {
+            let mut policy = serde_json::to_value(&current.policy).expect("a policy serializes");
+            merge_patch(&mut policy, policy_patch.clone());
+            updated.policy = serde_json::from_value::<IssuancePolicy>(policy)
+                .map_err(|e| FieldError::new("policy", format!("invalid policy: {e}")))?;
+            updated.policy.validate()?;
+        }
+        if let Some(labels_patch) = &self.labels {
+            let mut labels = serde_json::to_value(&current.labels).expect("labels serialize");
+            merge_patch(&mut labels, labels_patch.clone());
+            updated.labels = serde_json::from_value::<BTreeMap<String, String>>(labels)
+                .map_err(|e| FieldError::new("labels", format!("labels must map strings to strings: {e}")))?;
+            validate_labels(&updated.labels)?;
+        }
+        if updated != *current {
+            updated.updated_at = now;
+        }
+        Ok(updated)
+    }
+}
+
 /// RFC 7396 JSON merge patch.
 pub fn merge_patch(target: &mut serde_json::Value, patch: serde_json::Value) {
     match patch {

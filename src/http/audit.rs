@@ -7,10 +7,10 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::auth::Caller;
-use super::error::{ApiError, ProblemResponses};
 use super::extract::{Json, Query};
 use super::pagination::{PageParams, next_cursor};
 use crate::app::AppState;
+use crate::error::{ApiError, ProblemResponses};
 use crate::token::Scope;
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -16,8 +16,8 @@ use axum::response::{IntoResponse, Response};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::error::ApiError;
 use crate::app::AppState;
+use crate::error::ApiError;
 use crate::published::ClusterSnapshot;
 use crate::store::{AuditEntry, StoreError};
 use crate::token::{Claims, Scope};
@@ -173,6 +173,15 @@ impl Caller {
     /// The subject recorded for what this caller does.
     pub fn actor(&self) -> &str {
         self.claims.as_ref().map_or("anonymous", |c| c.sub.as_str())
+    }
+
+    /// The caller as the domain operations record it.
+    pub fn as_actor(&self) -> crate::service::Actor {
+        crate::service::Actor {
+            subject: self.actor().to_string(),
+            remote_addr: self.remote_addr.clone(),
+            token_id: self.token_id().to_string(),
+        }
     }
 
     /// An audit entry for an action of this caller.

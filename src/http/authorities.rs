@@ -8,15 +8,14 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::auth::{Caller, ClusterAccess};
-use super::clusters::load_cluster;
 use super::download::{Caching, cacheable, etag_of};
-use super::error::{ApiError, ProblemResponses};
 use super::extract::{Json, Path, RawBody};
 use crate::app::AppState;
-use crate::clusters::build_authority;
+use crate::error::{ApiError, ProblemResponses};
 use crate::pki::{AuthorityKind, to_pem};
 use crate::published::ClusterSnapshot;
-use crate::store::{AuthorityRecord, AuthorityState, StoreError};
+use crate::service;
+use crate::store::AuthorityRecord;
 use crate::token::Scope;
 
 /// One generation of a CA.
@@ -193,36 +192,8 @@ pub async fn rotate_authority(
 ) -> Result<Json<AuthorityResponse>, ApiError> {
     let kind = parse_kind(&kind)?;
     caller.require(Scope::Admin)?;
-    let snapshot = load_cluster(&app, &access.snapshot.cluster.id.to_string()).await?;
-    let generation =
-        snapshot.authorities.iter().filter(|a| a.kind == kind).map(|a| a.generation).max().unwrap_or(0) + 1;
-    let now = app.now();
-    let (crl_validity, cluster_record, job_app) =
-        (app.settings.crl_validity, snapshot.cluster.clone(), app.clone());
-    // Key generation (RSA is slow) runs off the async workers.
-    let built = tokio::task::spawn_blocking(move || {
-        build_authority(&cluster_record, kind, generation, job_app.keyring.master(), now, crl_validity)
-    })
-    .await
-    .map_err(ApiError::internal)??;
-    let audit = caller.audit(
-        now,
-        "authority.rotate",
-        "authority",
-        format!("{kind}/{generation}"),
-        Some(snapshot.cluster.id),
-        serde_json::json!({ "kind": kind, "generation": generation, "fingerprint_sha256": built.record.fingerprint }),
-    );
-    app.store.rotate_authority(&built.record, &built.crl, &audit).await.map_err(|e| match e {
-        StoreError::Conflict(_) => {
-            ApiError::conflict(format!("the {kind} CA was rotated concurrently; retry"))
-        }
-        other => other.into(),
-    })?;
-    tracing::info!(cluster.name = %snapshot.cluster.name, authority.kind = %kind, generation, actor = caller.actor(), "authority rotated");
-    app.keyring.insert(built.record.id, built.signer);
-    app.published.put_crl(built.crl);
-    let snapshot = app.refresh_snapshot(&snapshot.cluster.id.to_string()).await?;
+    let snapshot =
+        service::authorities::rotate(&app, &caller.as_actor(), access.snapshot.cluster.id, kind).await?;
     AuthorityResponse::from_snapshot(&snapshot, kind)
         .map(Json)
         .ok_or_else(|| ApiError::internal("the rotated authority has no signer"))
@@ -260,39 +231,15 @@ pub async fn retire_generation(
     let kind = parse_kind(&kind)?;
     caller.require(Scope::Admin)?;
     let request: RetireRequest = body.json_or_default()?;
-    let snapshot = load_cluster(&app, &access.snapshot.cluster.id.to_string()).await?;
-    let authority = snapshot
-        .authorities
-        .iter()
-        .find(|a| a.kind == kind && a.generation == generation)
-        .ok_or_else(|| ApiError::not_found(format!("the {kind} CA has no generation {generation}")))?;
-    if authority.state != AuthorityState::Retired {
-        let audit = caller.audit(
-            app.now(),
-            "authority.retire",
-            "authority",
-            format!("{kind}/{generation}"),
-            Some(snapshot.cluster.id),
-            serde_json::json!({ "kind": kind, "generation": generation, "force": request.force }),
-        );
-        let revoked =
-            app.store.retire_authority(authority.id, request.force, &audit).await.map_err(|e| match e {
-                StoreError::Conflict(detail) => ApiError::conflict(detail),
-                other => other.into(),
-            })?;
-        tracing::info!(
-            cluster.name = %snapshot.cluster.name,
-            authority.kind = %kind,
-            generation,
-            revoked = revoked.len(),
-            actor = caller.actor(),
-            "authority generation retired"
-        );
-        app.keyring.remove(&[authority.id]);
-        app.crl_publisher.forget(&[authority.id]);
-        app.published.remove_crl(authority.id);
-    }
-    let snapshot = app.refresh_snapshot(&snapshot.cluster.id.to_string()).await?;
+    let snapshot = service::authorities::retire(
+        &app,
+        &caller.as_actor(),
+        access.snapshot.cluster.id,
+        kind,
+        generation,
+        request.force,
+    )
+    .await?;
     AuthorityResponse::from_snapshot(&snapshot, kind)
         .map(Json)
         .ok_or_else(|| ApiError::internal("the authority has no signer"))

@@ -6,19 +6,14 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Caller, ClusterAccess};
-use super::error::{ApiError, ProblemResponses};
 use super::extract::{Json, Path, Query, RawBody};
 use super::pagination::{PageParams, next_cursor};
 use crate::app::AppState;
-use crate::issuance::{Signed, Usage};
+use crate::error::{ApiError, ProblemResponses};
 use crate::pki::crl::RevocationReason;
 use crate::pki::{AuthorityKind, Serial, to_pem};
-use crate::published::ClusterSnapshot;
-use crate::recorder::RecordError;
-use crate::store::{
-    AuthorityRecord, AuthorityState, CertificateFilter, CertificateRecord, CertificateStatus, ClusterRecord,
-    StoreError,
-};
+use crate::service;
+use crate::store::{CertificateFilter, CertificateRecord, CertificateStatus, StoreError};
 use crate::token::Scope;
 
 /// An issued certificate (never its key).
@@ -115,65 +110,6 @@ pub struct CertificateQuery {
     pub cursor: Option<String>,
 }
 
-/// Record an issued certificate with its audit event; returns once committed.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn record_issued(
-    app: &AppState,
-    caller: &Caller,
-    cluster: &ClusterRecord,
-    authority: &AuthorityRecord,
-    profile: &str,
-    usage: &Usage,
-    signed: &Signed,
-    now: OffsetDateTime,
-) -> Result<(), ApiError> {
-    let record = CertificateRecord {
-        serial: signed.serial.to_hex(),
-        cluster_id: cluster.id,
-        authority_id: authority.id,
-        kind: authority.kind,
-        generation: authority.generation,
-        profile: profile.to_string(),
-        common_name: usage.common_name.clone(),
-        groups: usage.organizations.clone(),
-        dns_names: usage.dns_names.clone(),
-        ip_addresses: usage.ip_addresses.iter().map(|ip| ip.to_string()).collect(),
-        not_before: signed.not_before,
-        not_after: signed.not_after,
-        fingerprint: signed.leaf.fingerprint.clone(),
-        certificate_der: signed.leaf.der.clone(),
-        issued_by: caller.actor().to_string(),
-        created_at: now,
-        revoked_at: None,
-        revocation_reason: None,
-    };
-    let audit = caller.audit(
-        now,
-        "certificate.issue",
-        "certificate",
-        record.serial.clone(),
-        Some(cluster.id),
-        serde_json::json!({
-            "profile": profile,
-            "kind": authority.kind,
-            "generation": authority.generation,
-            "common_name": record.common_name,
-            "groups": record.groups,
-            "not_after": signed.not_after.unix_timestamp(),
-        }),
-    );
-    // The writer logged a failed batch once; each request only answers it.
-    app.recorder.record(record, audit).await.map_err(|err| match err {
-        RecordError::Failed(cause) if cause.is_unavailable() => {
-            ApiError::unavailable("the database is unavailable; nothing was issued", 5)
-        }
-        RecordError::Failed(_) => ApiError::internal_reported(),
-        RecordError::Stopped => ApiError::unavailable("the server is shutting down; nothing was issued", 5),
-    })?;
-    app.metrics.certificate_issued(&cluster.name, authority.kind.as_str(), profile);
-    Ok(())
-}
-
 /// The certificates of a cluster, newest first.
 #[utoipa::path(
     get, path = "/v1/clusters/{cluster}/certificates", tag = "certificates",
@@ -266,29 +202,6 @@ pub struct RevocationResponse {
     pub serials: Vec<String>,
 }
 
-/// Publish fresh CRLs for the authorities of revoked certificates, before answering: a revoke call
-/// returns once the CRL that lists the certificate is published.
-async fn publish_for(
-    app: &AppState,
-    snapshot: &ClusterSnapshot,
-    authority_ids: &[uuid::Uuid],
-) -> Result<(), ApiError> {
-    let mut seen = Vec::new();
-    for id in authority_ids {
-        if seen.contains(id) {
-            continue;
-        }
-        seen.push(*id);
-        // A retired generation is in no bundle and needs no CRL.
-        if let Some(authority) =
-            snapshot.authorities.iter().find(|a| a.id == *id && a.state != AuthorityState::Retired)
-        {
-            app.publish_crl(authority).await?;
-        }
-    }
-    Ok(())
-}
-
 /// Revoke one certificate (idempotent: revoking again answers the same revocation).
 #[utoipa::path(
     post, path = "/v1/clusters/{cluster}/certificates/{serial}/revoke", tag = "revocation",
@@ -311,37 +224,8 @@ pub async fn revoke_certificate(
     let serial = parse_serial(&serial)?;
     // The body is optional: an empty one means the default reason.
     let reason = body.json_or_default::<RevokeRequest>()?.reason;
-    let audit = caller.audit(
-        app.now(),
-        "certificate.revoke",
-        "certificate",
-        serial.clone(),
-        Some(snapshot.cluster.id),
-        serde_json::json!({ "reason": reason.as_str() }),
-    );
-    let (record, revoked_now) =
-        app.store.revoke_certificate(snapshot.cluster.id, &serial, reason, &audit).await.map_err(
-            |e| match e {
-                StoreError::NotFound => {
-                    ApiError::not_found(format!("no certificate with serial {serial} in this cluster"))
-                }
-                other => other.into(),
-            },
-        )?;
-    if revoked_now {
-        app.metrics.certificates_revoked(&snapshot.cluster.name, record.kind.as_str(), 1);
-        tracing::info!(cluster.name = %snapshot.cluster.name, cert.serial = %serial, reason = reason.as_str(), actor = caller.actor(), "certificate revoked");
-    }
-    // Revoking again publishes nothing new, unless the first call's CRL never made it out.
-    let listed = || {
-        app.published.crl(record.authority_id).is_some_and(|crl| {
-            crl.map_lines()
-                .is_ok_and(|lines| lines.iter().any(|line| line.split(' ').next() == Some(serial.as_str())))
-        })
-    };
-    if revoked_now || !listed() {
-        publish_for(&app, &snapshot, &[record.authority_id]).await?;
-    }
+    let record =
+        service::revocation::certificate(&app, &caller.as_actor(), &snapshot, &serial, reason).await?;
     Ok(Json(CertificateResponse::from_record(record, app.now())))
 }
 
@@ -361,27 +245,7 @@ pub async fn revoke_user(
 ) -> Result<Json<RevocationResponse>, ApiError> {
     caller.require(Scope::CertificatesRevoke)?;
     crate::names::validate_identity("user", &request.user)?;
-    let audit = caller.audit(
-        app.now(),
-        "certificate.revoke_user",
-        "user",
-        request.user.clone(),
-        Some(snapshot.cluster.id),
-        serde_json::json!({ "reason": request.reason.as_str() }),
-    );
     let revoked =
-        app.store.revoke_by_common_name(snapshot.cluster.id, &request.user, request.reason, &audit).await?;
-    tracing::info!(
-        cluster.name = %snapshot.cluster.name,
-        cert.user = %request.user,
-        certificates = revoked.len(),
-        actor = caller.actor(),
-        "certificates of a user revoked"
-    );
-    for certificate in &revoked {
-        app.metrics.certificates_revoked(&snapshot.cluster.name, certificate.kind.as_str(), 1);
-    }
-    let authorities: Vec<uuid::Uuid> = revoked.iter().map(|c| c.authority_id).collect();
-    publish_for(&app, &snapshot, &authorities).await?;
+        service::revocation::user(&app, &caller.as_actor(), &snapshot, &request.user, request.reason).await?;
     Ok(Json(RevocationResponse { serials: revoked.into_iter().map(|c| c.serial).collect() }))
 }

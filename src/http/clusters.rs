@@ -11,15 +11,16 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::auth::{Caller, ClusterAccess};
-use super::error::{ApiError, ProblemResponses};
 use super::extract::{Json, Query};
 use super::pagination::{PageParams, next_cursor};
 use crate::app::AppState;
-use crate::clusters::{ClusterDraft, build_cluster, merge_patch, validate_labels, validate_server_url};
+use crate::clusters::{ClusterChange, ClusterDraft};
+use crate::error::{ApiError, ProblemResponses};
 use crate::pki::{AuthorityKind, KeyAlgorithm};
 use crate::policy::IssuancePolicy;
 use crate::published::ClusterSnapshot;
-use crate::store::{ClusterRecord, StoreError};
+use crate::service;
+use crate::store::StoreError;
 use crate::token::Scope;
 
 /// A cluster to create.
@@ -162,43 +163,8 @@ pub async fn create_cluster(
 ) -> Result<Response, ApiError> {
     // A token limited to some clusters cannot name one that does not exist yet.
     let claims = caller.require_unrestricted(Scope::ClustersWrite)?;
-    let mut draft = ClusterDraft::from(request);
-    draft.validate()?;
-    require_admin_for_privileged(claims, &IssuancePolicy::default(), &draft.policy)?;
-    let now = app.now();
-    let crl_validity = app.settings.crl_validity;
-    let build_app = app.clone();
-    let built = tokio::task::spawn_blocking(move || {
-        build_cluster(draft, build_app.keyring.master(), now, crl_validity)
-    })
-    .await
-    .map_err(ApiError::internal)??;
-    let cluster = &built.new.cluster;
-    let audit = caller.audit(
-        now,
-        "cluster.create",
-        "cluster",
-        cluster.id.to_string(),
-        Some(cluster.id),
-        serde_json::json!({ "name": cluster.name, "server": cluster.server }),
-    );
-    app.store.create_cluster(&built.new, &audit).await.map_err(|e| match e {
-        StoreError::Conflict(_) => {
-            ApiError::conflict(format!("a cluster named {:?} already exists", cluster.name))
-        }
-        other => other.into(),
-    })?;
-    tracing::info!(cluster.name = %cluster.name, cluster.id = %cluster.id, actor = caller.actor(), "cluster created");
-    for (id, signer) in built.signers {
-        app.keyring.insert(id, signer);
-    }
-    for crl in built.new.crls {
-        app.published.put_crl(crl);
-    }
-    let snapshot = app.published.put_cluster(
-        app.published.ticket(),
-        ClusterSnapshot { cluster: built.new.cluster, authorities: built.new.authorities },
-    );
+    let snapshot =
+        service::clusters::create(&app, &caller.as_actor(), claims, ClusterDraft::from(request)).await?;
     let location = format!("/v1/clusters/{}", snapshot.cluster.id);
     let mut response = cluster_response(StatusCode::CREATED, &snapshot);
     response.headers_mut().insert(header::LOCATION, HeaderValue::from_str(&location).expect("ascii"));
@@ -256,9 +222,6 @@ pub async fn get_cluster(
     Ok(cluster_response(StatusCode::OK, &snapshot))
 }
 
-/// How often a change without `If-Match` is merged again when other changes keep winning.
-const MAX_MERGE_ATTEMPTS: u32 = 100;
-
 /// A cluster answered with its version as a strong `ETag`, for `If-Match`.
 fn cluster_response(status: StatusCode, snapshot: &ClusterSnapshot) -> Response {
     let mut response = (status, Json(ClusterResponse::from_snapshot(snapshot))).into_response();
@@ -279,12 +242,6 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
         .and_then(|t| t.parse().ok())
         .map(Some)
         .ok_or_else(|| ApiError::bad_request("If-Match must be the cluster's ETag, e.g. \"3\""))
-}
-
-fn stale(current: i64) -> ApiError {
-    ApiError::precondition_failed(format!(
-        "the cluster changed since that version; it is at ETag \"{current}\": read it again"
-    ))
 }
 
 /// Change server, policy or labels (JSON merge patch).
@@ -310,106 +267,17 @@ pub async fn update_cluster(
 ) -> Result<Response, ApiError> {
     let claims = caller.require(Scope::ClustersWrite)?;
     let expected = if_match(&headers)?;
-    let cluster = access.snapshot.cluster.id.to_string();
-    // Read, merge, write if the row is still at the version read. Without If-Match, a change that
-    // came in between is read and merged again, so that neither change is lost.
-    let mut attempts = 0;
-    let updated = loop {
-        let current = app.store.find_cluster(&cluster).await.map_err(|e| not_found_as(e, &cluster))?;
-        if expected.is_some_and(|version| version != current.version) {
-            return Err(stale(current.version));
-        }
-        let updated = apply_patch(&current, patch.clone(), app.now())?;
-        require_admin_for_privileged(claims, &current.policy, &updated.policy)?;
-        if updated == current {
-            break current;
-        }
-        let audit = caller.audit(
-            updated.updated_at,
-            "cluster.update",
-            "cluster",
-            updated.id.to_string(),
-            Some(updated.id),
-            serde_json::json!({
-                "server": updated.server,
-                "policy": updated.policy,
-                "labels": updated.labels,
-                "version": updated.version + 1,
-            }),
-        );
-        match app.store.update_cluster(&updated, &audit).await {
-            Ok(()) => {
-                tracing::info!(cluster.name = %updated.name, actor = caller.actor(), "cluster updated");
-                break updated;
-            }
-            // Each round one of the racing writers wins, so a writer waits at most for the others
-            // once each; the jitter spreads their retries.
-            Err(StoreError::Conflict(_)) if expected.is_none() && attempts < MAX_MERGE_ATTEMPTS => {
-                attempts += 1;
-                let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 8);
-                tokio::time::sleep(std::time::Duration::from_millis(1 + jitter)).await;
-            }
-            Err(StoreError::Conflict(_)) if expected.is_some() => {
-                return Err(stale(app.store.find_cluster(&cluster).await?.version));
-            }
-            Err(StoreError::Conflict(_)) => {
-                return Err(ApiError::conflict(
-                    "the cluster is being changed by many clients at once; retry",
-                ));
-            }
-            Err(other) => return Err(not_found_as(other, &cluster)),
-        }
-    };
-    let snapshot = app.refresh_snapshot(&updated.id.to_string()).await?;
+    let change = ClusterChange { server: patch.server, policy: patch.policy, labels: patch.labels };
+    let snapshot = service::clusters::update(
+        &app,
+        &caller.as_actor(),
+        claims,
+        access.snapshot.cluster.id,
+        &change,
+        expected,
+    )
+    .await?;
     Ok(cluster_response(StatusCode::OK, &snapshot))
-}
-
-/// The policy fields that decide who may obtain a privileged identity change only with an admin
-/// token: a `clusters:write` token cannot widen them.
-fn require_admin_for_privileged(
-    claims: &crate::token::Claims,
-    current: &IssuancePolicy,
-    updated: &IssuancePolicy,
-) -> Result<(), ApiError> {
-    match updated.privileged_fields_differ(current) {
-        Some(field) if !claims.is_admin() => Err(ApiError::policy(
-            "privileged_policy",
-            format!("policy.{field}"),
-            format!(
-                "changing policy.{field} needs an admin token: it decides who may obtain privileged identities"
-            ),
-        )),
-        _ => Ok(()),
-    }
-}
-
-fn apply_patch(
-    current: &ClusterRecord,
-    patch: ClusterPatch,
-    now: OffsetDateTime,
-) -> Result<ClusterRecord, ApiError> {
-    let mut updated = current.clone();
-    if let Some(server) = patch.server {
-        updated.server = validate_server_url(&server)?;
-    }
-    if let Some(policy_patch) = patch.policy {
-        let mut policy = serde_json::to_value(&current.policy).map_err(ApiError::internal)?;
-        merge_patch(&mut policy, policy_patch);
-        updated.policy = serde_json::from_value::<IssuancePolicy>(policy)
-            .map_err(|e| ApiError::invalid("policy", format!("invalid policy: {e}")))?;
-        updated.policy.validate()?;
-    }
-    if let Some(labels_patch) = patch.labels {
-        let mut labels = serde_json::to_value(&current.labels).map_err(ApiError::internal)?;
-        merge_patch(&mut labels, labels_patch);
-        updated.labels = serde_json::from_value::<BTreeMap<String, String>>(labels)
-            .map_err(|e| ApiError::invalid("labels", format!("labels must map strings to strings: {e}")))?;
-        validate_labels(&updated.labels)?;
-    }
-    if updated != *current {
-        updated.updated_at = now;
-    }
-    Ok(updated)
 }
 
 /// Delete a cluster, its CAs (keys destroyed) and certificate records. The audit trail stays.
@@ -430,26 +298,6 @@ pub async fn delete_cluster(
 ) -> Result<StatusCode, ApiError> {
     caller.require(Scope::ClustersWrite)?;
     let expected = if_match(&headers)?;
-    let cluster = access.snapshot.cluster.id.to_string();
-    let current = app.store.find_cluster(&cluster).await.map_err(|e| not_found_as(e, &cluster))?;
-    if expected.is_some_and(|version| version != current.version) {
-        return Err(stale(current.version));
-    }
-    let authorities = app.store.list_authorities(current.id).await?;
-    let audit = caller.audit(
-        app.now(),
-        "cluster.delete",
-        "cluster",
-        current.id.to_string(),
-        Some(current.id),
-        serde_json::json!({ "name": current.name }),
-    );
-    app.store.delete_cluster(current.id, expected, &audit).await.map_err(|e| match e {
-        StoreError::Conflict(_) => stale(current.version + 1),
-        other => not_found_as(other, &cluster),
-    })?;
-    tracing::info!(cluster.name = %current.name, actor = caller.actor(), "cluster deleted");
-    app.published.remove_cluster(current.id);
-    app.keyring.remove(&authorities.iter().map(|a| a.id).collect::<Vec<_>>());
+    service::clusters::delete(&app, &caller.as_actor(), access.snapshot.cluster.id, expected).await?;
     Ok(StatusCode::NO_CONTENT)
 }

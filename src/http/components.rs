@@ -9,14 +9,15 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::auth::{Caller, ClusterAccess};
-use super::certificates::record_issued;
-use super::error::{ApiError, ProblemResponses};
 use super::extract::Json;
 use crate::app::AppState;
-use crate::issuance::{ComponentRequest, DeclaredNames};
-use crate::issuance::{SubjectKey, decide_component, sign};
+use crate::error::{ApiError, ProblemResponses};
+use crate::issuance::ComponentRequest;
+use crate::issuance::SubjectKey;
 use crate::pki::KeyAlgorithm;
 use crate::profiles::{Profile, profiles};
+use crate::service;
+use crate::service::issuance::Issued;
 
 /// A component certificate to issue.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -104,24 +105,18 @@ pub async fn issue_certificate(
         ApiError::invalid("profile", format!("no profile {:?}", request.profile))
             .with_valid_values(profiles().iter().map(|p| p.name.to_string()).collect())
     })?;
-    let policy = &snapshot.cluster.policy;
-    let server_host =
-        url::Url::parse(&snapshot.cluster.server).ok().and_then(|u| u.host_str().map(str::to_string));
-    let names = DeclaredNames {
-        server_host: server_host.as_deref(),
-        control_plane_names: &policy.control_plane_names,
-        node_names: &policy.node_names,
-    };
-    let usage = decide_component(policy, claims, &profile, &request.component(), &names)?;
+    let component = request.component();
     let key = SubjectKey::from_request(request.csr_pem, request.key_algorithm)?;
-    app.check_issue_rate(caller.token_id()).map_err(ApiError::too_many_requests)?;
-    let authority = snapshot.signer(profile.authority).ok_or_else(|| {
-        ApiError::internal(format!("the {} CA has no active generation", profile.authority))
-    })?;
-    let ca = app.keyring.signer(authority)?;
-    let now = app.now();
-    let signed = sign(&ca, &key, &usage, now)?;
-    record_issued(&app, &caller, &snapshot.cluster, authority, profile.name, &usage, &signed, now).await?;
+    let Issued { signed, .. } = service::issuance::component_certificate(
+        &app,
+        &caller.as_actor(),
+        claims,
+        &snapshot,
+        &profile,
+        &component,
+        &key,
+    )
+    .await?;
     tracing::info!(
         cluster.name = %snapshot.cluster.name,
         cert.serial = %signed.serial,

@@ -11,9 +11,9 @@ use utoipa::IntoParams;
 use super::auth::{Caller, ClusterAccess};
 use super::authorities::parse_kind;
 use super::download::{Caching, cacheable, etag_of};
-use super::error::{ApiError, ProblemResponses};
 use super::extract::{Path, Query};
 use crate::app::AppState;
+use crate::error::{ApiError, ProblemResponses};
 use crate::pki::AuthorityKind;
 use crate::published::{CachedCrl, ClusterSnapshot};
 

@@ -24,7 +24,7 @@ use http_body::{Frame, SizeHint};
 use tokio::sync::oneshot;
 
 use super::BODY_LIMIT;
-use super::error::ApiError;
+use crate::error::ApiError;
 
 /// How long an error answer waits for the rest of a body within the limit: a client that takes
 /// longer gets its answer, and the connection (HTTP/1.1) or stream (HTTP/2) is closed.

@@ -4,7 +4,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::response::{IntoResponse, Response};
 
-use super::error::ApiError;
+use crate::error::ApiError;
 
 /// `axum::Json`, with malformed or oversized bodies answered as problem+json.
 #[derive(Debug, Clone, Copy, Default, FromRequest)]

@@ -11,9 +11,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::auth::Caller;
-use super::error::{ApiError, ProblemResponses};
 use super::extract::Json;
 use crate::app::AppState;
+use crate::error::{ApiError, ProblemResponses};
 use crate::token::Scope;
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -8,14 +8,15 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::auth::{Caller, ClusterAccess};
-use super::certificates::record_issued;
 use super::download::attachment;
-use super::error::{ApiError, ProblemResponses};
 use super::extract::Json;
 use crate::app::AppState;
-use crate::issuance::{SubjectKey, Usage, UserRequest, decide_user_certificate, sign};
+use crate::error::{ApiError, ProblemResponses};
+use crate::issuance::SubjectKey;
 use crate::pki::kubeconfig::{ClusterEndpoint, UserCredential, render};
 use crate::pki::{AuthorityKind, KeyAlgorithm};
+use crate::service;
+use crate::service::issuance::{Issued, UserCertificate};
 use crate::token::Scope;
 
 /// A kubeconfig to issue.
@@ -94,21 +95,11 @@ pub async fn issue_kubeconfig(
     Json(request): Json<NewKubeconfigRequest>,
 ) -> Result<Response, ApiError> {
     let claims = caller.require(Scope::KubeconfigsIssue)?;
-    let ttl = decide_user_certificate(
-        &snapshot.cluster.policy,
-        claims,
-        &UserRequest { user: &request.user, groups: &request.groups, ttl_seconds: request.ttl_seconds },
-    )?;
     let key = SubjectKey::from_request(request.csr_pem, request.key_algorithm)?;
-    app.check_issue_rate(caller.token_id()).map_err(ApiError::too_many_requests)?;
-    let authority = snapshot
-        .signer(AuthorityKind::Operators)
-        .ok_or_else(|| ApiError::internal("the operators CA has no active generation"))?;
-    let ca = app.keyring.signer(authority)?;
-    let now = app.now();
-    let usage = Usage::user(request.user, request.groups, ttl);
-    let signed = sign(&ca, &key, &usage, now)?;
-    record_issued(&app, &caller, &snapshot.cluster, authority, "user", &usage, &signed, now).await?;
+    let request =
+        UserCertificate { user: request.user, groups: request.groups, ttl_seconds: request.ttl_seconds, key };
+    let Issued { signed, usage } =
+        service::issuance::user_certificate(&app, &caller.as_actor(), claims, &snapshot, request).await?;
 
     let ca_pem = snapshot.ca_bundle(&[AuthorityKind::ControlPlane]);
     let key_pem = signed.private_key_pem.as_ref().map(|k| k.as_str().to_string());

@@ -10,7 +10,7 @@ pub mod components;
 pub mod crls;
 pub mod download;
 pub mod drain;
-pub mod error;
+
 pub mod extract;
 pub mod health;
 pub mod kubeconfigs;
@@ -33,7 +33,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
-use error::ApiError;
+use crate::error::ApiError;
 
 /// Request bodies larger than this are refused with 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -46,7 +46,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
         license(name = "Apache-2.0"),
     ),
     modifiers(&BearerScheme),
-    components(schemas(error::Problem)),
+    components(schemas(crate::error::Problem)),
     tags(
         (name = "clusters", description = "Clusters and their issuance policy"),
         (name = "authorities", description = "The five CAs of a cluster and their bundles"),

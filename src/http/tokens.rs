@@ -10,10 +10,10 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::Caller;
-use super::error::{ApiError, ProblemResponses};
 use super::extract::{Json, Path, Query};
 use super::pagination::{PageParams, next_cursor};
 use crate::app::AppState;
+use crate::error::{ApiError, ProblemResponses};
 use crate::names::validate_identity;
 use crate::store::{StoreError, TokenRecord};
 use crate::token::{ALL_CLUSTERS, Claims, Scope, TokenRequest};
