@@ -53,7 +53,7 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
         std::process::Command::new("schemathesis")
             .args(&args)
             .output()
-            .expect("schemathesis (pip install schemathesis)")
+            .expect("schemathesis (tests/run.sh installs it)")
     })
     .await
     .unwrap();
