@@ -64,9 +64,9 @@ fi
 # --- Postgres --------------------------------------------------------------------------------
 if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
     step "starting Postgres"
-    # pg_ctl waits until the server accepts connections (or fails); then check it answers on TCP,
-    # polling for at most 30 s.
-    pg_ctlcluster --skip-systemctl-redirect 15 main start
+    # pg_ctl waits until the server accepts connections. It refuses if the server is running but
+    # not ready yet (starting up): then the poll below waits for it, 30 s at most.
+    pg_ctlcluster --skip-systemctl-redirect 15 main start || echo "tests/run.sh: pg_ctlcluster start failed; waiting"
     deadline=$(($(date +%s) + 30))
     until pg_isready -h 127.0.0.1 -p 5432 -q; do
         [ "$(date +%s)" -lt "$deadline" ] || { echo "tests/run.sh: Postgres does not answer on 127.0.0.1:5432" >&2; exit 1; }
