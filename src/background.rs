@@ -5,10 +5,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use uuid::Uuid;
+
 use crate::app::{App, AppState};
 use crate::crl_publisher::{PublishError, check_interval};
 use crate::service::publish;
-use crate::store::{AuthorityState, Change, StoreError};
+use crate::store::{AuthorityRecord, AuthorityState, Change, ClusterRecord, StoreError};
 
 /// How often every replica re-reads clusters, authorities and CRLs, in case an announcement was
 /// missed. Announcements arrive within milliseconds; this bounds the staleness when one is lost.
@@ -62,18 +64,29 @@ async fn apply(app: &App, change: Change) -> Result<(), StoreError> {
                 }
             }
         }
-        Change::Cluster(cluster_id) => match publish::refresh(app, &cluster_id.to_string()).await {
-            Ok(_) => {}
-            Err(StoreError::NotFound) => publish::cluster_deleted(app, cluster_id),
-            Err(err) => return Err(err),
-        },
+        Change::Cluster(cluster_id) => reread_cluster(app, cluster_id).await?,
         Change::TokenRevoked(id) => app.tokens.forget(id),
         Change::TokenKeys => {
             if let Err(err) = app.tokens.reload_keys(app.store.as_ref(), app.keyring.master()).await {
                 tracing::warn!(error = %err, "re-reading the token signing keys failed");
             }
         }
-        Change::Resync => resync(app).await?,
+        Change::Resync => {
+            resync_tokens(app).await?;
+            let listing = list_everything(app).await?;
+            resync(app, listing).await?
+        }
+    }
+    Ok(())
+}
+
+/// Re-read one cluster by id: publish it, or forget it if it is gone (ids are never reused, so a
+/// cluster not found is deleted for good).
+async fn reread_cluster(app: &App, cluster_id: Uuid) -> Result<(), StoreError> {
+    match publish::refresh(app, &cluster_id.to_string()).await {
+        Ok(_) => {}
+        Err(StoreError::NotFound) => publish::cluster_deleted(app, cluster_id),
+        Err(err) => return Err(err),
     }
     Ok(())
 }
@@ -91,27 +104,40 @@ async fn resync_tokens(app: &App) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Re-read what changed since the snapshots were taken: clusters created, changed or deleted,
-/// authorities rotated or retired, newer CRLs.
-async fn resync(app: &App) -> Result<(), StoreError> {
-    resync_tokens(app).await?;
-    let mut current = HashMap::new();
+/// Every cluster and every live authority, as the periodic re-read finds them.
+pub struct Listing {
+    clusters: HashMap<Uuid, ClusterRecord>,
+    live: Vec<AuthorityRecord>,
+}
+
+pub async fn list_everything(app: &App) -> Result<Listing, StoreError> {
+    let mut clusters = HashMap::new();
     let mut after: Option<String> = None;
     loop {
         let page = app.store.list_clusters(after.as_deref(), None, 500).await?;
         let full = page.len() == 500;
         after = page.last().map(|c| c.name.clone());
         for cluster in page {
-            current.insert(cluster.id, cluster);
+            clusters.insert(cluster.id, cluster);
         }
         if !full {
             break;
         }
     }
     let live = app.store.list_live_authorities().await?;
+    Ok(Listing { clusters, live })
+}
+
+/// Catch up with what `listing` shows changed since the snapshots were taken: clusters created,
+/// changed or deleted, authorities rotated or retired, newer CRLs. The listing can be older than
+/// a snapshot: a cluster created after it was read is missing from it, but published already.
+/// So a published cluster the listing lacks is re-read by id, and forgotten only if that read
+/// finds it deleted.
+pub async fn resync(app: &App, listing: Listing) -> Result<(), StoreError> {
+    let Listing { clusters: current, live } = listing;
     for snapshot in app.published.snapshots() {
         if !current.contains_key(&snapshot.cluster.id) {
-            publish::cluster_deleted(app, snapshot.cluster.id);
+            reread_cluster(app, snapshot.cluster.id).await?;
         }
     }
     for (id, cluster) in current {

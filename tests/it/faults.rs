@@ -84,3 +84,26 @@ async fn a_database_outage_degrades_gracefully_and_heals_itself() {
     let (_, _, map) = server.send(Method::GET, "/v1/clusters/prod/revoked.map", None, None).await;
     assert_eq!(map.lines().count(), 2);
 }
+
+/// The periodic re-read lists every cluster, then drops the snapshots of those missing from the
+/// list. A listing taken just before a cluster was created lacks it: dropping it would leave the
+/// cluster read from the database on every request, and answer 503 during an outage (a CI failure
+/// of the test above when the first re-read ran beside the creation). The interleaving is forced
+/// here: list, create, then apply the older listing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_listed_before_a_cluster_was_created_keeps_it_published() {
+    let postgres = PgCluster::start();
+    let server =
+        TestServer::start_with(Backend::Sqlite, |args| args.store.database_url = Some(postgres.url())).await;
+    let admin = server.token(&[Scope::Admin]).await;
+    let listing = kca::background::list_everything(&server.app).await.unwrap();
+    server.create_cluster(&admin, "prod").await;
+    kca::background::resync(&server.app, listing).await.unwrap();
+    assert!(server.app.published.cluster("prod").is_some(), "the new cluster's snapshot was dropped");
+
+    postgres.stop_server();
+    for path in PUBLIC {
+        let (status, _, body) = server.send(Method::GET, path, None, None).await;
+        assert_eq!(status, 200, "{path} with the database down: {body}");
+    }
+}

@@ -29,7 +29,7 @@ fn lint(mut command: Command, args: &[&str], document: &str, dir: &Path) -> Resu
         .args(["-s", "WARNING"])
         .arg(&file)
         .output()
-        .map_err(|e| format!("cannot run (pip install pkilint): {e}"))?;
+        .map_err(|e| format!("cannot run (tests/run.sh installs it): {e}"))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     let failed = |why: String| {

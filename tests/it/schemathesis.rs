@@ -41,8 +41,12 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
         "40".into(),
         "--seed".into(),
         seed,
+        // One worker: with two, both threads' first coverage cases have hypothesis parse the same
+        // large module (`ast.parse`, to describe a filter's lambda) at once, and CPython 3.11's
+        // AST construction is not thread-safe: "SystemError: AST constructor recursion depth
+        // mismatch" now and then under load, with schemathesis 4.32.4 and 4.32.5 alike.
         "--workers".into(),
-        "2".into(),
+        "1".into(),
         "--max-time".into(),
         "40".into(),
         "--report-dir".into(),
@@ -53,7 +57,7 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
         std::process::Command::new("schemathesis")
             .args(&args)
             .output()
-            .expect("schemathesis (pip install schemathesis)")
+            .expect("schemathesis (tests/run.sh installs it)")
     })
     .await
     .unwrap();
