@@ -194,15 +194,6 @@ impl Caller {
         cluster_id: Option<Uuid>,
         details: serde_json::Value,
     ) -> AuditEntry {
-        AuditEntry {
-            at,
-            actor: self.actor().to_string(),
-            action: action.to_string(),
-            object_type: object_type.to_string(),
-            object_id: object_id.into(),
-            cluster_id,
-            remote_addr: self.remote_addr.clone(),
-            details,
-        }
+        self.as_actor().audit(at, action, object_type, object_id, cluster_id, details)
     }
 }

@@ -290,6 +290,7 @@ pub fn decide_component(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::issuance::test_claims as claims;
     use crate::profiles::find;
     use crate::token::Scope;
 
@@ -417,22 +418,6 @@ mod tests {
         .unwrap();
         assert_eq!(etcd.dns_names, ["etcd-0", "localhost"]);
         assert_eq!(etcd.ip_addresses.len(), 2);
-    }
-
-    fn claims(scopes: &[Scope]) -> Claims {
-        Claims {
-            sub: "t".into(),
-            iss: "kca".into(),
-            aud: "kca".into(),
-            exp: 0,
-            iat: 0,
-            nbf: None,
-            jti: "j".into(),
-            scopes: scopes.to_vec(),
-            clusters: vec!["*".into()],
-            groups: None,
-            max_ttl: None,
-        }
     }
 
     #[test]

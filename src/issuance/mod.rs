@@ -170,6 +170,24 @@ pub fn sign(ca: &CaSigner, key: &SubjectKey, usage: &Usage, now: OffsetDateTime)
     Ok(Signed { serial, leaf, private_key_pem, not_before, not_after })
 }
 
+/// The claims of a token with `scopes` for every cluster, for the decision tests.
+#[cfg(test)]
+pub(crate) fn test_claims(scopes: &[crate::token::Scope]) -> Claims {
+    Claims {
+        sub: "t".into(),
+        iss: "kca".into(),
+        aud: "kca".into(),
+        exp: 0,
+        iat: 0,
+        nbf: None,
+        jti: "j".into(),
+        scopes: scopes.to_vec(),
+        clusters: vec!["*".into()],
+        groups: None,
+        max_ttl: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -109,23 +109,8 @@ pub fn decide_user_certificate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::issuance::test_claims as claims;
     use crate::token::Scope;
-
-    fn claims(scopes: &[Scope]) -> Claims {
-        Claims {
-            sub: "t".into(),
-            iss: "kca".into(),
-            aud: "kca".into(),
-            exp: 0,
-            iat: 0,
-            nbf: None,
-            jti: "j".into(),
-            scopes: scopes.to_vec(),
-            clusters: vec!["*".into()],
-            groups: None,
-            max_ttl: None,
-        }
-    }
 
     fn decide(
         policy: &IssuancePolicy,
