@@ -15,6 +15,7 @@ use super::pagination::{PageParams, next_cursor};
 use crate::app::AppState;
 use crate::error::{ApiError, ProblemResponses};
 use crate::names::validate_identity;
+use crate::service;
 use crate::store::{StoreError, TokenRecord};
 use crate::token::{ALL_CLUSTERS, Claims, Scope, TokenRequest};
 
@@ -136,31 +137,7 @@ pub async fn create_token(
 ) -> Result<Response, ApiError> {
     let claims = caller.require(Scope::Admin)?;
     let request = narrow(&app, claims, request).await?;
-    let created_by = caller.actor().to_string();
-    let (token, record) = app
-        .mint_token(&request, &created_by, |record| {
-            caller.audit(
-                record.created_at,
-                "token.create",
-                "token",
-                record.id.to_string(),
-                None,
-                serde_json::json!({
-                    "subject": record.subject,
-                    "scopes": record.scopes,
-                    "clusters": record.clusters,
-                    "groups": record.groups,
-                    "max_ttl_seconds": record.max_ttl,
-                    "expires_at": record.expires_at.unix_timestamp(),
-                }),
-            )
-        })
-        .await
-        .map_err(|e| match e {
-            crate::token::TokenError::Invalid(detail) => ApiError::invalid("token", detail),
-            other => other.into(),
-        })?;
-    tracing::info!(token.id = %record.id, token.subject = %record.subject, actor = caller.actor(), "token minted");
+    let (token, record) = service::tokens::mint(&app, &caller.as_actor(), &request).await?;
     let location = format!("/v1/tokens/{}", record.id);
     let body = MintedTokenResponse { token, record: record.into() };
     let mut response = (StatusCode::CREATED, Json(body)).into_response();
@@ -324,35 +301,12 @@ pub async fn revoke_token(
 ) -> Result<StatusCode, ApiError> {
     let claims =
         caller.claims().ok_or_else(|| ApiError::unauthorized("this endpoint needs a bearer token"))?;
-    let not_found = || ApiError::not_found(format!("no token {id:?}"));
-    let id = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found(format!("no token {id:?}")))?;
     let own = claims.jti == id.to_string();
     if !own {
         caller.require(Scope::Admin)?;
     }
-    let record = match app.store.get_token(id).await {
-        Ok(record) => record,
-        Err(StoreError::NotFound) => return Err(not_found()),
-        Err(other) => return Err(other.into()),
-    };
-    if !own && !visible_to(claims, &record) {
-        return Err(not_found());
-    }
-    let now = app.now();
-    let audit = caller.audit(
-        now,
-        "token.revoke",
-        "token",
-        id.to_string(),
-        None,
-        serde_json::json!({ "subject": record.subject }),
-    );
-    let revoked = app.store.revoke_token(id, now, &audit).await.map_err(|e| match e {
-        StoreError::NotFound => not_found(),
-        other => other.into(),
-    })?;
-    app.tokens.remember(&revoked);
-    tracing::info!(token.id = %id, actor = caller.actor(), "token revoked");
+    service::tokens::revoke(&app, &caller.as_actor(), id, |record| own || visible_to(claims, record)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -368,19 +322,6 @@ pub async fn rotate_signing_key(
     caller: Caller,
 ) -> Result<Json<SigningKeyResponse>, ApiError> {
     caller.require_unrestricted(Scope::Admin)?;
-    let now = app.now();
-    let audit = |key_id: i32| {
-        caller.audit(now, "token_key.rotate", "token_key", key_id.to_string(), None, serde_json::json!({}))
-    };
-    let key_id = app.tokens.rotate_key(app.store.as_ref(), app.keyring.master(), audit).await.map_err(
-        |e| match e {
-            crate::token::TokenError::Store(StoreError::Conflict(_)) => {
-                ApiError::conflict("the signing key was rotated concurrently; retry")
-            }
-            crate::token::TokenError::Store(store) => store.into(),
-            other => ApiError::internal(other),
-        },
-    )?;
-    tracing::info!(key_id, actor = caller.actor(), "token signing key rotated");
+    let key_id = service::tokens::rotate_signing_key(&app, &caller.as_actor()).await?;
     Ok(Json(SigningKeyResponse { key_id }))
 }
