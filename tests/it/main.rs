@@ -21,6 +21,7 @@ mod openapi;
 mod operations;
 mod pgcluster;
 mod pki_export;
+mod postgres_tcp;
 mod replicas;
 mod revocation;
 mod rotation;
