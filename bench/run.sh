@@ -572,6 +572,20 @@ if [ "$PERF" = 1 ] && command -v perf >/dev/null && perf record -q -e cpu-clock 
         echo "# kca: where its CPU goes (inclusive share of kca's samples, from call stacks)"
         perf script -i "$WORK/perf-kca.data" -F ip,sym 2>/dev/null | awk -f "$BENCH/perf-summary.awk"
         echo
+        echo "# kca: its CPU per kubeconfig in parts that add up to 100% (each sample to the innermost frame"
+        echo "# that names a part), scaled to kca's median CPU per kubeconfig in the measured runs"
+        perf script -i "$WORK/perf-kca.data" -F ip,sym 2>/dev/null | awk -v us_per_request="$(jq -s '
+            [.[] | select(.scenario == "issue" and .target == "kca-pg" and .concurrency == 32) | .server_cpu_ms_per_req]
+            | sort | if length > 0 then .[length / 2 | floor] * 1000 else 0 end' "$WORK/runs.jsonl")" \
+            -f "$BENCH/perf-split.awk"
+        echo "# Postgres per kubeconfig (median, its backends and writers): $(jq -s '
+            [.[] | select(.scenario == "issue" and .target == "kca-pg" and .concurrency == 32) | .db_cpu_ms_per_req]
+            | sort | if length > 0 then .[length / 2 | floor] * 1000 | round else "-" end' "$WORK/runs.jsonl") us"
+        echo
+        echo "# Postgres: top functions by self time (% of all samples)"
+        perf report -i "$WORK/perf-all.data" --stdio --no-children --comm postgres --sort symbol 2>/dev/null \
+            | grep -v '^$' | grep -v '^#' | head -15 | sed -E 's/[[:space:]]+$//' | cut -c1-140
+        echo
         echo "# kca: top functions by self time (% of all samples)"
         perf report -i "$WORK/perf-all.data" --stdio --no-children --pid "${PID[kca-pg]}" --sort symbol 2>/dev/null \
             | grep -v '^$' | grep -v '^#' | head -30 | sed -E 's/[[:space:]]+-?[[:space:]]+-?[[:space:]]*$//' | cut -c1-140
