@@ -38,19 +38,28 @@ done
 if [ "$SMOKE" = 1 ]; then
     DURATION=1; REPEATS=1; PERF=0
     WARMUP=0.5; CEILING_SECONDS=1; REVOKE_COUNT=5
-    REVOKED_LEVELS=(0 1000); STORED_SEED=10000
+    REVOKED_LEVELS=(0 1000); STORED_SEED=10000; STORED_REVOKED=1000
+    BULK_USERS=2; BULK_CERTIFICATES=1000; RESTARTS=2
     PROFILE=${PROFILE:-dev}
 else
     WARMUP=2; CEILING_SECONDS=$DURATION; REVOKE_COUNT=100
-    REVOKED_LEVELS=(0 10000 100000); STORED_SEED=1000000
+    REVOKED_LEVELS=(0 10000 100000); STORED_SEED=1000000; STORED_REVOKED=100000
+    BULK_USERS=5; BULK_CERTIFICATES=10000; RESTARTS=5
     PROFILE=${PROFILE:-release}
 fi
 CONCURRENCIES=(1 8 32)
 PG_HOST=127.0.0.1
-# kca reaches Postgres over its unix socket, as a deployment on the same host would: over TCP with
-# TLS, sqlx 0.9.0 leaves TCP_NODELAY off (sqlx issue #4335) and large writes wait for
-# delayed ACKs.
 PG_SOCKET=/var/run/postgresql
+# kca reaches Postgres as production does: over TCP with TLS (kca-pg, and every other kca on
+# Postgres). For comparison, the same over plain TCP (kca-pg-tcp) and over the unix socket
+# (kca-pg-unix), at c = 32.
+pg_url() { # pg_url DATABASE tls|tcp|unix
+    case "$2" in
+        tls) echo "postgres://postgres@$PG_HOST:5432/$1?sslmode=require" ;;
+        tcp) echo "postgres://postgres@$PG_HOST:5432/$1?sslmode=disable" ;;
+        unix) echo "postgres://postgres@localhost/$1?host=$PG_SOCKET" ;;
+    esac
+}
 PG_ADMIN=(-h "$PG_HOST" -U postgres)
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -278,10 +287,23 @@ log "ready (ms): $(jq -r 'map(.kind + " " + (.ready_ms|tostring)) | join(", ")' 
 
 # --- The servers under test ------------------------------------------------------------------
 
-create_database main kca-pg
-PG_URL="postgres://postgres@localhost/${DB[kca-pg]}?host=$PG_SOCKET"
-start_kca kca-pg "$PG_URL"
-setup_kca kca-pg "$PG_URL"
+# How kca's connections to database $1 reach Postgres, as Postgres sees them: tls, tcp or unix.
+pg_transport() {
+    psql_db postgres "SELECT CASE WHEN count(*) = 0 THEN 'none' WHEN bool_and(a.client_addr IS NULL) THEN 'unix'
+        WHEN bool_and(s.ssl) THEN 'tls' WHEN NOT bool_or(s.ssl) THEN 'tcp' ELSE 'mixed' END
+        FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.datname = '$1' AND a.application_name = 'kca'"
+}
+
+declare -A TRANSPORT=([kca-pg]=tls [kca-pg-tcp]=tcp [kca-pg-unix]=unix)
+declare -A SUFFIX=([kca-pg]=main [kca-pg-tcp]=tcp [kca-pg-unix]=unix)
+for target in kca-pg kca-pg-tcp kca-pg-unix; do
+    create_database "${SUFFIX[$target]}" "$target"
+    start_kca "$target" "$(pg_url "${DB[$target]}" "${TRANSPORT[$target]}")"
+    setup_kca "$target" "$(pg_url "${DB[$target]}" "${TRANSPORT[$target]}")"
+    seen=$(pg_transport "${DB[$target]}")
+    [ "$seen" = "${TRANSPORT[$target]}" ] || die "$target reaches Postgres by '$seen', not ${TRANSPORT[$target]}"
+done
+log "kca-pg reaches Postgres over TCP with TLS, kca-pg-tcp over TCP, kca-pg-unix over the unix socket"
 start_kca kca-sqlite ""
 setup_kca kca-sqlite ""
 
@@ -345,7 +367,7 @@ start_cfssl cfssl-db -db-config "$WORK/cfssl/db.json"
 
 stored_rows() { # rows in the certificate table a target writes to; empty when it stores nothing
     case "$1" in
-        kca-pg|kca-empty|kca-1m) psql_db "${DB[$1]}" "SELECT count(*) FROM certificates" ;;
+        kca-pg|kca-pg-tcp|kca-pg-unix|kca-empty|kca-1m) psql_db "${DB[$1]}" "SELECT count(*) FROM certificates" ;;
         kca-sqlite) sqlite3 -cmd ".timeout 10000" "$WORK/kca-sqlite/kca.db" "SELECT count(*) FROM certificates" ;;
         cfssl-db) sqlite3 -cmd ".timeout 10000" "$WORK/cfssl/certs.db" "SELECT count(*) FROM certificates" ;;
         *) echo "" ;;
@@ -471,6 +493,8 @@ run_load() {
 
 : >"$WORK/runs.jsonl"
 TARGETS=(kca-pg kca-sqlite cfssl cfssl-db)
+# At c = 32, kca on Postgres also over plain TCP and over the unix socket, next to kca-pg.
+TARGETS_C32=(kca-pg kca-pg-tcp kca-pg-unix kca-sqlite cfssl cfssl-db)
 KCA_TARGETS=(kca-pg kca-sqlite)
 
 IDLE=()
@@ -479,7 +503,7 @@ for target in "${KCA_TARGETS[@]}"; do
 done
 
 log "checking every target answers"
-for target in "${TARGETS[@]}"; do
+for target in "${TARGETS_C32[@]}"; do
     check_target issue "$target" || true
     check_target csr "$target" || true
 done
@@ -487,13 +511,14 @@ for target in "${KCA_TARGETS[@]}"; do check_target crl "$target" || true; check_
 [ ${#FAILURES[@]} -eq 0 ] || die "a target does not answer as expected: ${FAILURES[*]}"
 
 log "warming up"
-for target in "${TARGETS[@]}"; do run_load issue "$target" 8 "$WARMUP"; done
+for target in "${TARGETS_C32[@]}"; do run_load issue "$target" 8 "$WARMUP"; done
 
 CEILING=()
 for repeat in $(seq 1 "$REPEATS"); do
     log "round $repeat of $REPEATS"
     for conc in "${CONCURRENCIES[@]}"; do
-        for target in "${TARGETS[@]}"; do run_load issue "$target" "$conc" "$DURATION" "$repeat"; done
+        if [ "$conc" = 32 ]; then targets=("${TARGETS_C32[@]}"); else targets=("${TARGETS[@]}"); fi
+        for target in "${targets[@]}"; do run_load issue "$target" "$conc" "$DURATION" "$repeat"; done
     done
     for target in "${TARGETS[@]}"; do run_load csr "$target" 32 "$DURATION" "$repeat"; done
     for target in "${KCA_TARGETS[@]}"; do
@@ -546,6 +571,20 @@ if [ "$PERF" = 1 ] && command -v perf >/dev/null && perf record -q -e cpu-clock 
         echo
         echo "# kca: where its CPU goes (inclusive share of kca's samples, from call stacks)"
         perf script -i "$WORK/perf-kca.data" -F ip,sym 2>/dev/null | awk -f "$BENCH/perf-summary.awk"
+        echo
+        echo "# kca: its CPU per kubeconfig in parts that add up to 100% (each sample to the innermost frame"
+        echo "# that names a part), scaled to kca's median CPU per kubeconfig in the measured runs"
+        perf script -i "$WORK/perf-kca.data" -F ip,sym 2>/dev/null | awk -v us_per_request="$(jq -s '
+            [.[] | select(.scenario == "issue" and .target == "kca-pg" and .concurrency == 32) | .server_cpu_ms_per_req]
+            | sort | if length > 0 then .[length / 2 | floor] * 1000 else 0 end' "$WORK/runs.jsonl")" \
+            -f "$BENCH/perf-split.awk"
+        echo "# Postgres per kubeconfig (median, its backends and writers): $(jq -s '
+            [.[] | select(.scenario == "issue" and .target == "kca-pg" and .concurrency == 32) | .db_cpu_ms_per_req]
+            | sort | if length > 0 then .[length / 2 | floor] * 1000 | round else "-" end' "$WORK/runs.jsonl") us"
+        echo
+        echo "# Postgres: top functions by self time (% of all samples)"
+        perf report -i "$WORK/perf-all.data" --stdio --no-children --comm postgres --sort symbol 2>/dev/null \
+            | grep -v '^$' | grep -v '^#' | head -15 | sed -E 's/[[:space:]]+$//' | cut -c1-140
         echo
         echo "# kca: top functions by self time (% of all samples)"
         perf report -i "$WORK/perf-all.data" --stdio --no-children --pid "${PID[kca-pg]}" --sort symbol 2>/dev/null \
@@ -606,13 +645,47 @@ log "CRL fetch with ${REVOKED_LEVELS[-1]} revoked entries"
 run_load crl_large kca-pg 32 "$DURATION" 1
 run_load crl304_large kca-pg 32 "$DURATION" 1
 
+# --- Revoking every certificate of a user who holds many (kca on Postgres) -----------------------
+
+# seed_user_certificates DB USER INDEX COUNT: COUNT live certificates of USER in the bench
+# cluster's operators CA (unique serials 7C<index><n>, expiring in an hour).
+seed_user_certificates() {
+    local db=$1 user=$2 index=$3 count=$4
+    psql_db "$db" "
+        INSERT INTO certificates (serial, cluster_id, authority_id, kind, generation, profile, common_name,
+            groups, dns_names, ip_addresses, not_before, not_after, fingerprint, certificate_der, issued_by,
+            created_at)
+        SELECT '7C' || lpad(to_hex($index), 4, '0') || upper(lpad(to_hex(g), 26, '0')), a.cluster_id, a.id,
+            'operators', a.generation, 'user', '$user', '[\"g\"]', '[]', '[]', now() - interval '5 minutes',
+            now() + interval '1 hour', 'seed', decode(repeat('5eed', 300), 'hex'), 'bench-seed', now()
+        FROM ($OPERATORS_SQL) a, generate_series(1, $count) g;" || die "seeding $user in $db failed"
+}
+
+log "seeding $BULK_USERS users holding $BULK_CERTIFICATES certificates each"
+bulk_users=()
+for i in $(seq 1 "$BULK_USERS"); do
+    seed_user_certificates "${DB[kca-pg]}" "bulk-$i" "$i" "$BULK_CERTIFICATES"
+    bulk_users+=(--user "bulk-$i")
+done
+psql_db "${DB[kca-pg]}" "VACUUM (ANALYZE) certificates" || die "vacuuming ${DB[kca-pg]} failed"
+psql_db "${DB[kca-pg]}" "CHECKPOINT" || true
+log "revoke-user: $BULK_USERS users, one call each, on top of the CRL above"
+if result=$(KCA_BENCH_TOKEN=${TOKEN[kca-pg]} "$KCA_BENCH" revoke-users --url "${URL[kca-pg]}" --cacert "$CACERT" \
+    --cluster bench --expect "$BULK_CERTIFICATES" "${bulk_users[@]}"); then
+    echo "$result" >"$WORK/revoke-users.json"
+    log "$(jq -r '"p50 \(.p50_ms|floor) ms, max \(.max_ms|floor) ms; CRL \(.crl_entries) entries"' <<<"$result")"
+else
+    fail "revoke-user with $BULK_CERTIFICATES certificates"
+    echo null >"$WORK/revoke-users.json"
+fi
+
 # --- Issuance with many stored certificates vs an empty database ------------------------------
 
 create_database empty kca-empty
 create_database stored kca-1m
 for target in kca-empty kca-1m; do
-    start_kca "$target" "postgres://postgres@localhost/${DB[$target]}?host=$PG_SOCKET"
-    setup_kca "$target" "postgres://postgres@localhost/${DB[$target]}?host=$PG_SOCKET"
+    start_kca "$target" "$(pg_url "${DB[$target]}" tls)"
+    setup_kca "$target" "$(pg_url "${DB[$target]}" tls)"
 done
 log "seeding $STORED_SEED stored certificates"
 seed_started=$(date +%s)
@@ -625,6 +698,35 @@ for repeat in $(seq 1 "$REPEATS"); do
     for target in kca-empty kca-1m; do run_load issue "$target" 32 "$DURATION" "$repeat"; done
 done
 
+# --- Start-up with the stored certificates and many revoked ---------------------------------
+
+hwm_kb() { # VmHWM (peak resident memory) of a process
+    local key value rest
+    while read -r key value rest; do
+        [ "$key" = "VmHWM:" ] && { echo "$value"; return; }
+    done 2>/dev/null <"/proc/$1/status"
+    echo 0
+}
+
+stop "${PID[kca-empty]}"
+log "seeding $STORED_REVOKED revoked certificates next to the $STORED_SEED stored ones"
+seed_certificates "${DB[kca-1m]}" 1 "$STORED_REVOKED" 1
+# One revocation through the API publishes the CRL that lists them all.
+KCA_BENCH_TOKEN=${TOKEN[kca-1m]} "$KCA_BENCH" revoke --url "${URL[kca-1m]}" --cacert "$CACERT" --cluster bench \
+    --count 1 --user-prefix startup >/dev/null || fail "publishing the CRL of kca-1m"
+stop "${PID[kca-1m]}"
+STARTUP_LARGE=()
+for i in $(seq 1 "$RESTARTS"); do
+    start_kca kca-1m "$(pg_url "${DB[kca-1m]}" tls)"
+    # The peak includes the first background re-read of clusters and CRLs, which starts at once.
+    sleep 2
+    STARTUP_LARGE+=("{\"ready_ms\":$READY_MS,\"hwm_kb\":$(hwm_kb "${PID[kca-1m]}"),\"rss_kb\":$(rss_kb "${PID[kca-1m]}")}")
+    stop "${PID[kca-1m]}"
+done
+printf '%s\n' "${STARTUP_LARGE[@]}" | jq -s --argjson crl "$(psql_db "${DB[kca-1m]}" "SELECT max(entries) FROM crls")" \
+    '{restarts: ., crl_entries: $crl}' >"$WORK/startup-large.json"
+log "start-up with $STORED_SEED stored and $STORED_REVOKED revoked: $(jq -r '[.restarts[] | "\(.ready_ms|floor) ms, \(.hwm_kb/1024|floor) MiB"] | join("; ")' "$WORK/startup-large.json")"
+
 # --- Results ---------------------------------------------------------------------------------
 
 BINARY_BYTES=$(stat -c %s "$KCA")
@@ -636,6 +738,8 @@ jq -n \
     --slurpfile revocation "$WORK/revocation.json" \
     --slurpfile startup "$WORK/startup.json" \
     --slurpfile idle "$WORK/idle.json" \
+    --slurpfile revoke_users "$WORK/revoke-users.json" \
+    --slurpfile startup_large "$WORK/startup-large.json" \
     --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
     --arg cpu "$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)" \
     --argjson cores "$(nproc)" \
@@ -649,6 +753,7 @@ jq -n \
     --arg wrk "$(wrk -v 2>&1 | head -1 | cut -d' ' -f2)" \
     --argjson smoke "$SMOKE" --argjson duration "$DURATION" --argjson repeats "$REPEATS" \
     --argjson binary "$BINARY_BYTES" --argjson seeded "$STORED_SEED" --argjson seed_seconds "$SEED_SECONDS" \
+    --argjson seeded_revoked "$STORED_REVOKED" \
     --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" \
     -f "$BENCH/summarize.jq" >"$OUT/results.json"
 

@@ -88,17 +88,23 @@ impl std::fmt::Debug for SigningKeyPair {
 impl SigningKeyPair {
     /// A fresh key pair, with its PKCS#8 (v1) encoding for sealing or handing to its owner.
     pub fn generate(algorithm: KeyAlgorithm) -> Result<(Self, Zeroizing<Vec<u8>>), PkiError> {
-        let rng = SystemRandom::new();
-        let pkcs8 = match algorithm {
-            KeyAlgorithm::P256 => EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng),
-            KeyAlgorithm::P384 => EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_ASN1_SIGNING, &rng),
-            // PKCS#8 v1: some consumers (older Go) refuse the v2 form with the public key.
-            KeyAlgorithm::Ed25519 => Ed25519KeyPair::generate_pkcs8v1(&rng),
-        }
-        .map_err(|_| PkiError::KeyGeneration)?;
-        let pkcs8 = Zeroizing::new(pkcs8.as_ref().to_vec());
-        let key = Self::from_pkcs8(algorithm, &pkcs8)?;
-        Ok((key, pkcs8))
+        let ecdsa = match algorithm {
+            KeyAlgorithm::P256 => &ECDSA_P256_SHA256_ASN1_SIGNING,
+            KeyAlgorithm::P384 => &ECDSA_P384_SHA384_ASN1_SIGNING,
+            KeyAlgorithm::Ed25519 => {
+                // PKCS#8 v1: some consumers (older Go) refuse the v2 form with the public key.
+                let pkcs8 = Ed25519KeyPair::generate_pkcs8v1(&SystemRandom::new())
+                    .map_err(|_| PkiError::KeyGeneration)?;
+                let pkcs8 = Zeroizing::new(pkcs8.as_ref().to_vec());
+                return Ok((Self::from_pkcs8(algorithm, &pkcs8)?, pkcs8));
+            }
+        };
+        // The generated key is kept as it is and only serialised: parsing its PKCS#8 back would
+        // check the key by deriving its public point again, as costly as generating it (a tenth of
+        // the CPU of a kubeconfig with a server-side key).
+        let key = EcdsaKeyPair::generate(ecdsa).map_err(|_| PkiError::KeyGeneration)?;
+        let pkcs8 = Zeroizing::new(key.to_pkcs8v1().map_err(|_| PkiError::KeyGeneration)?.as_ref().to_vec());
+        Ok((Self { algorithm, inner: Inner::Ecdsa(key), rng: SystemRandom::new() }, pkcs8))
     }
 
     /// Load a key of a known algorithm from PKCS#8 DER.

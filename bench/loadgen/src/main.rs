@@ -8,6 +8,9 @@
 //! - `revoke`: issue certificates, then revoke them one at a time; each revoke call returns once
 //!   the CRL listing it is published, so its latency is revocation-to-published-CRL. Every CRL is
 //!   then fetched and checked to list the serial.
+//! - `revoke-users`: revoke every certificate of each given user (the harness seeds them) with one
+//!   call per user, timed the same way; each answer must name the expected number of serials, and
+//!   the CRL fetched after it must list every one.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,6 +72,22 @@ enum Command {
         #[arg(long, default_value = "revoke")]
         user_prefix: String,
     },
+    /// Revoke every certificate of each `--user`, one call per user, timing each call.
+    RevokeUsers {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        cacert: PathBuf,
+        #[arg(long, env = "KCA_BENCH_TOKEN", hide_env_values = true)]
+        token: String,
+        #[arg(long)]
+        cluster: String,
+        #[arg(long = "user", required = true)]
+        users: Vec<String>,
+        /// How many certificates each user holds: each call must revoke exactly these.
+        #[arg(long)]
+        expect: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -81,6 +100,8 @@ fn main() -> ExitCode {
         Command::Revoke { url, cacert, token, cluster, count, user_prefix } => {
             runtime().and_then(|rt| rt.block_on(revoke(&url, &cacert, &token, &cluster, count, &user_prefix)))
         }
+        Command::RevokeUsers { url, cacert, token, cluster, users, expect } => runtime()
+            .and_then(|rt| rt.block_on(revoke_users(&url, &cacert, &token, &cluster, &users, expect))),
     };
     match outcome {
         Ok(report) => {
@@ -262,18 +283,79 @@ async fn revoke(
         entries = lines.len();
         crl_bytes = der.len();
     }
-    let mut sorted = latencies.clone();
-    sorted.sort_by(f64::total_cmp);
-    let mean = sorted.iter().sum::<f64>() / sorted.len().max(1) as f64;
-    Ok(json!({
-        "revocations": count,
-        "p50_ms": percentile(&sorted, 50.0),
-        "p90_ms": percentile(&sorted, 90.0),
-        "p99_ms": percentile(&sorted, 99.0),
-        "max_ms": sorted.last().copied().unwrap_or(f64::NAN),
-        "mean_ms": mean,
-        "crl_entries": entries,
-        "crl_bytes": crl_bytes,
-        "verified": true,
-    }))
+    let mut report = latency_report(latencies);
+    report.insert("crl_entries".into(), json!(entries));
+    report.insert("crl_bytes".into(), json!(crl_bytes));
+    Ok(Value::Object(report))
+}
+
+/// Count, percentiles, max and mean of latencies in milliseconds, each call verified.
+fn latency_report(mut latencies: Vec<f64>) -> serde_json::Map<String, Value> {
+    latencies.sort_by(f64::total_cmp);
+    let mean = latencies.iter().sum::<f64>() / latencies.len().max(1) as f64;
+    let fields = [
+        ("revocations", json!(latencies.len())),
+        ("p50_ms", json!(percentile(&latencies, 50.0))),
+        ("p90_ms", json!(percentile(&latencies, 90.0))),
+        ("p99_ms", json!(percentile(&latencies, 99.0))),
+        ("max_ms", json!(latencies.last().copied().unwrap_or(f64::NAN))),
+        ("mean_ms", json!(mean)),
+        ("verified", json!(true)),
+    ];
+    fields.into_iter().map(|(key, value)| (key.to_string(), value)).collect()
+}
+
+async fn revoke_users(
+    url: &str,
+    cacert: &PathBuf,
+    token: &str,
+    cluster: &str,
+    users: &[String],
+    expect: usize,
+) -> Outcome {
+    let client = client(cacert)?;
+    let crl_url = format!("{url}/v1/clusters/{cluster}/authorities/operators/crl");
+    let mut latencies = Vec::with_capacity(users.len());
+    let (mut entries, mut crl_bytes) = (0usize, 0usize);
+    for user in users {
+        let started = Instant::now();
+        let response = client
+            .post(format!("{url}/v1/clusters/{cluster}/revocations"))
+            .bearer_auth(token)
+            .json(&json!({ "user": user, "reason": "keyCompromise" }))
+            .send()
+            .await
+            .map_err(|e| format!("revoking {user}: {e}"))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| format!("revoking {user}: {e}"))?;
+        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+        if status != 200 {
+            return Err(format!("revoking {user} answered {status}: {}", String::from_utf8_lossy(&body)));
+        }
+        let answer: Value = serde_json::from_slice(&body).map_err(|e| format!("revoking {user}: {e}"))?;
+        let serials: Vec<&str> =
+            answer["serials"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        if serials.len() != expect {
+            return Err(format!("revoking {user} revoked {} certificates, not {expect}", serials.len()));
+        }
+        // The call returned: the published CRL must list every serial already.
+        let response = client.get(&crl_url).send().await.map_err(|e| format!("fetching the CRL: {e}"))?;
+        if response.status() != 200 {
+            return Err(format!("fetching the CRL answered {}", response.status()));
+        }
+        let der = response.bytes().await.map_err(|e| format!("fetching the CRL: {e}"))?;
+        let lines = kca::pki::crl::read_entries(&der).map_err(|e| format!("reading the CRL: {e}"))?;
+        let listed: std::collections::HashSet<&str> =
+            lines.iter().filter_map(|line| line.split(' ').next()).collect();
+        if let Some(missing) = serials.iter().find(|serial| !listed.contains(*serial)) {
+            return Err(format!("the CRL published after revoking {user} does not list {missing}"));
+        }
+        entries = lines.len();
+        crl_bytes = der.len();
+    }
+    let mut report = latency_report(latencies);
+    report.insert("certificates_per_user".into(), json!(expect));
+    report.insert("crl_entries".into(), json!(entries));
+    report.insert("crl_bytes".into(), json!(crl_bytes));
+    Ok(Value::Object(report))
 }
