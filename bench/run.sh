@@ -483,7 +483,15 @@ run_load() {
     log "$(jq -r '"\(.scenario) \(.target) c=\(.concurrency): \(.rps|floor) req/s, p50 \(.p50_ms) ms, p99 \(.p99_ms) ms, cpu \(.cpu_ms_per_req*1000|floor/1000) ms/req" + (if .errors > 0 then ", \(.errors) ERRORS" else "" end)' <<<"$record")"
     local errors requests
     errors=$(jq .errors <<<"$record"); requests=$(jq .requests <<<"$record")
-    [ "$errors" -gt 0 ] && fail "$scenario on $target at c=$conc: $errors errors (non-2xx/3xx or socket errors)"
+    if [ "$errors" -gt 0 ]; then
+        # cfssl's SQLite certdb answers an occasional error under load (status 11000, its database
+        # error): that is cfssl's result, shown in the table, not a broken run.
+        if [ "${KIND[$target]}" = kca ]; then
+            fail "$scenario on $target at c=$conc: $errors errors (non-2xx/3xx or socket errors)"
+        else
+            log "$scenario on $target at c=$conc: $errors errors, counted in the table"
+        fi
+    fi
     [ "$requests" -gt 0 ] || fail "$scenario on $target at c=$conc: no request completed"
     if [ "$stored" != null ] && [ "$stored" -lt "$requests" ]; then
         fail "$scenario on $target: $requests answered but only $stored certificates stored"
