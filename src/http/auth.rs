@@ -13,13 +13,11 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use time::OffsetDateTime;
-use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::published::ClusterSnapshot;
-use crate::store::{AuditEntry, StoreError};
+use crate::store::StoreError;
 use crate::token::{Claims, Scope};
 
 /// The route prefix of everything that belongs to one cluster.
@@ -182,18 +180,5 @@ impl Caller {
             remote_addr: self.remote_addr.clone(),
             token_id: self.token_id().to_string(),
         }
-    }
-
-    /// An audit entry for an action of this caller.
-    pub fn audit(
-        &self,
-        at: OffsetDateTime,
-        action: &str,
-        object_type: &str,
-        object_id: impl Into<String>,
-        cluster_id: Option<Uuid>,
-        details: serde_json::Value,
-    ) -> AuditEntry {
-        self.as_actor().audit(at, action, object_type, object_id, cluster_id, details)
     }
 }

@@ -274,9 +274,6 @@ pub trait Store: Send + Sync + 'static {
     /// Bring the schema up to date (embedded migrations).
     async fn migrate(&self) -> StoreResult<()>;
 
-    /// A round trip to the database.
-    async fn ping(&self) -> StoreResult<()>;
-
     /// Whether this process leads the background work (CRL re-signing). Replicas sharing a
     /// database elect one; a leader that dies loses the lead with its connection.
     async fn hold_leadership(&self) -> StoreResult<bool>;

@@ -240,11 +240,6 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
     async fn hold_leadership(&self) -> StoreResult<bool> {
         use sqlx::Connection;
         let mut held = self.leader.lock().await;
