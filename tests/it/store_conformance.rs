@@ -148,6 +148,14 @@ async fn clusters_are_created_found_listed_changed_and_deleted(backend: Backend)
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(audit_count(store).await, before, "a refused change writes no audit event");
+    // An authority without its first CRL is refused, not stored without one.
+    let mut incomplete = new_cluster("incomplete");
+    incomplete.crls.pop();
+    assert!(matches!(
+        store.create_cluster(&incomplete, &audit("create", None)).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(store.find_cluster("incomplete").await, Err(StoreError::NotFound)));
     // Found by id and by name, equal to what was stored.
     assert_eq!(store.find_cluster(&a.cluster.id.to_string()).await.unwrap(), a.cluster);
     assert_eq!(store.find_cluster("alpha").await.unwrap(), a.cluster);
