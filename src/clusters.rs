@@ -167,6 +167,7 @@ pub fn build_authority(
         key_algorithm: cluster.key_algorithm,
         sealed_key: master.seal(&made.pkcs8, &authority_aad(authority_id))?,
         key_version: master.version(),
+        previous_seal: None,
         not_before: made.signer.not_before(),
         not_after: made.signer.not_after(),
         created_at: now,

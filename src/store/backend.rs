@@ -131,7 +131,7 @@ async fn insert_authority(
     conn.execute(
         Stmt::new(format!(
             "INSERT INTO authorities ({AUTHORITY_COLUMNS}, crl_number) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
         ))
         .bind(a.id)
         .bind(a.cluster_id)
@@ -147,6 +147,8 @@ async fn insert_authority(
         .bind(a.not_before)
         .bind(a.not_after)
         .bind(a.created_at)
+        .bind(a.previous_seal.as_ref().map(|p| p.sealed_key.clone()))
+        .bind(a.previous_seal.as_ref().and_then(|p| p.key_version))
         .bind(crl.number),
     )
     .await?;
@@ -158,6 +160,55 @@ async fn insert_authority(
             .bind(crl.next_update)
             .bind(crl.entries)
             .bind(crl.der.as_slice()),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The tables holding sealed keys (`id`, `sealed_key`, `key_version` and the previous seal).
+const SEALED_TABLES: [&str; 2] = ["authorities", "token_keys"];
+
+/// Whose key a row of one of the [`SEALED_TABLES`] holds.
+fn sealed_owner(table: &str, row: &impl Columns) -> StoreResult<SealedOwner> {
+    Ok(match table {
+        "authorities" => SealedOwner::Authority(row.uuid("id")?),
+        _ => SealedOwner::TokenKey(row.get("id")?),
+    })
+}
+
+impl SealedOwner {
+    fn id_arg(self) -> Arg {
+        match self {
+            SealedOwner::Authority(id) => id.into(),
+            SealedOwner::TokenKey(id) => id.into(),
+            SealedOwner::MasterKeyCheck => MASTER_KEY_CHECK.into(),
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            SealedOwner::Authority(id) => format!("authority {id}"),
+            SealedOwner::TokenKey(id) => format!("token signing key {id}"),
+            SealedOwner::MasterKeyCheck => "the master key check".into(),
+        }
+    }
+}
+
+fn reseal_one(reseal: Resealer<'_>, owner: SealedOwner, sealed: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+    reseal(owner, sealed).map_err(|source| StoreError::Sealed { owner: owner.describe(), source })
+}
+
+fn check_one(check: SealChecker<'_>, owner: SealedOwner, sealed: &[u8]) -> StoreResult<()> {
+    check(owner, sealed).map_err(|source| StoreError::Sealed { owner: owner.describe(), source })
+}
+
+async fn put_setting(conn: &mut impl Connection, key: &str, value: &[u8]) -> StoreResult<()> {
+    conn.execute(
+        Stmt::new(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value),
     )
     .await?;
     Ok(())
@@ -711,7 +762,7 @@ impl<B: Backend> Store for B {
 
     async fn list_token_keys(&self) -> StoreResult<Vec<TokenKeyRecord>> {
         let stmt = Stmt::new(
-            "SELECT k.id, k.sealed_key, k.created_at, \
+            "SELECT k.id, k.sealed_key, k.key_version, k.previous_sealed_key, k.previous_key_version, k.created_at, \
              (SELECT max(t.expires_at) FROM api_tokens t WHERE t.key_id = k.id) AS last_token_expiry \
              FROM token_keys k ORDER BY k.id",
         );
@@ -722,15 +773,19 @@ impl<B: Backend> Store for B {
         &self,
         id: i32,
         sealed_key: &[u8],
+        key_version: i32,
         at: OffsetDateTime,
         audit: Option<&AuditEntry>,
     ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         tx.execute(
-            Stmt::new("INSERT INTO token_keys (id, sealed_key, created_at) VALUES ($1, $2, $3)")
-                .bind(id)
-                .bind(sealed_key)
-                .bind(at),
+            Stmt::new(
+                "INSERT INTO token_keys (id, sealed_key, key_version, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(id)
+            .bind(sealed_key)
+            .bind(key_version)
+            .bind(at),
         )
         .await?;
         if let Some(audit) = audit {
@@ -739,5 +794,105 @@ impl<B: Backend> Store for B {
         tx.notify(Change::TokenKeys).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn rewrap_sealed_keys(
+        &self,
+        new_version: i32,
+        reseal: Resealer<'_>,
+        audit: &AuditEntry,
+    ) -> StoreResult<RewrapCounts> {
+        let mut tx = self.begin_write().await?;
+        let mut counts = RewrapCounts::default();
+        for table in SEALED_TABLES {
+            let rows = tx
+                .fetch_all(Stmt::new(format!(
+                    "SELECT id, sealed_key FROM {table} ORDER BY id{}",
+                    <Conn<B> as Connection>::FOR_UPDATE
+                )))
+                .await?;
+            for row in rows {
+                let owner = sealed_owner(table, &row)?;
+                let sealed: Vec<u8> = row.get("sealed_key")?;
+                let Some(resealed) = reseal_one(reseal, owner, &sealed)? else { continue };
+                tx.execute(
+                    Stmt::new(format!(
+                        "UPDATE {table} SET previous_sealed_key = sealed_key, \
+                         previous_key_version = key_version, sealed_key = $2, key_version = $3 WHERE id = $1"
+                    ))
+                    .bind(owner.id_arg())
+                    .bind(resealed)
+                    .bind(new_version),
+                )
+                .await?;
+                match owner {
+                    SealedOwner::Authority(_) => counts.authorities += 1,
+                    _ => counts.token_keys += 1,
+                }
+            }
+        }
+        let check = tx
+            .fetch_optional(Stmt::new("SELECT value FROM settings WHERE key = $1").bind(MASTER_KEY_CHECK))
+            .await?;
+        if let Some(row) = check {
+            let sealed: Vec<u8> = row.get("value")?;
+            if let Some(resealed) = reseal_one(reseal, SealedOwner::MasterKeyCheck, &sealed)? {
+                put_setting(&mut *tx, MASTER_KEY_CHECK_PREVIOUS, &sealed).await?;
+                put_setting(&mut *tx, MASTER_KEY_CHECK, &resealed).await?;
+                counts.master_key_check = 1;
+            }
+        }
+        let mut entry = audit.clone();
+        entry.details["resealed"] = serde_json::json!(counts);
+        tx.execute(sql::insert_audit(&entry)).await?;
+        tx.notify(Change::TokenKeys).await?;
+        tx.commit().await?;
+        Ok(counts)
+    }
+
+    async fn drop_previous_seals(
+        &self,
+        check: SealChecker<'_>,
+        audit: &AuditEntry,
+    ) -> StoreResult<RewrapCounts> {
+        let mut tx = self.begin_write().await?;
+        let mut counts = RewrapCounts::default();
+        for table in SEALED_TABLES {
+            let rows = tx
+                .fetch_all(Stmt::new(format!(
+                    "SELECT id, sealed_key, previous_sealed_key FROM {table} ORDER BY id{}",
+                    <Conn<B> as Connection>::FOR_UPDATE
+                )))
+                .await?;
+            for row in rows {
+                let owner = sealed_owner(table, &row)?;
+                check_one(check, owner, &row.get::<Vec<u8>>("sealed_key")?)?;
+                if row.get::<Option<Vec<u8>>>("previous_sealed_key")?.is_some() {
+                    match owner {
+                        SealedOwner::Authority(_) => counts.authorities += 1,
+                        _ => counts.token_keys += 1,
+                    }
+                }
+            }
+            tx.execute(Stmt::new(format!(
+                "UPDATE {table} SET previous_sealed_key = NULL, previous_key_version = NULL \
+                 WHERE previous_sealed_key IS NOT NULL"
+            )))
+            .await?;
+        }
+        if let Some(row) = tx
+            .fetch_optional(Stmt::new("SELECT value FROM settings WHERE key = $1").bind(MASTER_KEY_CHECK))
+            .await?
+        {
+            check_one(check, SealedOwner::MasterKeyCheck, &row.get::<Vec<u8>>("value")?)?;
+        }
+        counts.master_key_check = tx
+            .execute(Stmt::new("DELETE FROM settings WHERE key = $1").bind(MASTER_KEY_CHECK_PREVIOUS))
+            .await?;
+        let mut entry = audit.clone();
+        entry.details["dropped"] = serde_json::json!(counts);
+        tx.execute(sql::insert_audit(&entry)).await?;
+        tx.commit().await?;
+        Ok(counts)
     }
 }

@@ -21,7 +21,8 @@ use super::*;
 pub(super) const CLUSTER_COLUMNS: &str =
     "id, name, server, key_algorithm, policy, labels, created_at, updated_at, version";
 pub(super) const AUTHORITY_COLUMNS: &str = "id, cluster_id, kind, generation, state, subject, certificate_der, \
-     fingerprint, key_algorithm, sealed_key, key_version, not_before, not_after, created_at";
+     fingerprint, key_algorithm, sealed_key, key_version, not_before, not_after, created_at, previous_sealed_key, \
+     previous_key_version";
 pub(super) const CERTIFICATE_COLUMNS: &str = "seq, serial, cluster_id, authority_id, kind, generation, profile, \
      common_name, groups, dns_names, ip_addresses, not_before, not_after, fingerprint, certificate_der, issued_by, \
      created_at, revoked_at, revocation_reason";
@@ -49,7 +50,9 @@ pub(super) enum PlainArg {
     Int(i64),
     OptInt(Option<i64>),
     Int32(i32),
+    OptInt32(Option<i32>),
     Bytes(Vec<u8>),
+    OptBytes(Option<Vec<u8>>),
     Json(serde_json::Value),
     OptJson(Option<serde_json::Value>),
 }
@@ -65,7 +68,9 @@ impl PlainArg {
         for<'t> i64: Encode<'t, DB> + Type<DB>,
         for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
         for<'t> i32: Encode<'t, DB> + Type<DB>,
+        for<'t> Option<i32>: Encode<'t, DB> + Type<DB>,
         for<'t> Vec<u8>: Encode<'t, DB> + Type<DB>,
+        for<'t> Option<Vec<u8>>: Encode<'t, DB> + Type<DB>,
         for<'t> Json<serde_json::Value>: Encode<'t, DB> + Type<DB>,
         for<'t> Option<Json<serde_json::Value>>: Encode<'t, DB> + Type<DB>,
     {
@@ -75,7 +80,9 @@ impl PlainArg {
             PlainArg::Int(v) => query.bind(v),
             PlainArg::OptInt(v) => query.bind(v),
             PlainArg::Int32(v) => query.bind(v),
+            PlainArg::OptInt32(v) => query.bind(v),
             PlainArg::Bytes(v) => query.bind(v),
+            PlainArg::OptBytes(v) => query.bind(v),
             PlainArg::Json(v) => query.bind(Json(v)),
             PlainArg::OptJson(v) => query.bind(v.map(Json)),
         }
@@ -105,7 +112,9 @@ arg_from!(
     i64 => Plain::Int,
     Option<i64> => Plain::OptInt,
     i32 => Plain::Int32,
+    Option<i32> => Plain::OptInt32,
     Vec<u8> => Plain::Bytes,
+    Option<Vec<u8>> => Plain::OptBytes,
     &[u8] => Plain::Bytes,
     serde_json::Value => Plain::Json,
     Option<serde_json::Value> => Plain::OptJson,
@@ -207,6 +216,7 @@ pub(super) fn authority_from_row(row: &impl Columns) -> StoreResult<AuthorityRec
         key_algorithm: parse_key_algorithm(row.get("key_algorithm")?)?,
         sealed_key: row.get("sealed_key")?,
         key_version: row.get("key_version")?,
+        previous_seal: previous_seal(row)?,
         not_before: row.time("not_before")?,
         not_after: row.time("not_after")?,
         created_at: row.time("created_at")?,
@@ -293,9 +303,19 @@ pub(super) fn token_key_from_row(row: &impl Columns) -> StoreResult<TokenKeyReco
     Ok(TokenKeyRecord {
         id: row.get("id")?,
         sealed_key: row.get("sealed_key")?,
+        key_version: row.get("key_version")?,
+        previous_seal: previous_seal(row)?,
         created_at: row.time("created_at")?,
         last_token_expiry: row.opt_time("last_token_expiry")?,
     })
+}
+
+/// The seal a rewrap kept, from `previous_sealed_key` and `previous_key_version` columns.
+pub(super) fn previous_seal(row: &impl Columns) -> StoreResult<Option<PreviousSeal>> {
+    let key_version: Option<i32> = row.get("previous_key_version")?;
+    Ok(row
+        .get::<Option<Vec<u8>>>("previous_sealed_key")?
+        .map(|sealed_key| PreviousSeal { key_version, sealed_key }))
 }
 
 /// A revoked serial and its reason, from `serial` and `revocation_reason` columns.

@@ -29,6 +29,7 @@ mod privileged;
 mod replicas;
 mod resilience;
 mod revocation;
+mod rewrap;
 mod rotation;
 mod routes;
 mod schemathesis;
