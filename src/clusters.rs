@@ -147,10 +147,11 @@ pub fn build_authority(
         AuthorityIdentity { cluster_name: &cluster.name, cluster_id: &cluster_id, kind, generation };
     let made = create_authority(&identity, cluster.key_algorithm, now)?;
     let authority_id = Uuid::new_v4();
-    let signed = sign_crl_now(&made.signer, 1, &[], now, crl_validity)?;
+    let number = crate::pki::crl::crl_number_floor(now);
+    let signed = sign_crl_now(&made.signer, number as u64, &[], now, crl_validity)?;
     let crl = CrlRecord {
         authority_id,
-        number: 1,
+        number,
         this_update: signed.this_update,
         next_update: signed.next_update,
         entries: 0,

@@ -599,6 +599,7 @@ impl<B: Backend> Store for B {
         &self,
         authority_id: Uuid,
         expired_cutoff: OffsetDateTime,
+        number_floor: i64,
         sign: CrlSigner<'_>,
     ) -> StoreResult<CrlRecord> {
         let mut tx = self.begin_write().await?;
@@ -608,11 +609,12 @@ impl<B: Backend> Store for B {
         let number: i64 = tx
             .fetch_one(
                 Stmt::new(
-                    "UPDATE authorities SET crl_number = crl_number + 1 WHERE id = $1 AND state <> $2 \
-                     RETURNING crl_number",
+                    "UPDATE authorities SET crl_number = CASE WHEN crl_number >= $3 THEN crl_number + 1 ELSE $3 END \
+                     WHERE id = $1 AND state <> $2 RETURNING crl_number",
                 )
                 .bind(authority_id)
-                .bind(AuthorityState::Retired.as_str()),
+                .bind(AuthorityState::Retired.as_str())
+                .bind(number_floor),
             )
             .await?
             .get("crl_number")?;

@@ -415,13 +415,15 @@ pub trait Store: Send + Sync + 'static {
         audit: &AuditEntry,
     ) -> StoreResult<Vec<CertificateRecord>>;
 
-    /// Allocate the next CRL Number of an authority, read its revoked certificates that expired
+    /// Allocate the next CRL Number of an authority (the stored one plus one, or `number_floor`
+    /// if higher: see `pki::crl::crl_number_floor`), read its revoked certificates that expired
     /// after `expired_cutoff`, have `sign` make the CRL, and store it, all in one transaction that
     /// holds the authority's row lock.
     async fn publish_crl(
         &self,
         authority_id: Uuid,
         expired_cutoff: OffsetDateTime,
+        number_floor: i64,
         sign: CrlSigner<'_>,
     ) -> StoreResult<CrlRecord>;
 

@@ -396,9 +396,15 @@ async fn crl_numbers_strictly_increase_and_list_what_is_revoked(backend: Backend
     let seen = std::sync::Mutex::new(Vec::new());
     let signer = fake_signer(&seen);
     let cutoff = now() - time::Duration::days(1);
-    let first = store.publish_crl(operators.id, cutoff, &signer).await.unwrap();
-    let second = store.publish_crl(operators.id, cutoff, &signer).await.unwrap();
-    assert!(first.number > 1 && second.number == first.number + 1);
+    // The number is the stored one plus one, or the floor given when that is higher.
+    let floor = kca::pki::crl::crl_number_floor(now()) + 1_000_000;
+    let first = store.publish_crl(operators.id, cutoff, floor, &signer).await.unwrap();
+    let second = store.publish_crl(operators.id, cutoff, floor, &signer).await.unwrap();
+    assert_eq!((first.number, second.number), (floor, floor + 1));
+    let third = store.publish_crl(operators.id, cutoff, floor + 10, &signer).await.unwrap();
+    assert_eq!(third.number, floor + 10);
+    let second = store.publish_crl(operators.id, cutoff, 1, &signer).await.unwrap();
+    assert_eq!(second.number, floor + 11);
     assert_eq!(second.entries, 1);
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen[0].1[0].serial.to_hex(), cert.serial);
@@ -406,7 +412,7 @@ async fn crl_numbers_strictly_increase_and_list_what_is_revoked(backend: Backend
     let current = store.current_crls(&[operators.id]).await.unwrap();
     assert_eq!(current[0].number, second.number);
     assert_eq!(current[0].der, format!("crl {}", second.number).into_bytes());
-    assert!(matches!(store.publish_crl(Uuid::new_v4(), cutoff, &signer).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.publish_crl(Uuid::new_v4(), cutoff, 1, &signer).await, Err(StoreError::NotFound)));
 }
 
 async fn the_audit_trail_filters_by_cluster_and_pages(backend: Backend) {
