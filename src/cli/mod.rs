@@ -7,6 +7,7 @@
 //! (`text` or `json`) on commands that return records, and the output *file* on the commands that
 //! return a document (`kubeconfig`, `authority-cert`).
 
+pub mod backup;
 pub mod cache;
 pub mod certificates;
 pub mod client;
@@ -47,6 +48,11 @@ pub enum Command {
     /// first admin; afterwards use `kca tokens`.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Write a consistent, integrity-checked archive of the database (keys sealed), on the
+    /// server host, while servers run.
+    Backup(backup::BackupArgs),
+    /// Restore an archive of `kca backup` into an empty database (SQLite or Postgres).
+    Restore(backup::RestoreArgs),
     /// Master-key custody on the server host (same database and master key as `serve`).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -116,6 +122,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Migrate(args) => migrate(args).await,
         Command::Token(TokenCommand::Create(args)) => token_create(args).await,
         Command::Keys(command) => keys::run(command).await,
+        Command::Backup(args) => backup::backup(args).await,
+        Command::Restore(args) => backup::restore(args).await,
         Command::Tokens(args) => tokens::run(args).await,
         Command::Openapi => {
             print!("{}", crate::http::openapi_json());

@@ -27,6 +27,12 @@ pub(super) trait Connection: Send + Sized {
     /// (nothing where the transaction holds the database's write lock from its start).
     const FOR_UPDATE: &'static str;
 
+    /// What an `INSERT` that gives identity columns their values says after the column list.
+    const OVERRIDING_IDENTITY: &'static str;
+
+    /// After rows were written with their identity values, have new rows number after them.
+    async fn reset_identity(&mut self, table: &str, column: &str) -> StoreResult<()>;
+
     /// A condition: `column` is one of the UUIDs in the list bound as `$param`.
     fn in_list(column: &str, param: usize) -> String;
 
@@ -86,6 +92,9 @@ pub(super) trait Backend: Send + Sync + 'static {
 
     /// A transaction that will write: it must not fail later on a lock upgrade.
     async fn begin_write(&self) -> StoreResult<Tx<Self>>;
+
+    /// A read-only transaction whose reads all see one snapshot of the database.
+    async fn begin_snapshot(&self) -> StoreResult<Tx<Self>>;
 
     async fn migrate(&self) -> StoreResult<()>;
     async fn hold_leadership(&self) -> StoreResult<bool>;
@@ -896,5 +905,66 @@ impl<B: Backend> Store for B {
         tx.execute(sql::insert_audit(&entry)).await?;
         tx.commit().await?;
         Ok(counts)
+    }
+
+    async fn backup_rows(&self) -> StoreResult<Vec<BackupRow>> {
+        let mut tx = self.begin_snapshot().await?;
+        let mut out = Vec::new();
+        for (table, columns, identity) in BACKUP_TABLES {
+            let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
+            let order = identity.unwrap_or(names[0]);
+            let rows = tx
+                .fetch_all(Stmt::new(format!("SELECT {} FROM {table} ORDER BY {order}", names.join(", "))))
+                .await?;
+            for row in rows {
+                let mut values = serde_json::Map::new();
+                for (name, kind) in columns.iter() {
+                    values.insert(name.to_string(), sql::backup_value(&row, name, *kind)?);
+                }
+                out.push((table.to_string(), values));
+            }
+        }
+        tx.rollback().await?;
+        Ok(out)
+    }
+
+    async fn restore_rows(&self, rows: &[BackupRow]) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        for (table, _, _) in BACKUP_TABLES {
+            let present =
+                tx.fetch_optional(Stmt::new(format!("SELECT 1 AS present FROM {table} LIMIT 1"))).await?;
+            if present.is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "the database is not empty (table {table} has rows): restore into an empty database"
+                )));
+            }
+        }
+        for (table, values) in rows {
+            let (table, columns, _) = BACKUP_TABLES
+                .iter()
+                .find(|(name, _, _)| name == table)
+                .ok_or_else(|| StoreError::Invalid(format!("the backup holds an unknown table {table:?}")))?;
+            let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
+            let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
+            let mut stmt = Stmt::new(format!(
+                "INSERT INTO {table} ({}){} VALUES ({})",
+                names.join(", "),
+                <Conn<B> as Connection>::OVERRIDING_IDENTITY,
+                placeholders.join(", ")
+            ));
+            for (name, kind) in columns.iter() {
+                let value = values.get(*name).unwrap_or(&serde_json::Value::Null);
+                stmt = stmt.bind(sql::restore_arg(value, name, *kind)?);
+            }
+            tx.execute(stmt).await?;
+        }
+        for (table, _, identity) in BACKUP_TABLES {
+            if let Some(column) = identity {
+                tx.reset_identity(table, column).await?;
+            }
+        }
+        tx.notify(Change::Resync).await?;
+        tx.commit().await?;
+        Ok(rows.len() as u64)
     }
 }

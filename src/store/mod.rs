@@ -124,6 +124,9 @@ pub struct RewrapCounts {
     pub master_key_check: u64,
 }
 
+/// One row of a backup: its table and its columns.
+pub type BackupRow = (String, serde_json::Map<String, serde_json::Value>);
+
 /// Settings key of the master key check, and of its copy under the previous master key.
 pub const MASTER_KEY_CHECK: &str = "master_key_check";
 pub const MASTER_KEY_CHECK_PREVIOUS: &str = "master_key_check:previous";
@@ -493,6 +496,14 @@ pub trait Store: Send + Sync + 'static {
         reseal: Resealer<'_>,
         audit: &AuditEntry,
     ) -> StoreResult<RewrapCounts>;
+
+    /// Every row of every table, read in one consistent snapshot (one read transaction), tables
+    /// in the order a restore writes them; values in the backend-neutral form of a backup.
+    async fn backup_rows(&self) -> StoreResult<Vec<BackupRow>>;
+
+    /// Write a backup's rows into this database, in one transaction; `Conflict` (and nothing
+    /// written) unless it is empty. Answers the number of rows written.
+    async fn restore_rows(&self, rows: &[BackupRow]) -> StoreResult<u64>;
 
     /// Forget the previous seals, once `check` says the current master key opens every value
     /// (else nothing changes and the error names what does not open). Audited.

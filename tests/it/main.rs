@@ -3,6 +3,7 @@
 mod common;
 
 mod auth;
+mod backup;
 mod browser;
 mod cli;
 mod clusters;

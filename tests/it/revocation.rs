@@ -53,7 +53,7 @@ pub fn crl_facts(der: &[u8]) -> (u64, Vec<String>) {
     (number, serials)
 }
 
-async fn crl_der(server: &TestServer, cluster: &str, kind: &str) -> Vec<u8> {
+pub async fn crl_der(server: &TestServer, cluster: &str, kind: &str) -> Vec<u8> {
     let response = server
         .client
         .get(format!("{}/v1/clusters/{cluster}/authorities/{kind}/crl", server.url))
