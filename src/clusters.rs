@@ -147,10 +147,11 @@ pub fn build_authority(
         AuthorityIdentity { cluster_name: &cluster.name, cluster_id: &cluster_id, kind, generation };
     let made = create_authority(&identity, cluster.key_algorithm, now)?;
     let authority_id = Uuid::new_v4();
-    let signed = sign_crl_now(&made.signer, 1, &[], now, crl_validity)?;
+    let number = crate::pki::crl::crl_number_floor(now);
+    let signed = sign_crl_now(&made.signer, number as u64, &[], now, crl_validity)?;
     let crl = CrlRecord {
         authority_id,
-        number: 1,
+        number,
         this_update: signed.this_update,
         next_update: signed.next_update,
         entries: 0,
@@ -167,6 +168,7 @@ pub fn build_authority(
         key_algorithm: cluster.key_algorithm,
         sealed_key: master.seal(&made.pkcs8, &authority_aad(authority_id))?,
         key_version: master.version(),
+        previous_seal: None,
         not_before: made.signer.not_before(),
         not_after: made.signer.not_after(),
         created_at: now,

@@ -30,6 +30,7 @@ pub(crate) const MIGRATIONS: &[EmbeddedMigration] = &[
     (3, "revoked covering index", include_str!("../../migrations/sqlite/0003_revoked_covering_index.sql")),
     (4, "api tokens", include_str!("../../migrations/sqlite/0004_api_tokens.sql")),
     (5, "cluster version", include_str!("../../migrations/sqlite/0005_cluster_version.sql")),
+    (8, "key custody", include_str!("../../migrations/sqlite/0008_key_custody.sql")),
 ];
 
 pub struct SqliteStore {
@@ -144,12 +145,20 @@ impl Connection for SqliteConnection {
 
     /// Arguments bound as SQLite stores them: UUIDs as text, times as
     /// microseconds, lists of UUIDs as JSON text (read with `json_each`).
+    // AUTOINCREMENT keys take the values given, and later rows number after the highest.
+    const OVERRIDING_IDENTITY: &'static str = "";
+
+    async fn reset_identity(&mut self, _table: &str, _column: &str) -> StoreResult<()> {
+        Ok(())
+    }
+
     fn bind(query: Query<Self>, arg: Arg) -> Query<Self> {
         match arg {
             Arg::Uuid(v) => query.bind(v.to_string()),
             Arg::OptUuid(v) => query.bind(v.map(|v| v.to_string())),
             Arg::UuidList(v) => query.bind(Json(v.iter().map(Uuid::to_string).collect::<Vec<_>>())),
             Arg::Time(v) => query.bind(micros(v)),
+            Arg::OptTime(v) => query.bind(v.map(micros)),
             Arg::Plain(v) => v.bind(query),
         }
     }
@@ -213,6 +222,12 @@ impl Backend for SqliteStore {
     /// BEGIN IMMEDIATE: two writers queue on the busy timeout instead of failing on a lock upgrade.
     async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// A deferred transaction: in WAL mode its first read fixes the snapshot every later read
+    /// sees, while writers go on (the online equivalent of the backup API, without unsafe FFI).
+    async fn begin_snapshot(&self) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN DEFERRED").await?)
     }
 
     async fn migrate(&self) -> StoreResult<()> {
