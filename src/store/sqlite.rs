@@ -268,6 +268,40 @@ mod tests {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777
     }
 
+    /// A backup holds every table of the schema with every column: a table or column added by a
+    /// migration and forgotten in `BACKUP_TABLES` would be lost by a backup and restore.
+    #[tokio::test]
+    async fn the_backup_covers_every_table_and_column() {
+        use std::collections::BTreeSet;
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            SqliteStore::connect(&format!("sqlite://{}", dir.path().join("kca.db").display())).await.unwrap();
+        Store::migrate(&store).await.unwrap();
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' \
+             AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_sqlx_%' ORDER BY name",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        let mut schema = BTreeSet::new();
+        for table in &tables {
+            let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info($1)")
+                .bind(table)
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+            schema.extend(columns.into_iter().map(|column| format!("{table}.{column}")));
+        }
+        let backed_up: BTreeSet<String> = sql::BACKUP_TABLES
+            .iter()
+            .flat_map(|(table, columns, _)| {
+                columns.iter().map(move |(column, _)| format!("{table}.{column}"))
+            })
+            .collect();
+        assert_eq!(backed_up, schema, "BACKUP_TABLES against the schema");
+    }
+
     /// `kca.db` holds the sealed keys and the token log: like `master.key`, readable by its owner
     /// only, and so are the WAL and shared-memory files SQLite makes beside it.
     #[tokio::test]
