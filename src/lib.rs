@@ -13,6 +13,7 @@ pub mod issuance;
 pub mod keyring;
 pub mod metrics;
 pub mod names;
+pub mod oidc;
 pub mod pki;
 pub mod policy;
 pub mod profiles;
