@@ -132,6 +132,18 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
 }
 
+/// The token of the single sign-on session `kca login` stored for `url`, if it has not ended.
+/// Close to its end, a reminder to sign in again.
+fn session_token(explicit_config: Option<&Path>, url: &url::Url) -> Option<Token> {
+    let path = super::login::session_path(explicit_config)?;
+    let now = time::OffsetDateTime::now_utc();
+    let session = super::login::load_session(&path, url, now)?;
+    if session.expires_at - now < time::Duration::minutes(15) {
+        eprintln!("kca: your session ends within 15 minutes; run `kca login` to renew it");
+    }
+    Token::new(&session.token)
+}
+
 /// Parse and check a server URL: http(s) only, and a token goes in clear to loopback only.
 pub fn parse_server_url(text: &str) -> anyhow::Result<url::Url> {
     let mut url = url::Url::parse(text.trim()).with_context(|| format!("{text:?} is not a URL"))?;
@@ -194,7 +206,9 @@ impl ConnectionArgs {
             None => std::env::var("KCA_TOKEN")
                 .ok()
                 .and_then(|t| Token::new(&t))
-                .or_else(|| file.token.as_deref().and_then(Token::new)),
+                .or_else(|| file.token.as_deref().and_then(Token::new))
+                // Last, the session `kca login` stored for this server.
+                .or_else(|| session_token(named.map(PathBuf::as_path), &url)),
         };
         let explicit_config = match named {
             Some(path) => Some(absolute(path)?),

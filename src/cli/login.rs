@@ -1,0 +1,160 @@
+//! `kca login` and `kca logout`: single sign-on for the CLI. kca runs the device authorization
+//! grant with the identity provider (the CLI talks to kca only); the session token it answers
+//! is kept in the config directory (`session.json`, mode 0600), used when no other token is
+//! given, and renewed by signing in again when it is close to its end.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::client::Client;
+use super::output::write_private_file;
+use super::settings::{ConnectionArgs, Token};
+
+/// Longest a `kca login` waits for the person to approve.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(900);
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example:\n  kca login --url https://kca.example.com && kca kubeconfig prod -o ~/.kube/prod.yaml"
+)]
+pub struct LoginArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LogoutArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+/// The stored session (one per config directory and server).
+#[derive(Serialize, Deserialize)]
+pub struct StoredSession {
+    pub url: String,
+    pub token: String,
+    pub subject: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// Where the session of the config file at `config` (or the default one) is kept.
+pub fn session_path(explicit_config: Option<&Path>) -> Option<PathBuf> {
+    let config = match explicit_config {
+        Some(path) => path.to_path_buf(),
+        None => super::settings::default_config_path()?,
+    };
+    Some(config.parent()?.join("session.json"))
+}
+
+/// The stored session for `url`, if one is there and has not expired.
+pub fn load_session(path: &Path, url: &url::Url, now: OffsetDateTime) -> Option<StoredSession> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let session: StoredSession = serde_json::from_str(&text).ok()?;
+    (session.url == url.as_str() && session.expires_at > now).then_some(session)
+}
+
+#[derive(Deserialize)]
+struct DeviceStart {
+    handle: String,
+    user_code: String,
+    verification_uri: String,
+    verification_uri_complete: Option<String>,
+    interval: u64,
+}
+
+#[derive(Deserialize)]
+struct DeviceAnswer {
+    status: String,
+    interval: Option<u64>,
+    token: Option<String>,
+    subject: Option<String>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    expires_at: Option<OffsetDateTime>,
+}
+
+pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
+    let mut settings = args.connection.resolve()?;
+    // The device grant needs no token; a stored one must not be sent along.
+    settings.token = None;
+    let path = session_path(settings.explicit_config.as_deref())
+        .context("no config directory: set HOME, XDG_CONFIG_HOME or --config")?;
+    let client = Client::new(&settings)?;
+    let start: DeviceStart = client
+        .json(client.maybe_authorized(Method::POST, &["v1", "auth", "device"]))
+        .await
+        .context("starting the sign-in")?;
+    match &start.verification_uri_complete {
+        Some(complete) => eprintln!(
+            "kca: to sign in, open {complete}\nkca: (or open {} and enter the code {})",
+            start.verification_uri, start.user_code
+        ),
+        None => eprintln!(
+            "kca: to sign in, open {} and enter the code {}",
+            start.verification_uri, start.user_code
+        ),
+    }
+    let started = std::time::Instant::now();
+    let mut interval = start.interval.max(1);
+    loop {
+        if started.elapsed() > LOGIN_TIMEOUT {
+            bail!("the sign-in was not approved in time; run kca login again");
+        }
+        tokio::time::sleep(Duration::from_secs(interval)).await;
+        let request = client
+            .maybe_authorized(Method::POST, &["v1", "auth", "device", "token"])
+            .json(&serde_json::json!({"handle": start.handle}));
+        let answer: DeviceAnswer = client.json(request).await.context("waiting for the sign-in")?;
+        if answer.status == "pending" {
+            interval = answer.interval.unwrap_or(interval).max(1);
+            continue;
+        }
+        let (Some(token), Some(subject), Some(expires_at)) =
+            (answer.token, answer.subject, answer.expires_at)
+        else {
+            bail!("kca answered a sign-in without a session");
+        };
+        let session = StoredSession { url: settings.url.as_str().to_string(), token, subject, expires_at };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        write_private_file(&path, serde_json::to_string_pretty(&session)?.as_bytes())?;
+        eprintln!(
+            "kca: signed in as {} until {} (session kept in {})",
+            session.subject,
+            session.expires_at.format(&time::format_description::well_known::Rfc3339)?,
+            path.display()
+        );
+        return Ok(());
+    }
+}
+
+pub async fn logout(args: LogoutArgs) -> anyhow::Result<()> {
+    let mut settings = args.connection.resolve()?;
+    let path = session_path(settings.explicit_config.as_deref()).context("no config directory")?;
+    let Some(session) = load_session(&path, &settings.url, OffsetDateTime::now_utc()) else {
+        let _ = std::fs::remove_file(&path);
+        eprintln!("kca: not signed in to {}", settings.url);
+        return Ok(());
+    };
+    settings.token = Token::new(&session.token);
+    let client = Client::new(&settings)?;
+    let result = client.send(client.authorized(Method::POST, &["auth", "logout"])?).await;
+    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    match result {
+        Ok(_) => eprintln!("kca: signed out; the session of {} is revoked", session.subject),
+        // Already revoked or expired: nothing is left to end.
+        Err(err) if err.status().is_some_and(|s| s == reqwest::StatusCode::UNAUTHORIZED) => {
+            eprintln!("kca: signed out (the session had already ended)")
+        }
+        Err(err) => {
+            return Err(anyhow::Error::new(err).context("revoking the session (the local copy is removed)"));
+        }
+    }
+    Ok(())
+}
