@@ -228,7 +228,7 @@ pub async fn get_cluster(
     caller: Caller,
     access: ClusterAccess,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::Read)?;
+    caller.require_read_or_person()?;
     let snapshot = load_cluster(&app, &access.snapshot.cluster.id.to_string()).await?;
     Ok(cluster_response(StatusCode::OK, &snapshot))
 }

@@ -180,7 +180,7 @@ pub async fn login(
         Ok(uri) => uri,
         Err(err) => return err.into_response(),
     };
-    let discovery = match oidc.discovery().await {
+    let discovery = match oidc.fresh_discovery().await {
         Ok(discovery) => discovery,
         Err(err) => return oidc_failure(&err),
     };

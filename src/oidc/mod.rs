@@ -240,9 +240,15 @@ impl Oidc {
 
     /// The provider's discovery document, read again after an hour (or after a failure).
     pub async fn discovery(&self) -> Result<Arc<Discovery>, OidcError> {
-        if let Some(doc) = self.cached_discovery() {
-            return Ok(doc);
+        match self.cached_discovery() {
+            Some(doc) => Ok(doc),
+            None => self.fresh_discovery().await,
         }
+    }
+
+    /// The discovery document read now: a sign-in starts only when the provider answers, so that
+    /// a provider that is down is said so on kca's page rather than as a browser error.
+    pub async fn fresh_discovery(&self) -> Result<Arc<Discovery>, OidcError> {
         let url = format!("{}/.well-known/openid-configuration", self.settings.issuer.trim_end_matches('/'));
         let doc: Discovery = self.get_json(&url, "discovery document").await?;
         if doc.issuer != self.settings.issuer {

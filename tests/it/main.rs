@@ -32,6 +32,7 @@ mod revocation;
 mod rotation;
 mod routes;
 mod schemathesis;
+mod sso;
 mod store_conformance;
 mod tls;
 mod tokens;
