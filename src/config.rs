@@ -180,6 +180,12 @@ pub struct OidcArgs {
     /// How long a sign-in lasts (the session token's lifetime).
     #[arg(long = "oidc-session-ttl", env = "KCA_OIDC_SESSION_TTL", default_value = "8h", value_parser = parse_duration)]
     pub session_ttl: Duration,
+
+    /// How long after signing in at the provider a session may still be renewed (by
+    /// `POST /v1/auth/session/refresh`, which `kca` does before its session ends); then the
+    /// person signs in again.
+    #[arg(long = "oidc-session-max", env = "KCA_OIDC_SESSION_MAX", default_value = "7d", value_parser = parse_duration)]
+    pub session_max: Duration,
 }
 
 impl Default for OidcArgs {
@@ -194,6 +200,7 @@ impl Default for OidcArgs {
             extra_ca_file: None,
             public_url: None,
             session_ttl: Duration::from_secs(8 * 3600),
+            session_max: Duration::from_secs(7 * 86_400),
         }
     }
 }

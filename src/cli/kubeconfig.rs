@@ -137,7 +137,8 @@ fn with_client_key(kubeconfig: &str, key_pem: &str) -> anyhow::Result<Zeroizing<
 }
 
 pub async fn run(args: KubeconfigArgs) -> anyhow::Result<()> {
-    let settings = args.connection.resolve()?;
+    let mut settings = args.connection.resolve()?;
+    super::login::refresh_if_due(&mut settings).await;
     let client = Client::new(&settings)?;
     if args.exec_credential {
         return exec_credential(&settings, &client, &args).await;
@@ -203,7 +204,7 @@ fn session_subject(settings: &Settings) -> String {
         .and_then(|t| t.expose().split('.').nth(1).map(str::to_string))
         .and_then(|payload| URL_SAFE_NO_PAD.decode(payload).ok())
         .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
-        .and_then(|claims| claims.get("jti").and_then(|j| j.as_str()).map(str::to_string))
+        .and_then(|claims| claims.get("sub").and_then(|j| j.as_str()).map(str::to_string))
         .unwrap_or_else(|| "anonymous".into())
 }
 
@@ -329,6 +330,7 @@ mod tests {
             cacert: Some("/etc/kca/ca.pem".into()),
             token: super::super::settings::Token::new("secret-token"),
             explicit_config: None,
+            session_file: None,
         };
         let args = KubeconfigArgs {
             connection: ConnectionArgs::default(),

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 
 use super::client::Client;
 use super::output::write_private_file;
-use super::settings::{ConnectionArgs, Token};
+use super::settings::{ConnectionArgs, Settings, Token};
 
 /// Longest a `kca login` waits for the person to approve.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(900);
@@ -39,6 +39,8 @@ pub struct StoredSession {
     pub url: String,
     pub token: String,
     pub subject: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub issued_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
 }
@@ -119,7 +121,13 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
         else {
             bail!("kca answered a sign-in without a session");
         };
-        let session = StoredSession { url: settings.url.as_str().to_string(), token, subject, expires_at };
+        let session = StoredSession {
+            url: settings.url.as_str().to_string(),
+            token,
+            subject,
+            issued_at: OffsetDateTime::now_utc(),
+            expires_at,
+        };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
@@ -157,4 +165,41 @@ pub async fn logout(args: LogoutArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Renew the stored session when less than half of its lifetime is left, so that a kubeconfig's
+/// exec plugin keeps working through a working day; a renewal refused (the sign-in is too old,
+/// the session was revoked) leaves the session as it is, with a word on stderr.
+pub async fn refresh_if_due(settings: &mut Settings) {
+    let Some(path) = settings.session_file.clone() else { return };
+    let now = OffsetDateTime::now_utc();
+    let Some(session) = load_session(&path, &settings.url, now) else { return };
+    if session.expires_at - now > (session.expires_at - session.issued_at) / 2 {
+        return;
+    }
+    let renewed = async {
+        let client = Client::new(settings)?;
+        let answer: DeviceAnswer =
+            client.json(client.authorized(Method::POST, &["v1", "auth", "session", "refresh"])?).await?;
+        let (Some(token), Some(subject), Some(expires_at)) =
+            (answer.token, answer.subject, answer.expires_at)
+        else {
+            bail!("kca answered a renewal without a session");
+        };
+        let renewed = StoredSession { url: session.url.clone(), token, subject, issued_at: now, expires_at };
+        write_private_file(&path, serde_json::to_string_pretty(&renewed)?.as_bytes())?;
+        anyhow::Ok(renewed)
+    };
+    match renewed.await {
+        Ok(renewed) => {
+            eprintln!(
+                "kca: session renewed until {}",
+                renewed.expires_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+            );
+            settings.token = Token::new(&renewed.token);
+        }
+        Err(err) => {
+            eprintln!("kca: the session could not be renewed ({err}); run `kca login` before it ends")
+        }
+    }
 }

@@ -107,6 +107,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(session::logout))
         .routes(routes!(session::device_start))
         .routes(routes!(session::device_token))
+        .routes(routes!(session::refresh))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))

@@ -511,3 +511,50 @@ fn api_error(err: OidcError) -> ApiError {
         other => ApiError::unauthorized(other.to_string()),
     }
 }
+
+/// Renew the caller's session (a person's, by cookie or bearer): a new session token for the same
+/// person, the old one revoked. Renewed sessions never outlive `KCA_OIDC_SESSION_MAX` after the
+/// sign-in at the provider; past it, the person signs in again.
+#[utoipa::path(
+    post, path = "/v1/auth/session/refresh", tag = "auth",
+    responses((status = 200, body = DeviceTokenResponse, description = "The new session"), ProblemResponses),
+    security(("bearer" = []))
+)]
+pub async fn refresh(State(app): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    let oidc = sso(&app)?;
+    let claims = caller.claims().ok_or_else(|| ApiError::unauthorized("not signed in"))?;
+    let person = claims
+        .person
+        .clone()
+        .ok_or_else(|| ApiError::forbidden("only a single sign-on session can be renewed"))?;
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let max = i64::try_from(oidc.settings.session_max.as_secs()).unwrap_or(i64::MAX);
+    let ttl = i64::try_from(oidc.settings.session_ttl.as_secs()).unwrap_or(i64::MAX);
+    let until = (now.saturating_add(ttl)).min(person.auth_time.saturating_add(max));
+    // A renewal worth having: at least a minute (or the whole lifetime, when that is shorter).
+    if until - now < ttl.min(60) {
+        return Err(ApiError::unauthorized("the sign-in is too old to be renewed; sign in again"));
+    }
+    let old = uuid::Uuid::parse_str(&claims.jti).map_err(|_| ApiError::bad_request("malformed token id"))?;
+    let (token, record) = service::sessions::sign_in(
+        &app,
+        person,
+        std::time::Duration::from_secs((until - now) as u64),
+        caller.remote_addr.clone(),
+        "refresh",
+    )
+    .await?;
+    service::tokens::revoke(&app, &caller.as_actor(), old, |_| true).await?;
+    let body = DeviceTokenResponse {
+        status: "complete".into(),
+        interval: None,
+        token: Some(token.clone()),
+        subject: Some(record.subject),
+        expires_at: Some(record.expires_at),
+    };
+    let mut response = (StatusCode::OK, Json(body)).into_response();
+    if caller.via_cookie {
+        session_cookies(&mut response, &token, until - now);
+    }
+    Ok(response)
+}

@@ -45,6 +45,7 @@ pub struct OidcSettings {
     /// kca's external base URL, without a trailing slash.
     pub public_url: Option<url::Url>,
     pub session_ttl: Duration,
+    pub session_max: Duration,
 }
 
 impl std::fmt::Debug for OidcSettings {
@@ -126,6 +127,7 @@ impl OidcSettings {
             extra_ca_pem,
             public_url,
             session_ttl: args.session_ttl,
+            session_max: args.session_max.max(args.session_ttl),
         }))
     }
 }

@@ -66,9 +66,8 @@ fn need(method: &str, path: &str) -> Need {
         ("GET" | "POST", "/v1/tokens") | ("DELETE", "/v1/tokens/{id}") => Scope(kca::token::Scope::Admin),
         ("POST", "/v1/token-keys/rotate") => Unrestricted(kca::token::Scope::Admin),
         ("GET", "/v1/me") | ("POST", "/auth/logout") => Authenticated,
-        ("GET", "/auth/login" | "/auth/callback") | ("POST", "/v1/auth/device" | "/v1/auth/device/token") => {
-            SingleSignOn
-        }
+        ("GET", "/auth/login" | "/auth/callback")
+        | ("POST", "/v1/auth/device" | "/v1/auth/device/token" | "/v1/auth/session/refresh") => SingleSignOn,
         _ => panic!("{method} {path} has no entry in the permission table of tests/it/routes.rs"),
     }
 }

@@ -16,6 +16,8 @@ use kca::config::OidcArgs;
 use kca::token::Scope;
 
 const CLIENT_SECRET: &str = "kca-test-client-secret";
+/// The session lifetime of the device test (a renewal is due after half of it).
+const SHORT_SESSION: Duration = Duration::from_secs(24);
 
 /// The test organisation's private CA and the provider's serving certificate for 127.0.0.1.
 struct IdpPki {
@@ -94,14 +96,24 @@ impl Drop for Idp {
 /// kca with single sign-on against a provider on `idp_port`, a cluster `dev` whose access rule
 /// admits the provider group `platform`, and a cluster `hidden` that admits nobody from it.
 async fn sso_server(idp_port: u16, pki: &IdpPki, dir: &Path) -> (TestServer, String) {
+    sso_server_with(idp_port, pki, dir, |_| {}).await
+}
+
+async fn sso_server_with(
+    idp_port: u16,
+    pki: &IdpPki,
+    dir: &Path,
+    adjust: impl FnOnce(&mut OidcArgs),
+) -> (TestServer, String) {
     let secret = temp_file(dir, "client-secret", CLIENT_SECRET.as_bytes());
-    let oidc = OidcArgs {
+    let mut oidc = OidcArgs {
         issuer: Some(format!("https://127.0.0.1:{idp_port}")),
         client_id: Some("kca".into()),
         client_secret_file: Some(secret),
         extra_ca_file: Some(pki.ca.clone()),
         ..OidcArgs::default()
     };
+    adjust(&mut oidc);
     let server = TestServer::start_with(Backend::Sqlite, |args| args.oidc = oidc).await;
     let admin = server.token(&[Scope::Admin]).await;
     for (name, rules) in [
@@ -220,13 +232,49 @@ async fn a_person_signs_in_with_chromium_through_the_provider_and_gets_their_own
     drop(idp);
 }
 
+/// Run `kca login` (the command given), approve its device sign-in as alice in Chromium, and
+/// wait for it to finish successfully.
+async fn device_login(mut command: Command, idp_port: u16, out: &Path, kca_cert: &Path, idp_cert: &Path) {
+    let mut login = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stderr = BufReader::new(login.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    let mut second = String::new();
+    stderr.read_line(&mut second).unwrap();
+    let url = first
+        .trim()
+        .strip_prefix("kca: to sign in, open ")
+        .unwrap_or_else(|| panic!("{first:?}"))
+        .to_string();
+    assert!(url.starts_with(&format!("https://127.0.0.1:{idp_port}/device")), "{url}");
+    assert!(second.contains("enter the code"), "{second:?}");
+    let log = browser(&["device", &url, out.to_str().unwrap(), "alice"], kca_cert, idp_cert).await;
+    println!("{log}");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = login.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "kca login did not finish");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(status.success(), "kca login failed: {rest}");
+    assert!(rest.contains("signed in as oidc:alice@example.com"), "{rest}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kca_login_uses_the_device_grant_and_the_session_issues_for_the_person() {
     let dir = tempfile::tempdir().unwrap();
     let pki = make_pki(dir.path());
     let idp_port = free_port();
-    let (server, _admin) = sso_server(idp_port, &pki, dir.path()).await;
-    let _idp = Idp::start(idp_port, &pki, &format!("{}/auth/callback", server.url));
+    // Short sessions, so that the test sees one renewed.
+    let (server, _admin) = sso_server_with(idp_port, &pki, dir.path(), |oidc| {
+        oidc.session_ttl = SHORT_SESSION;
+    })
+    .await;
+    let mut idp = Idp::start(idp_port, &pki, &format!("{}/auth/callback", server.url));
     let kca_cert = server.data_dir.path().join("tls/dev-cert.pem");
     let home = tempfile::tempdir().unwrap();
     let out = out_dir("sso-device");
@@ -244,33 +292,8 @@ async fn kca_login_uses_the_device_grant_and_the_session_issues_for_the_person()
     };
 
     // kca login prints where to go on stderr, and waits for the approval.
-    let mut login = kca(&["login"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut stderr = BufReader::new(login.stderr.take().unwrap());
-    let mut first = String::new();
-    stderr.read_line(&mut first).unwrap();
-    let mut second = String::new();
-    stderr.read_line(&mut second).unwrap();
-    let url = first
-        .trim()
-        .strip_prefix("kca: to sign in, open ")
-        .unwrap_or_else(|| panic!("{first:?}"))
-        .to_string();
-    assert!(url.starts_with(&format!("https://127.0.0.1:{idp_port}/device")), "{url}");
-    assert!(second.contains("enter the code"), "{second:?}");
-    let log = browser(&["device", &url, out.to_str().unwrap(), "alice"], &kca_cert, &pki.cert).await;
-    println!("{log}");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = login.try_wait().unwrap() {
-            break status;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "kca login did not finish");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
-    assert!(status.success(), "kca login failed: {rest}");
-    assert!(rest.contains("signed in as oidc:alice@example.com"), "{rest}");
+    device_login(kca(&["login"]), idp_port, &out, &kca_cert, &pki.cert).await;
+    let logged_in = Instant::now();
     let session = home.path().join("kca/session.json");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&session).unwrap().permissions().mode() & 0o777, 0o600);
@@ -307,6 +330,28 @@ async fn kca_login_uses_the_device_grant_and_the_session_issues_for_the_person()
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+
+    // Past half its lifetime, the session is renewed before it is used: a new token, the old one
+    // revoked.
+    let before: Value = serde_json::from_str(&std::fs::read_to_string(&session).unwrap()).unwrap();
+    let half = SHORT_SESSION / 2 + Duration::from_secs(1);
+    if let Some(wait) = half.checked_sub(logged_in.elapsed()) {
+        tokio::time::sleep(wait).await;
+    }
+    let output = kca(&["kubeconfig", "dev", "-o", kubeconfig.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && stderr.contains("session renewed until"), "{stderr}");
+    let after: Value = serde_json::from_str(&std::fs::read_to_string(&session).unwrap()).unwrap();
+    assert_ne!(before["token"], after["token"]);
+    server.json(Method::GET, "/v1/me", before["token"].as_str(), None, 401).await;
+    server.json(Method::GET, "/v1/me", after["token"].as_str(), None, 200).await;
+
+    // The provider rotates its signing key (each start makes a new one): kca, which knows only
+    // the old key, fetches the key set again on the unknown key id, and signing in works.
+    drop(idp);
+    idp = Idp::start(idp_port, &pki, &format!("{}/auth/callback", server.url));
+    device_login(kca(&["login"]), idp_port, &out, &kca_cert, &pki.cert).await;
+    drop(idp);
 
     // kca logout revokes the session: its token is refused afterwards.
     let stored: Value = serde_json::from_str(&std::fs::read_to_string(&session).unwrap()).unwrap();
