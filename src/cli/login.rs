@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::client::Client;
+use super::client::{Client, ClientError};
 use super::output::write_private_file;
 use super::settings::{ConnectionArgs, Settings, Token};
 
@@ -87,10 +87,19 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
     let path = session_path(settings.explicit_config.as_deref())
         .context("no config directory: set HOME, XDG_CONFIG_HOME or --config")?;
     let client = Client::new(&settings)?;
-    let start: DeviceStart = client
-        .json(client.maybe_authorized(Method::POST, &["v1", "auth", "device"]))
-        .await
-        .context("starting the sign-in")?;
+    let started: Result<DeviceStart, ClientError> =
+        client.json(client.maybe_authorized(Method::POST, &["v1", "auth", "device"])).await;
+    let start = match started {
+        Ok(start) => start,
+        // The provider has no device grant: a loopback redirect with PKCE, as kubelogin does.
+        Err(ClientError::Problem { problem, .. })
+            if problem.rule.as_deref() == Some("device_grant_unavailable") =>
+        {
+            let answer = loopback_sign_in(&client).await?;
+            return save_session(&settings, &path, answer);
+        }
+        Err(err) => return Err(anyhow::Error::new(err).context("starting the sign-in")),
+    };
     match &start.verification_uri_complete {
         Some(complete) => eprintln!(
             "kca: to sign in, open {complete}\nkca: (or open {} and enter the code {})",
@@ -116,29 +125,96 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
             interval = answer.interval.unwrap_or(interval).max(1);
             continue;
         }
-        let (Some(token), Some(subject), Some(expires_at)) =
-            (answer.token, answer.subject, answer.expires_at)
-        else {
-            bail!("kca answered a sign-in without a session");
-        };
-        let session = StoredSession {
-            url: settings.url.as_str().to_string(),
-            token,
-            subject,
-            issued_at: OffsetDateTime::now_utc(),
-            expires_at,
-        };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        return save_session(&settings, &path, answer);
+    }
+}
+
+fn save_session(settings: &Settings, path: &Path, answer: DeviceAnswer) -> anyhow::Result<()> {
+    let (Some(token), Some(subject), Some(expires_at)) = (answer.token, answer.subject, answer.expires_at)
+    else {
+        bail!("kca answered a sign-in without a session");
+    };
+    let session = StoredSession {
+        url: settings.url.as_str().to_string(),
+        token,
+        subject,
+        issued_at: OffsetDateTime::now_utc(),
+        expires_at,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    write_private_file(path, serde_json::to_string_pretty(&session)?.as_bytes())?;
+    eprintln!(
+        "kca: signed in as {} until {} (session kept in {})",
+        session.subject,
+        session.expires_at.format(&time::format_description::well_known::Rfc3339)?,
+        path.display()
+    );
+    Ok(())
+}
+
+/// Sign in through a browser when the provider has no device grant: kca's `/auth/login` sends
+/// the browser back to a listener on a loopback port here with a one-time code, which only this
+/// process can redeem (it holds the PKCE verifier).
+async fn loopback_sign_in(client: &Client) -> anyhow::Result<DeviceAnswer> {
+    let listener =
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.context("listening on a loopback port")?;
+    let callback = format!("http://127.0.0.1:{}/callback", listener.local_addr()?.port());
+    let verifier = crate::oidc::random_text(48);
+    let mut url = client.url(&["auth", "login"]);
+    url.query_pairs_mut()
+        .append_pair("cli_callback", &callback)
+        .append_pair("cli_challenge", &crate::oidc::pkce_challenge(&verifier));
+    eprintln!(
+        "kca: the identity provider has no device sign-in; open this in a browser on this machine:\n{url}"
+    );
+    let code = tokio::time::timeout(LOGIN_TIMEOUT, wait_for_code(&listener))
+        .await
+        .map_err(|_| anyhow::anyhow!("the sign-in was not completed in time; run kca login again"))??;
+    let request = client
+        .maybe_authorized(Method::POST, &["v1", "auth", "cli", "token"])
+        .json(&serde_json::json!({"code": code, "verifier": verifier}));
+    client.json(request).await.context("redeeming the sign-in")
+}
+
+/// Answer requests on the loopback listener until one brings the sign-in code.
+async fn wait_for_code(listener: &tokio::net::TcpListener) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let (mut stream, _) = listener.accept().await?;
+        let mut request = vec![0u8; 8192];
+        let mut read = 0;
+        // The request line and headers are enough to find the code.
+        while read < request.len() {
+            let n = stream.read(&mut request[read..]).await?;
+            if n == 0 {
+                break;
+            }
+            read += n;
+            if request[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
         }
-        write_private_file(&path, serde_json::to_string_pretty(&session)?.as_bytes())?;
-        eprintln!(
-            "kca: signed in as {} until {} (session kept in {})",
-            session.subject,
-            session.expires_at.format(&time::format_description::well_known::Rfc3339)?,
-            path.display()
+        let text = String::from_utf8_lossy(&request[..read]).to_string();
+        let target = text.split_whitespace().nth(1).unwrap_or_default();
+        let code = url::Url::parse(&format!("http://127.0.0.1{target}"))
+            .ok()
+            .filter(|u| u.path() == "/callback")
+            .and_then(|u| u.query_pairs().find(|(k, _)| k == "code").map(|(_, v)| v.to_string()));
+        let (status, body) = match &code {
+            Some(_) => ("200 OK", "Signed in to kca. You may close this window and go back to the terminal."),
+            None => ("404 Not Found", "Not the kca sign-in."),
+        };
+        let page = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
         );
-        return Ok(());
+        let _ = stream.write_all(page.as_bytes()).await;
+        let _ = stream.shutdown().await;
+        if let Some(code) = code {
+            return Ok(code);
+        }
     }
 }
 

@@ -108,6 +108,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(session::device_start))
         .routes(routes!(session::device_token))
         .routes(routes!(session::refresh))
+        .routes(routes!(session::cli_token))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))

@@ -16,7 +16,10 @@ use super::auth::Caller;
 use super::extract::Json;
 use crate::app::AppState;
 use crate::error::{ApiError, ProblemResponses};
-use crate::oidc::login::{DeviceState, LOGIN_TTL_SECONDS, LoginState, person, safe_return_path};
+use crate::oidc::login::{
+    CLI_CODE_TTL_SECONDS, CliCode, CliLogin, DeviceState, LOGIN_TTL_SECONDS, LoginState, loopback_callback,
+    person, safe_return_path,
+};
 use crate::oidc::{DevicePoll, Oidc, OidcError, pkce_challenge, random_text};
 use crate::service;
 use crate::token::{Person, Scope};
@@ -154,6 +157,11 @@ fn oidc_failure(err: &OidcError) -> Response {
 pub struct LoginQuery {
     /// Where to return after sign-in: a path of this origin (default `/`).
     pub return_to: Option<String>,
+    /// For `kca login` without a device grant: its loopback listener
+    /// (`http://127.0.0.1:<port>/…`), which gets a one-time code instead of a session cookie.
+    pub cli_callback: Option<String>,
+    /// With `cli_callback`: the CLI's PKCE challenge (S256) that redeeming the code needs.
+    pub cli_challenge: Option<String>,
 }
 
 /// Start a browser sign-in: redirect to the identity provider (authorization code with PKCE).
@@ -184,7 +192,30 @@ pub async fn login(
         Ok(discovery) => discovery,
         Err(err) => return oidc_failure(&err),
     };
+    let cli = match (query.cli_callback.as_deref(), query.cli_challenge.as_deref()) {
+        (None, None) => None,
+        (Some(callback), Some(challenge))
+            if challenge.len() == 43
+                && challenge.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            match loopback_callback(callback) {
+                Some(callback) => Some(CliLogin { callback, challenge: challenge.to_string() }),
+                None => {
+                    return ApiError::invalid("cli_callback", "must be http://127.0.0.1:<port>/…")
+                        .into_response();
+                }
+            }
+        }
+        _ => {
+            return ApiError::invalid(
+                "cli_challenge",
+                "cli_callback needs cli_challenge, a PKCE S256 challenge",
+            )
+            .into_response();
+        }
+    };
     let state = LoginState {
+        cli,
         state: random_text(24),
         nonce: random_text(24),
         verifier: random_text(48),
@@ -298,6 +329,28 @@ pub async fn callback(
         Ok(person) => person,
         Err(why) => return page(StatusCode::FORBIDDEN, "You may not use kca", &why),
     };
+    // A `kca login` sign-in: the browser carries a one-time code, bound to the CLI's PKCE
+    // challenge, to the CLI's loopback listener; the CLI redeems it for the session.
+    if let Some(cli) = &login.cli {
+        let code = CliCode {
+            id: random_text(16),
+            person,
+            challenge: cli.challenge.clone(),
+            expires_at: now + CLI_CODE_TTL_SECONDS,
+        }
+        .seal(app.keyring.master());
+        let mut target = url::Url::parse(&cli.callback).expect("checked when the sign-in started");
+        target.query_pairs_mut().append_pair("code", &code);
+        let mut response = StatusCode::SEE_OTHER.into_response();
+        response
+            .headers_mut()
+            .insert(header::LOCATION, HeaderValue::from_str(target.as_str()).expect("a URL is ASCII"));
+        set_cookie(
+            &mut response,
+            format!("{LOGIN_COOKIE}=; Path=/auth; Max-Age=0; HttpOnly; Secure; SameSite=Lax"),
+        );
+        return response;
+    }
     let (token, record) = match service::sessions::sign_in(
         &app,
         person,
@@ -503,6 +556,12 @@ pub async fn device_token(
 
 fn api_error(err: OidcError) -> ApiError {
     match err {
+        OidcError::NoDeviceGrant => ApiError::policy(
+            "device_grant_unavailable",
+            "grant",
+            "the identity provider offers no device authorization grant: sign in through a browser \
+             (kca login does so with a loopback redirect)",
+        ),
         OidcError::Unavailable(detail) => {
             tracing::warn!(error = %detail, "single sign-on: the identity provider is unavailable");
             ApiError::unavailable(format!("the identity provider is unavailable: {detail}"), 10)
@@ -557,4 +616,57 @@ pub async fn refresh(State(app): State<AppState>, caller: Caller) -> Result<Resp
         session_cookies(&mut response, &token, until - now);
     }
     Ok(response)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CliTokenRequest {
+    /// The `code` kca sent to the CLI's loopback listener.
+    pub code: String,
+    /// The PKCE verifier whose S256 challenge the CLI passed to `/auth/login`.
+    pub verifier: String,
+}
+
+/// Redeem the one-time code of a `kca login` loopback sign-in for the session token (once, with
+/// the PKCE verifier of the CLI that started it).
+#[utoipa::path(
+    post, path = "/v1/auth/cli/token", tag = "auth",
+    request_body = CliTokenRequest,
+    responses((status = 200, body = DeviceTokenResponse, description = "Signed in"), ProblemResponses),
+)]
+pub async fn cli_token(
+    State(app): State<AppState>,
+    caller: Caller,
+    Json(request): Json<CliTokenRequest>,
+) -> Result<Json<DeviceTokenResponse>, ApiError> {
+    let oidc = sso(&app)?;
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let refused =
+        || ApiError::invalid("code", "unknown, expired or already used sign-in code; sign in again");
+    let code = CliCode::open(app.keyring.master(), &request.code, now).ok_or_else(refused)?;
+    let verified = crate::oidc::id_token::constant_time_eq(
+        pkce_challenge(&request.verifier).as_bytes(),
+        code.challenge.as_bytes(),
+    );
+    if !verified {
+        return Err(ApiError::invalid("verifier", "does not match the challenge the sign-in started with"));
+    }
+    if !oidc.consume(&code.id, code.expires_at, now) {
+        return Err(refused());
+    }
+    let (token, record) = service::sessions::sign_in(
+        &app,
+        code.person,
+        oidc.settings.session_ttl,
+        caller.remote_addr.clone(),
+        "loopback",
+    )
+    .await?;
+    Ok(Json(DeviceTokenResponse {
+        status: "complete".into(),
+        interval: None,
+        token: Some(token),
+        subject: Some(record.subject),
+        expires_at: Some(record.expires_at),
+    }))
 }

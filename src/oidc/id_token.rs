@@ -118,7 +118,8 @@ pub fn validate(token: &str, keys: &JwkSet, expected: &Expected<'_>) -> Result<I
     let claims = data.claims;
     let issuer = claims.get("iss").and_then(Value::as_str).ok_or(IdTokenError::Missing("iss"))?;
     if issuer != expected.issuer {
-        return Err(IdTokenError::Issuer(issuer.chars().take(200).collect()));
+        // Quoted in logs and pages: printable characters only.
+        return Err(IdTokenError::Issuer(issuer.chars().filter(|c| !c.is_control()).take(200).collect()));
     }
     let audience_ok = match claims.get("aud") {
         Some(Value::String(aud)) => aud == expected.client_id,

@@ -19,6 +19,9 @@ const MAX_IDP_GROUPS: usize = 256;
 
 const LOGIN_AAD: &[u8] = b"kca:oidc-login";
 const DEVICE_AAD: &[u8] = b"kca:oidc-device";
+const CLI_CODE_AAD: &[u8] = b"kca:oidc-cli-code";
+/// How long the CLI has to redeem the code of a loopback sign-in.
+pub const CLI_CODE_TTL_SECONDS: i64 = 120;
 
 /// A browser sign-in in progress (the `kca_login` cookie).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,6 +33,61 @@ pub struct LoginState {
     pub return_to: String,
     pub redirect_uri: String,
     pub expires_at: i64,
+    /// Set when `kca login` started the sign-in with a loopback redirect (the provider offers no
+    /// device grant): where to send the browser afterwards, and the CLI's PKCE challenge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cli: Option<CliLogin>,
+}
+
+/// The loopback end of a `kca login` sign-in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CliLogin {
+    pub callback: String,
+    pub challenge: String,
+}
+
+/// What the browser carries back to `kca login`'s loopback listener: the person, bound to the
+/// CLI's PKCE challenge, redeemed once for a session (`POST /v1/auth/cli/token`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CliCode {
+    pub id: String,
+    pub person: Person,
+    pub challenge: String,
+    pub expires_at: i64,
+}
+
+impl Expiring for CliCode {
+    fn expires_at(&self) -> i64 {
+        self.expires_at
+    }
+}
+
+impl CliCode {
+    pub fn seal(&self, master: &MasterKey) -> String {
+        seal(master, self, CLI_CODE_AAD)
+    }
+
+    pub fn open(master: &MasterKey, text: &str, now: i64) -> Option<Self> {
+        open(master, text, CLI_CODE_AAD, now)
+    }
+}
+
+/// A `kca login` loopback callback: `http://127.0.0.1:<port>/…` (or `[::1]`, `localhost`), with
+/// no query, fragment or credentials. Anything else would make kca an open redirect.
+pub fn loopback_callback(text: &str) -> Option<String> {
+    let url = url::Url::parse(text).ok()?;
+    let loopback = match url.host()? {
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+        url::Host::Domain(name) => name == "localhost",
+    };
+    let plain = url.scheme() == "http"
+        && url.port().is_some()
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && url.username().is_empty()
+        && url.password().is_none();
+    (loopback && plain).then(|| url.to_string())
 }
 
 /// A device sign-in in progress (the handle `kca login` polls with).
@@ -167,6 +225,22 @@ mod tests {
     }
 
     #[test]
+    fn only_loopback_callbacks_are_accepted_for_the_cli() {
+        assert!(loopback_callback("http://127.0.0.1:41234/callback").is_some());
+        assert!(loopback_callback("http://[::1]:41234/callback").is_some());
+        for bad in [
+            "https://evil.example:443/callback",
+            "http://evil.example:80/",
+            "http://127.0.0.1/callback",
+            "http://127.0.0.1:1/callback?x=1",
+            "http://user@127.0.0.1:1/",
+            "javascript:alert(1)",
+        ] {
+            assert!(loopback_callback(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
     fn only_same_origin_paths_are_returned_to() {
         assert_eq!(safe_return_path(Some("/#/clusters/prod")), "/#/clusters/prod");
         for bad in ["//evil.example", "https://evil.example", "/\\evil.example", "evil", "/a\nb", "\\\\x"] {
@@ -204,6 +278,7 @@ mod tests {
             return_to: "/".into(),
             redirect_uri: "https://kca/auth/callback".into(),
             expires_at: 100,
+            cli: None,
         };
         let sealed = state.seal(&master);
         assert_eq!(LoginState::open(&master, &sealed, 50).unwrap().nonce, "n");

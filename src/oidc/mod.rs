@@ -146,6 +146,9 @@ pub enum OidcError {
     /// What the provider asserts cannot be used (no username claim, a name kca refuses).
     #[error("{0}")]
     Identity(String),
+    /// The provider does not offer the device authorization grant.
+    #[error("the identity provider offers no device authorization grant")]
+    NoDeviceGrant,
 }
 
 /// The parts of the discovery document kca uses.
@@ -369,9 +372,7 @@ impl Oidc {
     /// Start a device authorization (RFC 8628) at the provider.
     pub async fn start_device(&self) -> Result<DeviceAuthorization, OidcError> {
         let discovery = self.discovery().await?;
-        let endpoint = discovery.device_authorization_endpoint.as_deref().ok_or_else(|| {
-            OidcError::Refused("the identity provider offers no device authorization grant".into())
-        })?;
+        let endpoint = discovery.device_authorization_endpoint.as_deref().ok_or(OidcError::NoDeviceGrant)?;
         let scopes = self.scopes();
         let mut pairs = vec![("scope", scopes.as_str())];
         let mut request = self

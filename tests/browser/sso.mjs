@@ -10,6 +10,9 @@
 //   node sso.mjs device <verification uri> <out dir> <login>
 //     Approves a device sign-in (kca login) at the provider.
 //
+//   node sso.mjs loopback <kca sign-in url> <out dir> <login>
+//     Signs in through kca and the provider until kca login's loopback listener has its code.
+//
 // KCA_CERT and IDP_CERT name the two servers' certificates (pinned, not every TLS error ignored).
 // Exits 0 on success, 1 with the failed step and a screenshot otherwise.
 
@@ -21,8 +24,8 @@ import { join, resolve } from 'node:path';
 import { chromium } from 'playwright-core';
 
 const [mode, target, outArg, login = 'alice'] = process.argv.slice(2);
-if (!['web', 'device'].includes(mode) || !target || !outArg) {
-  console.error('usage: node sso.mjs web|device <url> <out dir> [login]');
+if (!['web', 'device', 'loopback'].includes(mode) || !target || !outArg) {
+  console.error('usage: node sso.mjs web|device|loopback <url> <out dir> [login]');
   process.exit(2);
 }
 const outDir = resolve(outArg);
@@ -149,6 +152,12 @@ try {
     for (let i = 0; i < 50 && (await call('GET', '/v1/me')).status !== 401; i++) await page.waitForTimeout(100);
     assert.equal((await call('GET', '/v1/me')).status, 401);
     await screenshot('kca-signed-out');
+  } else if (mode === 'loopback') {
+    step = 'sign in for kca login (loopback redirect)';
+    await page.goto(target);
+    await approveAtProvider(async () => page.url().startsWith('http://127.0.0.1:') &&
+      (await page.locator('body').textContent()).includes('Signed in to kca'));
+    await screenshot('cli-loopback-signed-in');
   } else {
     step = 'approve the device sign-in';
     await page.goto(target);

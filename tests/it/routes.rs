@@ -67,7 +67,10 @@ fn need(method: &str, path: &str) -> Need {
         ("POST", "/v1/token-keys/rotate") => Unrestricted(kca::token::Scope::Admin),
         ("GET", "/v1/me") | ("POST", "/auth/logout") => Authenticated,
         ("GET", "/auth/login" | "/auth/callback")
-        | ("POST", "/v1/auth/device" | "/v1/auth/device/token" | "/v1/auth/session/refresh") => SingleSignOn,
+        | (
+            "POST",
+            "/v1/auth/device" | "/v1/auth/device/token" | "/v1/auth/session/refresh" | "/v1/auth/cli/token",
+        ) => SingleSignOn,
         _ => panic!("{method} {path} has no entry in the permission table of tests/it/routes.rs"),
     }
 }
@@ -115,6 +118,7 @@ fn body(method: &str, path: &str) -> Option<Value> {
         }
         ("POST", "/v1/tokens") => json!({"subject": "minted", "scopes": ["read"], "ttl_seconds": 600}),
         ("POST", "/v1/auth/device/token") => json!({"handle": "x"}),
+        ("POST", "/v1/auth/cli/token") => json!({"code": "x", "verifier": "y"}),
         _ => return None,
     })
 }

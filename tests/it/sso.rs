@@ -59,6 +59,10 @@ struct Idp {
 
 impl Idp {
     fn start(port: u16, pki: &IdpPki, redirect_uri: &str) -> Self {
+        Self::start_with(port, pki, redirect_uri, true)
+    }
+
+    fn start_with(port: u16, pki: &IdpPki, redirect_uri: &str, device_grant: bool) -> Self {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc");
         assert!(
             root.join("node_modules/oidc-provider/package.json").exists(),
@@ -71,6 +75,7 @@ impl Idp {
             .arg(&pki.key)
             .arg(redirect_uri)
             .arg(CLIENT_SECRET)
+            .env("OIDC_NO_DEVICE", if device_grant { "0" } else { "1" })
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -493,4 +498,73 @@ async fn forged_and_replayed_sign_ins_are_refused_and_the_provider_going_down_st
         .await;
     assert_eq!(pending["status"], "pending");
     server.json(Method::POST, "/v1/auth/device/token", None, Some(json!({"handle": "forged"})), 422).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kca_login_falls_back_to_a_loopback_redirect_when_the_provider_has_no_device_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path());
+    let idp_port = free_port();
+    let (server, _admin) = sso_server(idp_port, &pki, dir.path()).await;
+    let _idp = Idp::start_with(idp_port, &pki, &format!("{}/auth/callback", server.url), false);
+    let kca_cert = server.data_dir.path().join("tls/dev-cert.pem");
+    let home = tempfile::tempdir().unwrap();
+    let out = out_dir("sso-loopback");
+    let kca = |args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kca"));
+        command
+            .args(args)
+            .env("KCA_URL", &server.url)
+            .env("KCA_CACERT", &kca_cert)
+            .env("XDG_CONFIG_HOME", home.path())
+            .env("XDG_CACHE_HOME", home.path().join("cache"))
+            .env_remove("KCA_TOKEN")
+            .env_remove("KCA_CONFIG");
+        command
+    };
+    // kca says the provider has no device grant, over the API too.
+    let refused = server.json(Method::POST, "/v1/auth/device", None, None, 403).await;
+    assert_eq!(refused["rule"], "device_grant_unavailable");
+
+    let mut login = kca(&["login"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stderr = BufReader::new(login.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    assert!(first.contains("no device sign-in"), "{first:?}");
+    let mut url = String::new();
+    stderr.read_line(&mut url).unwrap();
+    let url = url.trim().to_string();
+    assert!(
+        url.starts_with(&format!("{}/auth/login?cli_callback=http%3A%2F%2F127.0.0.1%3A", server.url)),
+        "{url}"
+    );
+    let log = browser(&["loopback", &url, out.to_str().unwrap(), "alice"], &kca_cert, &pki.cert).await;
+    println!("{log}");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = login.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "kca login did not finish");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(status.success(), "kca login failed: {rest}");
+    assert!(rest.contains("signed in as oidc:alice@example.com"), "{rest}");
+
+    let kubeconfig = out.join("kubeconfig.yaml");
+    let output = kca(&["kubeconfig", "dev", "-o", kubeconfig.to_str().unwrap()]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(kubeconfig_identity(&kubeconfig).0, "oidc:alice@example.com");
+
+    // A loopback callback that is not loopback is refused: kca is no open redirect.
+    let (status, _, _) = server
+        .send(Method::GET, "/auth/login?cli_callback=https%3A%2F%2Fevil.example%3A443%2F&cli_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", None, None)
+        .await;
+    assert_eq!(status, 422);
+    // A code without the verifier of the CLI that started the sign-in is refused.
+    server
+        .json(Method::POST, "/v1/auth/cli/token", None, Some(json!({"code": "forged", "verifier": "x"})), 422)
+        .await;
 }

@@ -6,6 +6,7 @@
 //
 //   node provider.mjs <port> <cert pem> <key pem> <kca redirect uri> <client secret>
 //
+// With OIDC_NO_DEVICE=1 the device grant is off (kca login then falls back to a loopback redirect).
 // Prints one JSON line on stdout once it listens: {"issuer": ..., "kid": ...}.
 
 import { readFileSync } from 'node:fs';
@@ -20,6 +21,7 @@ if (!port || !certPath || !keyPath || !redirectUri || !clientSecret) {
   process.exit(2);
 }
 const issuer = `https://127.0.0.1:${port}`;
+const deviceFlow = process.env.OIDC_NO_DEVICE !== '1';
 
 // The people of the test organisation.
 const ACCOUNTS = {
@@ -38,7 +40,7 @@ const provider = new Provider(issuer, {
     client_secret: clientSecret,
     client_name: 'kca',
     redirect_uris: [redirectUri],
-    grant_types: ['authorization_code', 'urn:ietf:params:oauth:grant-type:device_code'],
+    grant_types: deviceFlow ? ['authorization_code', 'urn:ietf:params:oauth:grant-type:device_code'] : ['authorization_code'],
     response_types: ['code'],
     token_endpoint_auth_method: 'client_secret_basic',
     id_token_signed_response_alg: 'ES256',
@@ -48,7 +50,7 @@ const provider = new Provider(issuer, {
   claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'], groups: ['groups'] },
   // The claims of the scopes asked for go into the ID token, where kca reads them.
   conformIdTokenClaims: false,
-  features: { devInteractions: { enabled: true }, deviceFlow: { enabled: true } },
+  features: { devInteractions: { enabled: true }, deviceFlow: { enabled: deviceFlow } },
   pkce: { required: () => true },
   cookies: { keys: [randomUUID()] },
   ttl: { IdToken: 300 },
