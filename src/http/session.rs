@@ -180,9 +180,13 @@ pub async fn login(
     uri: axum::http::Uri,
     Query(query): Query<LoginQuery>,
 ) -> Response {
-    let oidc = match sso(&app) {
-        Ok(oidc) => oidc,
-        Err(err) => return err.into_response(),
+    // A person's browser lands here: a page, not a problem document.
+    let Ok(oidc) = sso(&app) else {
+        return page(
+            StatusCode::NOT_FOUND,
+            "Single sign-on is off",
+            "This kca has no identity provider configured: ask an operator for a token.",
+        );
     };
     let redirect_uri = match redirect_uri(&app, oidc, &headers, &uri) {
         Ok(uri) => uri,
@@ -283,9 +287,13 @@ pub async fn callback(
     caller: Caller,
     Query(query): Query<CallbackQuery>,
 ) -> Response {
-    let oidc = match sso(&app) {
-        Ok(oidc) => oidc,
-        Err(err) => return err.into_response(),
+    // A person's browser lands here: a page, not a problem document.
+    let Ok(oidc) = sso(&app) else {
+        return page(
+            StatusCode::NOT_FOUND,
+            "Single sign-on is off",
+            "This kca has no identity provider configured: ask an operator for a token.",
+        );
     };
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let bad = |message: &str| page(StatusCode::BAD_REQUEST, "Sign-in failed", message);
