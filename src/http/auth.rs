@@ -44,7 +44,8 @@ pub struct ClusterAccess {
 
 /// Authenticate the caller and, on a cluster's routes, check the token against that cluster.
 pub async fn guard(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
-    let caller = match Caller::authenticate(&app, request.headers(), request.extensions()).await {
+    let api = request.uri().path().starts_with("/v1/");
+    let caller = match Caller::authenticate(&app, request.headers(), request.extensions(), api).await {
         Ok(caller) => caller,
         Err(err) => return err.into_response(),
     };
@@ -109,7 +110,10 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         match parts.extensions.get::<Caller>() {
             Some(caller) => Ok(caller.clone()),
-            None => Caller::authenticate(state, &parts.headers, &parts.extensions).await,
+            None => {
+                let api = parts.uri.path().starts_with("/v1/");
+                Caller::authenticate(state, &parts.headers, &parts.extensions, api).await
+            }
         }
     }
 }
@@ -127,10 +131,14 @@ impl<S: Send + Sync> FromRequestParts<S> for ClusterAccess {
 }
 
 impl Caller {
+    /// `api`: the request is for the API (`/v1/…`), where a session cookie that no longer works
+    /// is refused; elsewhere (the UI's files, the sign-in pages) it is ignored, so that a person
+    /// whose session was revoked can load the page and sign in again.
     async fn authenticate(
         app: &AppState,
         headers: &axum::http::HeaderMap,
         extensions: &axum::http::Extensions,
+        api: bool,
     ) -> Result<Self, ApiError> {
         let remote_addr = extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip().to_string());
         let mut via_cookie = false;
@@ -138,12 +146,18 @@ impl Caller {
             // No bearer token: the session cookie, if any. One that no longer works (signed out,
             // expired) is refused like a bad token.
             None => match super::session::session_cookie(headers) {
-                Some(token) => {
-                    via_cookie = true;
-                    Some(app.authenticate(&token).await.map_err(|e| {
-                        ApiError::unauthorized(format!("the session has ended; sign in again ({e})"))
-                    })?)
-                }
+                Some(token) => match app.authenticate(&token).await {
+                    Ok(claims) => {
+                        via_cookie = true;
+                        Some(claims)
+                    }
+                    Err(e) if api => {
+                        return Err(ApiError::unauthorized(format!(
+                            "the session has ended; sign in again ({e})"
+                        )));
+                    }
+                    Err(_) => None,
+                },
                 None => None,
             },
             Some(value) => {

@@ -12,6 +12,26 @@ use crate::token::{ALL_CLUSTERS, Person, Scope, TokenError, TokenRequest};
 /// access rules admit them (the guard and the handlers narrow both to those clusters).
 pub const SESSION_SCOPES: [Scope; 1] = [Scope::KubeconfigsIssue];
 
+/// Above this many bytes of provider groups, a session keeps only the groups some cluster's access
+/// rules name: a browser drops a cookie beyond 4 KiB, and people in hundreds of groups exist.
+const MAX_GROUP_BYTES: usize = 1500;
+
+/// The person, with their provider groups narrowed to those the access rules use when they are
+/// many. A rule added later then applies to them at their next sign-in.
+fn keep_token_small(app: &App, mut person: Person) -> Person {
+    if person.idp_groups.iter().map(|g| g.len() + 3).sum::<usize>() <= MAX_GROUP_BYTES {
+        return person;
+    }
+    let named: std::collections::HashSet<String> = app
+        .published
+        .snapshots()
+        .iter()
+        .flat_map(|s| s.cluster.policy.access_rules.iter().map(|r| r.idp_group.clone()))
+        .collect();
+    person.idp_groups.retain(|g| named.contains(g));
+    person
+}
+
 /// Mint the session of `person`; answers the token and its record.
 pub async fn sign_in(
     app: &App,
@@ -20,6 +40,7 @@ pub async fn sign_in(
     remote_addr: Option<String>,
     how: &'static str,
 ) -> Result<(String, TokenRecord), ApiError> {
+    let person = keep_token_small(app, person);
     let actor = Actor { subject: person.user.clone(), remote_addr, token_id: "sign-in".into() };
     let ttl = time::Duration::try_from(lifetime).map_err(ApiError::internal)?.min(app.tokens.max_lifetime());
     let request = TokenRequest {

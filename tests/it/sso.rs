@@ -234,6 +234,21 @@ async fn a_person_signs_in_with_chromium_through_the_provider_and_gets_their_own
         .await
         .unwrap();
     assert_eq!(refused.status(), 401);
+    // ... on the API only: the page and the sign-in still load, so the person can sign in again.
+    let no_redirects = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&std::fs::read(&kca_cert).unwrap()).unwrap()])
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for path in ["/", "/auth/login"] {
+        let page = no_redirects
+            .get(format!("{}{path}", server.url))
+            .header("Cookie", format!("kca_session={cookie}"))
+            .send()
+            .await
+            .unwrap();
+        assert!(page.status().is_success() || page.status() == 303, "{path}: {}", page.status());
+    }
     drop(idp);
 }
 
