@@ -10,6 +10,12 @@
 //   node sso.mjs device <verification uri> <out dir> <login>
 //     Approves a device sign-in (kca login) at the provider.
 //
+//   node sso.mjs outsider <kca url> <out dir> <login>
+//     Signs in as a person no access rule of cluster `dev` admits: 403 there, only `hidden` listed.
+//
+//   node sso.mjs refused <kca url> <out dir> <login>
+//     Signs in as a person whose claims kca refuses (a hostile e-mail): kca's page says so.
+//
 //   node sso.mjs loopback <kca sign-in url> <out dir> <login>
 //     Signs in through kca and the provider until kca login's loopback listener has its code.
 //
@@ -24,8 +30,8 @@ import { join, resolve } from 'node:path';
 import { chromium } from 'playwright-core';
 
 const [mode, target, outArg, login = 'alice'] = process.argv.slice(2);
-if (!['web', 'device', 'loopback'].includes(mode) || !target || !outArg) {
-  console.error('usage: node sso.mjs web|device|loopback <url> <out dir> [login]');
+if (!['web', 'device', 'loopback', 'outsider', 'refused'].includes(mode) || !target || !outArg) {
+  console.error('usage: node sso.mjs web|device|loopback|outsider|refused <url> <out dir> [login]');
   process.exit(2);
 }
 const outDir = resolve(outArg);
@@ -152,6 +158,27 @@ try {
     for (let i = 0; i < 50 && (await call('GET', '/v1/me')).status !== 401; i++) await page.waitForTimeout(100);
     assert.equal((await call('GET', '/v1/me')).status, 401);
     await screenshot('kca-signed-out');
+  } else if (mode === 'outsider') {
+    step = 'sign in as a person no rule of dev admits';
+    await page.goto(target);
+    await page.locator('#sso-sign-in').click();
+    await approveAtProvider(async () => page.url().startsWith(target) && (await page.locator('#who-sub').isVisible()));
+    const refused = await call('POST', '/v1/clusters/dev/kubeconfigs', { body: {} });
+    assert.equal(refused.status, 403, refused.text);
+    assert.match(refused.text, /no access rule of cluster/);
+    const list = JSON.parse((await call('GET', '/v1/clusters')).text);
+    assert.deepEqual(list.items.map((c) => c.name), ['hidden']);
+    const issued = await call('POST', '/v1/clusters/hidden/kubeconfigs', { body: {} });
+    assert.equal(issued.status, 201, issued.text);
+    await screenshot('kca-outsider');
+  } else if (mode === 'refused') {
+    step = 'sign in with claims kca refuses';
+    await page.goto(target);
+    await page.locator('#sso-sign-in').click();
+    await approveAtProvider(async () => page.url().startsWith(`${target}/auth/callback`));
+    assert.equal(await page.locator('h1').textContent(), 'You may not use kca');
+    assert.match(await page.locator('#sso-message').textContent(), /user name cannot be used/);
+    await screenshot('kca-refused-claims');
   } else if (mode === 'loopback') {
     step = 'sign in for kca login (loopback redirect)';
     await page.goto(target);

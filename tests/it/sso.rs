@@ -437,7 +437,14 @@ async fn forged_and_replayed_sign_ins_are_refused_and_the_provider_going_down_st
     assert_eq!(answer.status(), 400);
     assert!(answer.text().await.unwrap().contains("already been used"));
 
-    // A person the rules do not admit (bob is in "sales" only) sees no cluster, and gets 403.
+    // Through the provider's pages: bob (in "sales" only) sees only "hidden" and gets 403 on "dev";
+    // mallory's e-mail claim carries a header injection, and kca refuses it as a user name.
+    let kca_cert = server.data_dir.path().join("tls/dev-cert.pem");
+    let out = out_dir("sso-refusals");
+    browser(&["outsider", &server.url, out.to_str().unwrap(), "bob"], &kca_cert, &pki.cert).await;
+    browser(&["refused", &server.url, out.to_str().unwrap(), "mallory"], &kca_cert, &pki.cert).await;
+
+    // The same rules for a session minted here (bob, "sales" only): no cluster but "hidden", 403.
     let bob = server
         .mint(&kca::token::TokenRequest {
             subject: "oidc:bob@example.com".into(),
