@@ -163,6 +163,11 @@ pub struct OidcArgs {
     #[arg(long = "oidc-groups-claim", env = "KCA_OIDC_GROUPS_CLAIM", default_value = "groups")]
     pub groups_claim: String,
 
+    /// The scopes kca asks for (space-separated; `openid` is always asked for). Dex gives groups
+    /// only with the `groups` scope; Keycloak refuses scopes the client does not have.
+    #[arg(long = "oidc-scopes", env = "KCA_OIDC_SCOPES", default_value = "openid email profile groups")]
+    pub scopes: String,
+
     /// Put before the username in the CN, so that people cannot collide with other users.
     #[arg(long = "oidc-username-prefix", env = "KCA_OIDC_USERNAME_PREFIX", default_value = "oidc:")]
     pub username_prefix: String,
@@ -196,6 +201,7 @@ impl Default for OidcArgs {
             client_secret_file: None,
             username_claim: "email".into(),
             groups_claim: "groups".into(),
+            scopes: "openid email profile groups".into(),
             username_prefix: "oidc:".into(),
             extra_ca_file: None,
             public_url: None,

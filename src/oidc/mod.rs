@@ -40,6 +40,7 @@ pub struct OidcSettings {
     client_secret: Option<Zeroizing<String>>,
     pub username_claim: String,
     pub groups_claim: String,
+    pub scopes: String,
     pub username_prefix: String,
     pub extra_ca_pem: Option<Vec<u8>>,
     /// kca's external base URL, without a trailing slash.
@@ -123,6 +124,7 @@ impl OidcSettings {
             client_secret,
             username_claim: args.username_claim.clone(),
             groups_claim: args.groups_claim.clone(),
+            scopes: scopes(&args.scopes),
             username_prefix: prefix,
             extra_ca_pem,
             public_url,
@@ -424,12 +426,16 @@ impl Oidc {
 
     /// The scopes kca asks for.
     pub fn scopes(&self) -> String {
-        let mut scopes = vec!["openid", "email", "profile"];
-        if self.settings.groups_claim == "groups" {
-            scopes.push("groups");
-        }
-        scopes.join(" ")
+        self.settings.scopes.clone()
     }
+}
+
+/// The scopes to ask for: those configured, `openid` first and always.
+fn scopes(configured: &str) -> String {
+    let mut scopes = vec!["openid"];
+    scopes
+        .extend(configured.split_whitespace().filter(|s| *s != "openid" && !s.chars().any(char::is_control)));
+    scopes.join(" ")
 }
 
 /// An `application/x-www-form-urlencoded` body.
@@ -538,6 +544,12 @@ mod tests {
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
         assert_ne!(random_text(32), random_text(32));
+    }
+
+    #[test]
+    fn openid_is_always_asked_for() {
+        assert_eq!(scopes("email groups"), "openid email groups");
+        assert_eq!(scopes("openid  profile openid"), "openid profile");
     }
 
     #[test]
