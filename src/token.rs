@@ -57,6 +57,27 @@ pub struct Claims {
     /// Longest TTL in seconds this token may issue (on top of the cluster policy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ttl: Option<u64>,
+    /// Set on the session of a person signed in through single sign-on: who the identity
+    /// provider says they are. Such a token issues only for that person, under the access rules
+    /// of each cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person: Option<Person>,
+}
+
+/// A person as the identity provider asserted them at sign-in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Person {
+    /// The provider (`iss` of the ID token).
+    pub iss: String,
+    /// The provider's id of the person (`sub` of the ID token).
+    pub sub: String,
+    /// Their Kubernetes user name: the username prefix and the username claim; the CN of every
+    /// certificate they obtain.
+    pub user: String,
+    /// Their groups at the provider, matched against each cluster's access rules.
+    pub idp_groups: Vec<String>,
+    /// When they signed in at the provider (seconds since the epoch).
+    pub auth_time: i64,
 }
 
 impl Claims {
@@ -91,6 +112,8 @@ pub struct TokenRequest {
     pub groups: Option<Vec<String>>,
     pub max_ttl: Option<u64>,
     pub ttl: time::Duration,
+    /// For a single sign-on session: the person it speaks for.
+    pub person: Option<Person>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -230,6 +253,7 @@ impl TokenService {
             clusters: request.clusters.clone(),
             groups: request.groups.clone(),
             max_ttl: request.max_ttl,
+            person: request.person.clone(),
         };
         let keys = self.keys.read();
         let mut header = Header::new(Algorithm::EdDSA);

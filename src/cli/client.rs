@@ -318,6 +318,7 @@ mod tests {
             cacert: None,
             token: None,
             explicit_config: None,
+            session_file: None,
         };
         let client = Client::new(&settings).unwrap();
         assert_eq!(

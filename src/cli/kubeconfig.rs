@@ -31,8 +31,9 @@ pub struct KubeconfigArgs {
     pub connection: ConnectionArgs,
     /// Cluster name or id.
     pub cluster: String,
-    /// The Kubernetes user: the certificate's CN.
-    pub user: String,
+    /// The Kubernetes user: the certificate's CN. Leave it out when signed in with `kca login`:
+    /// the certificate is then yours (your identity provider's name for you).
+    pub user: Option<String>,
     /// A Kubernetes group: one O of the certificate (repeatable).
     #[arg(short = 'g', long = "group", value_name = "GROUP")]
     pub groups: Vec<String>,
@@ -96,11 +97,14 @@ struct Credential {
 
 async fn issue(client: &Client, args: &KubeconfigArgs) -> anyhow::Result<Credential> {
     let algorithm = args.key_algorithm.unwrap_or_default();
-    let user = args.user.clone();
+    let user = args.user.clone().unwrap_or_else(|| "kca-user".into());
     let (csr_pem, key_pem) = tokio::task::spawn_blocking(move || new_key_and_csr(algorithm, &user))
         .await
         .context("generating the key")??;
-    let mut body = serde_json::json!({"user": args.user, "groups": args.groups, "csr_pem": csr_pem});
+    let mut body = serde_json::json!({"groups": args.groups, "csr_pem": csr_pem});
+    if let Some(user) = &args.user {
+        body["user"] = user.clone().into();
+    }
     if let Some(ttl) = args.ttl {
         body["ttl_seconds"] = ttl.as_secs().into();
     }
@@ -133,7 +137,8 @@ fn with_client_key(kubeconfig: &str, key_pem: &str) -> anyhow::Result<Zeroizing<
 }
 
 pub async fn run(args: KubeconfigArgs) -> anyhow::Result<()> {
-    let settings = args.connection.resolve()?;
+    let mut settings = args.connection.resolve()?;
+    super::login::refresh_if_due(&mut settings).await;
     let client = Client::new(&settings)?;
     if args.exec_credential {
         return exec_credential(&settings, &client, &args).await;
@@ -149,7 +154,7 @@ pub async fn run(args: KubeconfigArgs) -> anyhow::Result<()> {
             eprintln!(
                 "kca: wrote {} for {}: certificate {}, valid until {}",
                 path.display(),
-                args.user,
+                args.user.as_deref().unwrap_or("you"),
                 credential.issued.serial,
                 rfc3339(credential.issued.not_after)
             );
@@ -165,7 +170,9 @@ fn rfc3339(at: OffsetDateTime) -> String {
 
 async fn exec_credential(settings: &Settings, client: &Client, args: &KubeconfigArgs) -> anyhow::Result<()> {
     let cache = CredentialCache::open(&super::cache::default_dir()?)?;
-    let key = cache_key(settings.url.as_str(), &args.cluster, &args.user, &args.groups);
+    // A signed-in person's certificate is cached per session subject.
+    let user = args.user.clone().unwrap_or_else(|| format!("session:{}", session_subject(settings)));
+    let key = cache_key(settings.url.as_str(), &args.cluster, &user, &args.groups);
     let cached = match cache.load(&key, OffsetDateTime::now_utc()) {
         Some(cached) => cached,
         None => {
@@ -181,6 +188,24 @@ async fn exec_credential(settings: &Settings, client: &Client, args: &Kubeconfig
     };
     println!("{}", serde_json::to_string(&cached.credential)?);
     Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+struct Me {
+    subject: String,
+}
+
+/// Who the token speaks for, read (unverified) from its claims: only to name a cache entry.
+fn session_subject(settings: &Settings) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    settings
+        .token
+        .as_ref()
+        .and_then(|t| t.expose().split('.').nth(1).map(str::to_string))
+        .and_then(|payload| URL_SAFE_NO_PAD.decode(payload).ok())
+        .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
+        .and_then(|claims| claims.get("sub").and_then(|j| j.as_str()).map(str::to_string))
+        .unwrap_or_else(|| "anonymous".into())
 }
 
 #[derive(Debug, Deserialize)]
@@ -206,22 +231,33 @@ async fn exec_kubeconfig(settings: &Settings, client: &Client, args: &Kubeconfig
         .await
         .context("reading the control-plane CA bundle")?;
     let ca_bundle_pem = String::from_utf8(bundle.body).context("the CA bundle is not text")?;
+    let user = match &args.user {
+        Some(user) => user.clone(),
+        None => {
+            client
+                .get_json::<Me>(&["v1", "me"])
+                .await
+                .context("reading who you are (kca login first)")?
+                .subject
+        }
+    };
     let command = std::env::current_exe().context("locating the kca binary")?;
     let command = command.to_str().context("the kca binary's path is not UTF-8")?;
     let install_hint = format!(
         "This kubeconfig runs kca ({command}) to get a short-lived client certificate. Install kca \
-         there, or run `kca kubeconfig {} {} --exec` again, and set KCA_TOKEN.",
-        args.cluster, args.user
+         there, or run `kca kubeconfig {} {} --exec` again, and set KCA_TOKEN (or run kca login).",
+        args.cluster,
+        args.user.as_deref().unwrap_or("")
     );
     let kubeconfig = render(
         &ClusterEndpoint { name: &cluster.name, server: &cluster.server, ca_bundle_pem: &ca_bundle_pem },
-        &args.user,
+        &user,
         &UserCredential::Exec { command, args: plugin_args(settings, args), install_hint: &install_hint },
     );
     match &args.output_file {
         Some(path) => {
             write_private_file(path, kubeconfig.as_bytes())?;
-            eprintln!("kca: wrote {} ({}@{}, exec plugin)", path.display(), args.user, cluster.name);
+            eprintln!("kca: wrote {} ({}@{}, exec plugin)", path.display(), user, cluster.name);
         }
         None => print!("{kubeconfig}"),
     }
@@ -231,8 +267,9 @@ async fn exec_kubeconfig(settings: &Settings, client: &Client, args: &Kubeconfig
 /// The arguments kubectl runs kca with: the same request, the same server and trust; never the
 /// token, which the plugin reads from KCA_TOKEN or the config file at run time.
 fn plugin_args(settings: &Settings, args: &KubeconfigArgs) -> Vec<String> {
-    let mut out: Vec<String> =
-        vec!["kubeconfig".into(), args.cluster.clone(), args.user.clone(), "--exec-credential".into()];
+    let mut out: Vec<String> = vec!["kubeconfig".into(), args.cluster.clone()];
+    out.extend(args.user.clone());
+    out.push("--exec-credential".into());
     for group in &args.groups {
         out.extend(["-g".into(), group.clone()]);
     }
@@ -293,11 +330,12 @@ mod tests {
             cacert: Some("/etc/kca/ca.pem".into()),
             token: super::super::settings::Token::new("secret-token"),
             explicit_config: None,
+            session_file: None,
         };
         let args = KubeconfigArgs {
             connection: ConnectionArgs::default(),
             cluster: "prod".into(),
-            user: "alice".into(),
+            user: Some("alice".into()),
             groups: vec!["dev".into(), "ops".into()],
             ttl: Some(Duration::from_secs(3600)),
             output_file: None,

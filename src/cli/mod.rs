@@ -16,6 +16,7 @@ pub mod crl_sync;
 pub mod haproxy;
 pub mod keys;
 pub mod kubeconfig;
+pub mod login;
 pub mod output;
 pub mod pki_export;
 pub mod settings;
@@ -60,6 +61,11 @@ pub enum Command {
     Tokens(tokens::TokensArgs),
     /// Print the OpenAPI document.
     Openapi,
+    /// Sign in through the organisation's identity provider (single sign-on, device grant run by
+    /// kca); the session is kept in the config directory and used when no token is given.
+    Login(login::LoginArgs),
+    /// End the single sign-on session: revoke it and forget it.
+    Logout(login::LogoutArgs),
     /// Issue a user kubeconfig, an exec credential (-x), or an exec-plugin kubeconfig (--exec).
     Kubeconfig(Box<kubeconfig::KubeconfigArgs>),
     /// Print the PEM bundle of one of a cluster's CAs (every live generation).
@@ -129,6 +135,8 @@ pub async fn run(cli: Cli) -> ExitCode {
             print!("{}", crate::http::openapi_json());
             Ok(())
         }
+        Command::Login(args) => login::login(args).await,
+        Command::Logout(args) => login::logout(args).await,
         Command::Kubeconfig(args) => kubeconfig::run(*args).await,
         Command::AuthorityCert(args) => kubeconfig::authority_cert(args).await,
         Command::Clusters(args) => clusters::run(args).await,
@@ -208,6 +216,7 @@ async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
         groups: (!args.groups.is_empty()).then_some(args.groups),
         max_ttl: args.max_ttl.map(|d| d.as_secs()),
         ttl: time::Duration::try_from(args.ttl)?,
+        person: None,
     };
     let created_by = host_operator();
     let now = time::OffsetDateTime::now_utc();

@@ -34,6 +34,7 @@ mod rewrap;
 mod rotation;
 mod routes;
 mod schemathesis;
+mod sso;
 mod store_conformance;
 mod tls;
 mod tokens;

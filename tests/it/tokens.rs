@@ -105,6 +105,7 @@ async fn token_lifecycle(backend: Backend) {
                 groups: None,
                 max_ttl: None,
                 ttl: time::Duration::hours(1),
+                person: None,
             },
             "nobody",
             time::OffsetDateTime::now_utc(),
@@ -138,6 +139,7 @@ async fn tokens_are_minted_no_broader_than_their_minter(backend: Backend) {
             groups: Some(vec!["team-*".into()]),
             max_ttl: Some(3600),
             ttl: time::Duration::hours(1),
+            person: None,
         })
         .await;
     // (body, status, rule)
