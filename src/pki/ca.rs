@@ -11,6 +11,7 @@ use x509_cert::ext::pkix::SubjectKeyIdentifier;
 use x509_cert::name::Name;
 use zeroize::Zeroizing;
 
+use super::keys::{CaKey, RcgenKey, spki_der};
 use super::{AuthorityKind, KeyAlgorithm, PkiError, Serial, SigningKeyPair, der_time, fingerprint_sha256};
 
 /// Clients and servers tolerate this much clock skew: certificates and CRLs start this far back.
@@ -51,29 +52,47 @@ pub struct NewAuthority {
     pub signer: CaSigner,
 }
 
-/// Make a self-signed CA: CA:TRUE (critical), KU keyCertSign + cRLSign + digitalSignature
-/// (critical), SKI, a random serial, valid from `now - BACKDATE` for ten years.
+/// Make a self-signed CA with a new in-memory key: CA:TRUE (critical), KU keyCertSign + cRLSign +
+/// digitalSignature (critical), SKI, a random serial, valid from `now - BACKDATE` for ten years.
 pub fn create_authority(
     identity: &AuthorityIdentity<'_>,
     algorithm: KeyAlgorithm,
     now: OffsetDateTime,
 ) -> Result<NewAuthority, PkiError> {
     let (key, pkcs8) = SigningKeyPair::generate(algorithm)?;
+    let signer = create_authority_with_key(identity, Box::new(key), now)?;
+    Ok(NewAuthority { certificate_der: signer.certificate_der.clone(), pkcs8, signer })
+}
+
+/// Make a self-signed CA, as [`create_authority`] does, over a key made elsewhere (in a token).
+pub fn create_authority_with_key(
+    identity: &AuthorityIdentity<'_>,
+    key: Box<dyn CaKey>,
+    now: OffsetDateTime,
+) -> Result<CaSigner, PkiError> {
     let mut params = CertificateParams::default();
     params.distinguished_name = identity.distinguished_name()?;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages =
         vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    params.key_identifier_method = KeyIdMethod::PreSpecified(super::key_identifier(&key.spki_der())?);
+    params.key_identifier_method = KeyIdMethod::PreSpecified(super::key_identifier(&spki_der(key.as_ref()))?);
     params.serial_number = Some(rcgen::SerialNumber::from_slice(Serial::random()?.as_bytes()));
     // X.509 times have whole seconds; keep the stored times equal to the encoded ones.
     let not_before = (now - BACKDATE).replace_nanosecond(0).expect("0 is a valid nanosecond");
     params.not_before = not_before;
     params.not_after = not_before + AUTHORITY_VALIDITY;
-    let certificate = params.self_signed(&key)?;
+    let signing = RcgenKey::new(key.as_ref());
+    let certificate = params.self_signed(&signing).map_err(|e| signing.error(e))?;
     let certificate_der = certificate.der().to_vec();
-    let signer = CaSigner::from_parts(&certificate_der, key)?;
-    Ok(NewAuthority { certificate_der, pkcs8, signer })
+    drop(signing);
+    CaSigner::with_key(&certificate_der, key)
+}
+
+/// The subjectPublicKey of a certificate (for a CA whose key signs elsewhere).
+pub fn certificate_public_key(certificate_der: &[u8]) -> Result<Vec<u8>, PkiError> {
+    let certificate =
+        Certificate::from_der(certificate_der).map_err(|e| PkiError::InvalidCertificate(e.to_string()))?;
+    Ok(certificate.tbs_certificate.subject_public_key_info.subject_public_key.raw_bytes().to_vec())
 }
 
 /// A CA loaded into memory, ready to sign leaves and CRLs.
@@ -82,7 +101,7 @@ pub struct CaSigner {
     subject: Name,
     distinguished_name: DistinguishedName,
     key_id: Vec<u8>,
-    key: SigningKeyPair,
+    key: Box<dyn CaKey>,
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
 }
@@ -97,14 +116,15 @@ impl CaSigner {
     /// Load a CA from its certificate and its unsealed PKCS#8 key, checking they belong together.
     pub fn load(certificate_der: &[u8], algorithm: KeyAlgorithm, pkcs8: &[u8]) -> Result<Self, PkiError> {
         let key = SigningKeyPair::from_pkcs8(algorithm, pkcs8)?;
-        Self::from_parts(certificate_der, key)
+        Self::with_key(certificate_der, Box::new(key))
     }
 
-    fn from_parts(certificate_der: &[u8], key: SigningKeyPair) -> Result<Self, PkiError> {
+    /// Load a CA from its certificate and a key kept elsewhere, checking they belong together.
+    pub fn with_key(certificate_der: &[u8], key: Box<dyn CaKey>) -> Result<Self, PkiError> {
         let certificate = Certificate::from_der(certificate_der)
             .map_err(|e| PkiError::InvalidCertificate(e.to_string()))?;
         let tbs = &certificate.tbs_certificate;
-        if tbs.subject_public_key_info.to_der()? != key.spki_der() {
+        if tbs.subject_public_key_info.to_der()? != spki_der(key.as_ref()) {
             return Err(PkiError::InvalidKey("the key does not match the CA certificate"));
         }
         let key_id = match tbs.get::<SubjectKeyIdentifier>()? {
@@ -148,8 +168,8 @@ impl CaSigner {
         &self.key_id
     }
 
-    pub fn key(&self) -> &SigningKeyPair {
-        &self.key
+    pub fn key(&self) -> &dyn CaKey {
+        self.key.as_ref()
     }
 
     pub fn not_before(&self) -> OffsetDateTime {
@@ -160,13 +180,14 @@ impl CaSigner {
         self.not_after
     }
 
-    /// The rcgen issuer for CRLs: same DN, same key identifier as the certificate.
-    pub(crate) fn rcgen_issuer(&self) -> rcgen::Issuer<'_, &SigningKeyPair> {
+    /// The rcgen issuer for CRLs: same DN, same key identifier as the certificate, signing with
+    /// `key` (this CA's key as rcgen wants it, from [`Self::key`]).
+    pub(crate) fn rcgen_issuer<'k>(&self, key: &'k RcgenKey<'k>) -> rcgen::Issuer<'static, &'k RcgenKey<'k>> {
         let mut params = CertificateParams::default();
         params.distinguished_name = self.distinguished_name.clone();
         params.key_identifier_method = KeyIdMethod::PreSpecified(self.key_id.clone());
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        rcgen::Issuer::new(params, &self.key)
+        rcgen::Issuer::new(params, key)
     }
 }
 
@@ -262,7 +283,7 @@ mod tests {
         let rebuilt = ca.signer.distinguished_name.clone();
         let mut params = CertificateParams::default();
         params.distinguished_name = rebuilt;
-        let again = params.self_signed(ca.signer.key()).unwrap();
+        let again = params.self_signed(&RcgenKey::new(ca.signer.key())).unwrap();
         let again = Certificate::from_der(again.der()).unwrap();
         assert_eq!(again.tbs_certificate.subject.to_der().unwrap(), ca.signer.subject().to_der().unwrap());
     }

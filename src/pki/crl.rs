@@ -119,7 +119,8 @@ pub fn sign_crl(ca: &CaSigner, window: CrlWindow, revoked: &[RevokedEntry]) -> R
             .collect(),
         key_identifier_method: rcgen::KeyIdMethod::PreSpecified(ca.key_id().to_vec()),
     };
-    let crl = params.signed_by(&ca.rcgen_issuer())?;
+    let key = super::keys::RcgenKey::new(ca.key());
+    let crl = params.signed_by(&ca.rcgen_issuer(&key)).map_err(|e| key.error(e))?;
     Ok(crl.der().to_vec())
 }
 

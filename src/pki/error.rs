@@ -12,6 +12,10 @@ pub enum PkiError {
     InvalidKey(&'static str),
     #[error("signing failed")]
     Signing,
+    /// The key is kept in a device (a PKCS#11 token) that cannot sign now: absent, refusing the
+    /// PIN, or failing. The message says which, never the PIN.
+    #[error("the CA key is unavailable: {0}")]
+    KeyUnavailable(String),
     #[error("encoding failed: {0}")]
     Encoding(String),
     #[error("invalid CSR: {0}")]

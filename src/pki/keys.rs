@@ -1,7 +1,9 @@
-//! Key pairs held in memory: generation, loading from PKCS#8, signing.
+//! Keys: the one signing interface of a CA ([`CaKey`]), key pairs held in memory (generation,
+//! loading from PKCS#8, signing), and where a CA's key is kept ([`KeyStorage`]).
 //!
 //! One implementation over aws-lc-rs serves rcgen (CA certificates, CRLs) and the x509-cert based
-//! leaf builder alike, so a single crypto library is compiled in.
+//! leaf builder alike, so a single crypto library is compiled in. A key in a PKCS#11 token
+//! implements [`CaKey`] outside this pure core (`crate::pkcs11`).
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
@@ -42,7 +44,7 @@ impl KeyAlgorithm {
             .find(|alg| alg.as_str() == s)
     }
 
-    fn rcgen_algorithm(self) -> &'static rcgen::SignatureAlgorithm {
+    pub(crate) fn rcgen_algorithm(self) -> &'static rcgen::SignatureAlgorithm {
         match self {
             KeyAlgorithm::P256 => &rcgen::PKCS_ECDSA_P256_SHA256,
             KeyAlgorithm::P384 => &rcgen::PKCS_ECDSA_P384_SHA384,
@@ -65,6 +67,114 @@ impl std::fmt::Display for KeyAlgorithm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// Where a CA's private key is kept: sealed under the master key in the database (the default),
+/// or generated inside a PKCS#11 token that it never leaves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyStorage {
+    /// In the database, sealed with AES-256-GCM under the master key.
+    #[default]
+    Sealed,
+    /// In the PKCS#11 token kca is configured with (`KCA_PKCS11_*`).
+    Pkcs11,
+}
+
+impl KeyStorage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStorage::Sealed => "sealed",
+            KeyStorage::Pkcs11 => "pkcs11",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [KeyStorage::Sealed, KeyStorage::Pkcs11].into_iter().find(|storage| storage.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for KeyStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A CA's private key, wherever it lives: every certificate and CRL a CA signs goes through this.
+pub trait CaKey: Send + Sync + std::fmt::Debug {
+    fn algorithm(&self) -> KeyAlgorithm;
+
+    /// The subjectPublicKey: an uncompressed EC point, or the Ed25519 key.
+    fn public_key(&self) -> &[u8];
+
+    /// Sign `message`; ECDSA signatures are ASN.1 DER, as X.509 wants them.
+    fn sign_bytes(&self, message: &[u8]) -> Result<Vec<u8>, PkiError>;
+
+    /// Whether signing waits on a device: callers then sign off the async workers.
+    fn is_remote(&self) -> bool {
+        false
+    }
+}
+
+/// The DER SubjectPublicKeyInfo of any CA key.
+pub fn spki_der(key: &dyn CaKey) -> Vec<u8> {
+    rcgen::PublicKeyData::subject_public_key_info(&RcgenKey::new(key))
+}
+
+/// A [`CaKey`] as rcgen wants a signing key. rcgen's error cannot carry ours, so the first
+/// failure is kept here and answered by [`RcgenKey::error`] instead of rcgen's.
+pub(crate) struct RcgenKey<'a> {
+    key: &'a dyn CaKey,
+    failure: std::sync::Mutex<Option<PkiError>>,
+}
+
+impl<'a> RcgenKey<'a> {
+    pub(crate) fn new(key: &'a dyn CaKey) -> Self {
+        Self { key, failure: std::sync::Mutex::new(None) }
+    }
+
+    /// What went wrong: the key's own failure when signing failed, else rcgen's.
+    pub(crate) fn error(&self, err: rcgen::Error) -> PkiError {
+        self.failure.lock().ok().and_then(|mut failure| failure.take()).unwrap_or_else(|| err.into())
+    }
+}
+
+impl rcgen::PublicKeyData for RcgenKey<'_> {
+    fn der_bytes(&self) -> &[u8] {
+        self.key.public_key()
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        self.key.algorithm().rcgen_algorithm()
+    }
+}
+
+impl rcgen::SigningKey for RcgenKey<'_> {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        self.key.sign_bytes(message).map_err(|err| {
+            if let Ok(mut failure) = self.failure.lock() {
+                failure.get_or_insert(err);
+            }
+            rcgen::Error::RemoteKeyError
+        })
+    }
+}
+
+/// An ECDSA signature as PKCS#11 tokens answer it (`r || s`, each as wide as the curve order) in
+/// the ASN.1 DER form X.509 carries (`SEQUENCE { INTEGER r, INTEGER s }`).
+pub fn ecdsa_signature_to_der(raw: &[u8]) -> Result<Vec<u8>, PkiError> {
+    use der::Encode;
+    if raw.is_empty() || !raw.len().is_multiple_of(2) {
+        return Err(PkiError::Signing);
+    }
+    let (r, s) = raw.split_at(raw.len() / 2);
+    let mut body = Vec::with_capacity(raw.len() + 6);
+    der::asn1::UintRef::new(r)?.encode_to_vec(&mut body)?;
+    der::asn1::UintRef::new(s)?.encode_to_vec(&mut body)?;
+    let mut out = Vec::with_capacity(body.len() + 4);
+    der::Header::new(der::Tag::Sequence, der::Length::try_from(body.len())?)?.encode_to_vec(&mut out)?;
+    out.extend_from_slice(&body);
+    Ok(out)
 }
 
 enum Inner {
@@ -142,6 +252,20 @@ impl SigningKeyPair {
     }
 }
 
+impl CaKey for SigningKeyPair {
+    fn algorithm(&self) -> KeyAlgorithm {
+        self.algorithm
+    }
+
+    fn public_key(&self) -> &[u8] {
+        rcgen::PublicKeyData::der_bytes(self)
+    }
+
+    fn sign_bytes(&self, message: &[u8]) -> Result<Vec<u8>, PkiError> {
+        SigningKeyPair::sign_bytes(self, message)
+    }
+}
+
 impl rcgen::PublicKeyData for SigningKeyPair {
     fn der_bytes(&self) -> &[u8] {
         match &self.inner {
@@ -184,6 +308,39 @@ mod tests {
     fn a_key_of_another_algorithm_is_refused() {
         let (_, pkcs8) = SigningKeyPair::generate(KeyAlgorithm::P384).unwrap();
         assert!(SigningKeyPair::from_pkcs8(KeyAlgorithm::P256, &pkcs8).is_err());
+    }
+
+    #[test]
+    fn a_raw_ecdsa_signature_converts_to_the_der_form_that_verifies() {
+        use aws_lc_rs::signature::{
+            ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_ASN1,
+            ECDSA_P384_SHA384_FIXED_SIGNING, UnparsedPublicKey,
+        };
+        let rng = SystemRandom::new();
+        for (fixed, asn1, width) in [
+            (&ECDSA_P256_SHA256_FIXED_SIGNING, &ECDSA_P256_SHA256_ASN1, 64),
+            (&ECDSA_P384_SHA384_FIXED_SIGNING, &ECDSA_P384_SHA384_ASN1, 96),
+        ] {
+            let key = EcdsaKeyPair::generate(fixed).unwrap();
+            // Enough signatures that some r or s have a leading zero byte or their top bit set.
+            for i in 0..64u8 {
+                let message = [i; 20];
+                let raw = key.sign(&rng, &message).unwrap();
+                assert_eq!(raw.as_ref().len(), width);
+                let der = ecdsa_signature_to_der(raw.as_ref()).unwrap();
+                UnparsedPublicKey::new(asn1, key.public_key().as_ref()).verify(&message, &der).unwrap();
+            }
+        }
+        assert!(ecdsa_signature_to_der(&[]).is_err());
+        assert!(ecdsa_signature_to_der(&[1, 2, 3]).is_err());
+    }
+
+    #[test]
+    fn key_storages_round_trip_by_name() {
+        for storage in [KeyStorage::Sealed, KeyStorage::Pkcs11] {
+            assert_eq!(KeyStorage::parse(storage.as_str()), Some(storage));
+        }
+        assert_eq!(KeyStorage::parse("hsm"), None);
     }
 
     #[test]

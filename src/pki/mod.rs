@@ -18,7 +18,7 @@ pub mod serial;
 
 pub use ca::{CaSigner, NewAuthority};
 pub use error::PkiError;
-pub use keys::{KeyAlgorithm, SigningKeyPair};
+pub use keys::{CaKey, KeyAlgorithm, KeyStorage, SigningKeyPair};
 pub use kind::AuthorityKind;
 pub use serial::Serial;
 
