@@ -49,6 +49,46 @@ pub struct StoreArgs {
     /// Longest lifetime of an API token; longer ones are neither minted nor accepted.
     #[arg(long, env = "KCA_TOKEN_MAX_LIFETIME", default_value = "90d", value_parser = parse_duration)]
     pub token_max_lifetime: Duration,
+
+    #[command(flatten)]
+    pub pkcs11: Pkcs11Args,
+}
+
+/// The PKCS#11 token that keeps the CA keys of clusters created with `"key_storage": "pkcs11"`.
+/// Off unless `KCA_PKCS11_MODULE` is set.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct Pkcs11Args {
+    /// Path of the token's PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so), loaded at run
+    /// time.
+    #[arg(long = "pkcs11-module", env = "KCA_PKCS11_MODULE", value_name = "PATH", requires_all = ["token_label", "pin_file"])]
+    pub module: Option<PathBuf>,
+
+    /// Label of the token that keeps the keys.
+    #[arg(
+        long = "pkcs11-token-label",
+        env = "KCA_PKCS11_TOKEN_LABEL",
+        value_name = "LABEL",
+        requires = "module"
+    )]
+    pub token_label: Option<String>,
+
+    /// File holding the token's user PIN (its first line).
+    #[arg(long = "pkcs11-pin-file", env = "KCA_PKCS11_PIN_FILE", value_name = "FILE", requires = "module")]
+    pub pin_file: Option<PathBuf>,
+}
+
+impl Pkcs11Args {
+    /// The token's settings, when one is configured.
+    pub fn config(&self) -> Option<crate::pkcs11::Pkcs11Config> {
+        match (&self.module, &self.token_label, &self.pin_file) {
+            (Some(module), Some(token_label), Some(pin_file)) => Some(crate::pkcs11::Pkcs11Config {
+                module: module.clone(),
+                token_label: token_label.clone(),
+                pin_file: pin_file.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Debug for StoreArgs {
@@ -58,6 +98,7 @@ impl std::fmt::Debug for StoreArgs {
             .field("database_url", &self.database_url.as_deref().map(redact_url))
             .field("master_key_file", &self.master_key_file)
             .field("master_key", &self.master_key.as_ref().map(|_| "<from KCA_MASTER_KEY>"))
+            .field("pkcs11", &self.pkcs11)
             .finish_non_exhaustive()
     }
 }

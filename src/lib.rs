@@ -15,6 +15,7 @@ pub mod keyring;
 pub mod metrics;
 pub mod names;
 pub mod oidc;
+pub mod pkcs11;
 pub mod pki;
 pub mod policy;
 pub mod profiles;

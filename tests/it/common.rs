@@ -100,6 +100,7 @@ pub fn serve_args(data_dir: &std::path::Path, database_url: Option<String>) -> S
             token_issuer: "kca".into(),
             token_audience: "kca".into(),
             token_max_lifetime: std::time::Duration::from_secs(90 * 86_400),
+            pkcs11: Default::default(),
         },
         listen: "127.0.0.1:0".parse().unwrap(),
         tls_cert: None,
