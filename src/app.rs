@@ -88,7 +88,8 @@ pub async fn open_store_and_keys(
             tracing::info!(source = ?source, version = master.version(), "master key loaded")
         }
     }
-    let keyring = Keyring::new(master);
+    let token = args.pkcs11.config().map(crate::pkcs11::Token::new);
+    let keyring = Keyring::new(master).with_token(token);
     keyring.verify_master_key(store.as_ref()).await?;
     let tokens = TokenService::load(
         store.as_ref(),
@@ -120,6 +121,17 @@ pub(crate) async fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File
 impl App {
     pub async fn open(args: &StoreArgs, settings: Settings) -> Result<AppState, StartupError> {
         let (store, keyring, tokens) = open_store_and_keys(args).await?;
+        if let Ok(token) = keyring.token() {
+            // Reached now to tell the operator; a token that is away does not stop the server:
+            // bundles and CRLs are served, issuance from its keys answers 503 until it is back.
+            let token = token.clone();
+            let label = token.label().to_string();
+            match tokio::task::spawn_blocking(move || token.connect()).await {
+                Ok(Ok(())) => tracing::info!(pkcs11.token = %label, "PKCS#11 token ready"),
+                Ok(Err(_)) => {} // reported by the token
+                Err(err) => return Err(StartupError::Other(err.to_string())),
+            }
+        }
         // One writer: concurrent issuances queue while it commits and go out in the next batch,
         // which costs the database less than two half-size batches.
         let recorder = Recorder::start(store.clone());

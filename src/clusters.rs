@@ -8,12 +8,11 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::keyring::authority_aad;
+use crate::keyring::{Keyring, KeyringError};
 use crate::names::{FieldError, validate_cluster_name};
-use crate::pki::ca::{AuthorityIdentity, BACKDATE, create_authority};
+use crate::pki::ca::{AuthorityIdentity, BACKDATE};
 use crate::pki::crl::{CrlWindow, RevokedEntry, sign_crl};
-use crate::pki::seal::MasterKey;
-use crate::pki::{AuthorityKind, CaSigner, KeyAlgorithm, PkiError, fingerprint_sha256};
+use crate::pki::{AuthorityKind, CaSigner, KeyAlgorithm, KeyStorage, PkiError, fingerprint_sha256};
 use crate::policy::IssuancePolicy;
 use crate::store::{AuthorityRecord, AuthorityState, ClusterRecord, CrlRecord, NewCluster, SignedCrl};
 
@@ -107,6 +106,7 @@ pub struct ClusterDraft {
     pub policy: IssuancePolicy,
     pub labels: BTreeMap<String, String>,
     pub key_algorithm: KeyAlgorithm,
+    pub key_storage: KeyStorage,
 }
 
 impl ClusterDraft {
@@ -115,8 +115,20 @@ impl ClusterDraft {
         validate_cluster_name(&self.name)?;
         self.server = validate_server_url(&self.server)?;
         self.policy.validate()?;
-        validate_labels(&self.labels)
+        validate_labels(&self.labels)?;
+        validate_key_storage(self.key_storage, self.key_algorithm)
     }
+}
+
+/// A token keeps EC keys only.
+pub fn validate_key_storage(storage: KeyStorage, algorithm: KeyAlgorithm) -> Result<(), FieldError> {
+    if storage == KeyStorage::Pkcs11 && !crate::pkcs11::supports(algorithm) {
+        return Err(FieldError::new(
+            "key_storage",
+            format!("{algorithm} keys cannot be kept in a PKCS#11 token; use p256 or p384"),
+        ));
+    }
+    Ok(())
 }
 
 /// A new cluster ready to store, and the signers of its authorities to keep in memory.
@@ -125,30 +137,41 @@ pub struct BuiltCluster {
     pub signers: Vec<(Uuid, Arc<CaSigner>)>,
 }
 
-/// One authority generation: its record (key sealed under `master`, bound to its id), its first
-/// (empty) CRL, and its signer.
+/// One authority generation: its record (its key sealed under the master key, bound to its id,
+/// or in the token), its first (empty) CRL, and its signer.
 pub struct BuiltAuthority {
     pub record: AuthorityRecord,
     pub crl: CrlRecord,
     pub signer: Arc<CaSigner>,
 }
 
-/// Make generation `generation` of a cluster's `kind` CA.
+/// Make generation `generation` of a cluster's `kind` CA, its key in `storage`. Blocking.
 pub fn build_authority(
     cluster: &ClusterRecord,
     kind: AuthorityKind,
     generation: i32,
-    master: &MasterKey,
+    storage: KeyStorage,
+    keyring: &Keyring,
     now: OffsetDateTime,
     crl_validity: Duration,
-) -> Result<BuiltAuthority, PkiError> {
+) -> Result<BuiltAuthority, KeyringError> {
     let cluster_id = cluster.id.to_string();
     let identity =
         AuthorityIdentity { cluster_name: &cluster.name, cluster_id: &cluster_id, kind, generation };
-    let made = create_authority(&identity, cluster.key_algorithm, now)?;
     let authority_id = Uuid::new_v4();
+    let (signer, key) =
+        keyring.create_authority(storage, authority_id, &identity, cluster.key_algorithm, now)?;
     let number = crate::pki::crl::crl_number_floor(now);
-    let signed = sign_crl_now(&made.signer, number as u64, &[], now, crl_validity)?;
+    let signed = sign_crl_now(&signer, number as u64, &[], now, crl_validity);
+    let signed = match signed {
+        Ok(signed) => signed,
+        Err(err) => {
+            if let Some(reference) = &key.reference {
+                keyring.token()?.destroy(reference);
+            }
+            return Err(err.into());
+        }
+    };
     let crl = CrlRecord {
         authority_id,
         number,
@@ -163,32 +186,36 @@ pub fn build_authority(
         kind,
         generation,
         state: AuthorityState::Active,
-        subject: made.signer.subject_text(),
-        fingerprint: fingerprint_sha256(&made.certificate_der),
+        subject: signer.subject_text(),
+        fingerprint: fingerprint_sha256(signer.certificate_der()),
         key_algorithm: cluster.key_algorithm,
-        sealed_key: master.seal(&made.pkcs8, &authority_aad(authority_id))?,
-        key_version: master.version(),
+        key_storage: key.storage,
+        key_reference: key.reference,
+        sealed_key: key.sealed_key,
+        key_version: key.key_version,
         previous_seal: None,
-        not_before: made.signer.not_before(),
-        not_after: made.signer.not_after(),
+        not_before: signer.not_before(),
+        not_after: signer.not_after(),
         created_at: now,
-        certificate_der: made.certificate_der,
+        certificate_der: signer.certificate_der().to_vec(),
     };
-    Ok(BuiltAuthority { record, crl, signer: Arc::new(made.signer) })
+    Ok(BuiltAuthority { record, crl, signer: Arc::new(signer) })
 }
 
-/// Make the five first-generation authorities of a new cluster and their first CRLs.
+/// Make the five first-generation authorities of a new cluster and their first CRLs, their keys
+/// in the storage the draft chose. Blocking. A failure part-way destroys the token keys made.
 pub fn build_cluster(
     draft: ClusterDraft,
-    master: &MasterKey,
+    keyring: &Keyring,
     now: OffsetDateTime,
     crl_validity: Duration,
-) -> Result<BuiltCluster, PkiError> {
+) -> Result<BuiltCluster, KeyringError> {
     let cluster = ClusterRecord {
         id: Uuid::new_v4(),
         name: draft.name,
         server: draft.server,
         key_algorithm: draft.key_algorithm,
+        key_storage: draft.key_storage,
         policy: draft.policy,
         labels: draft.labels,
         created_at: now,
@@ -199,7 +226,13 @@ pub fn build_cluster(
     let mut crls = Vec::with_capacity(AuthorityKind::ALL.len());
     let mut signers = Vec::with_capacity(AuthorityKind::ALL.len());
     for kind in AuthorityKind::ALL {
-        let built = build_authority(&cluster, kind, 1, master, now, crl_validity)?;
+        let built = match build_authority(&cluster, kind, 1, draft.key_storage, keyring, now, crl_validity) {
+            Ok(built) => built,
+            Err(err) => {
+                keyring.discard(&authorities);
+                return Err(err);
+            }
+        };
         signers.push((built.record.id, built.signer));
         authorities.push(built.record);
         crls.push(built.crl);
@@ -326,6 +359,7 @@ mod tests {
             policy: IssuancePolicy::default(),
             labels: BTreeMap::new(),
             key_algorithm: KeyAlgorithm::P256,
+            key_storage: KeyStorage::Sealed,
         };
         draft.validate().unwrap();
         assert_eq!(draft.server, "https://k8s:6443");
@@ -333,19 +367,25 @@ mod tests {
 
     #[test]
     fn a_built_cluster_has_five_sealed_authorities_each_with_an_empty_crl() {
-        let (master, _) = MasterKey::generate().unwrap();
+        use crate::keyring::authority_aad;
+        use crate::pki::seal::MasterKey;
+        let (master, bytes) = MasterKey::generate().unwrap();
+        let keyring = Keyring::new(MasterKey::from_bytes(&bytes, 1).unwrap());
         let draft = ClusterDraft {
             name: "prod".into(),
             server: "https://k8s:6443".into(),
             policy: IssuancePolicy::default(),
             labels: BTreeMap::new(),
             key_algorithm: KeyAlgorithm::P256,
+            key_storage: KeyStorage::Sealed,
         };
         let now = OffsetDateTime::now_utc();
-        let built = build_cluster(draft, &master, now, Duration::from_secs(86_400)).unwrap();
+        let built = build_cluster(draft, &keyring, now, Duration::from_secs(86_400)).unwrap();
         assert_eq!(built.new.authorities.len(), 5);
         assert_eq!(built.new.crls.len(), 5);
         for authority in &built.new.authorities {
+            assert_eq!(authority.key_storage, KeyStorage::Sealed);
+            assert_eq!(authority.key_reference, None);
             let opened = master.open(&authority.sealed_key, &authority_aad(authority.id)).unwrap();
             assert!(CaSigner::load(&authority.certificate_der, authority.key_algorithm, &opened).is_ok());
         }

@@ -198,6 +198,7 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(error = %cause, "database unavailable");
                 ApiError::unavailable("the database is unavailable; retry shortly", 5)
             }
+            StoreError::Pki(pki) => pki.into(),
             other => ApiError::internal(other),
         }
     }
@@ -224,6 +225,10 @@ impl From<PkiError> for ApiError {
             PkiError::InvalidCsr(detail) => ApiError::invalid("csr_pem", detail.clone()),
             PkiError::OutlivesCa(_) => {
                 ApiError::invalid("ttl_seconds", format!("{err}; ask for a shorter TTL or rotate the CA"))
+            }
+            // The token logged its failure (rate-limited); the client learns what is wrong.
+            PkiError::KeyUnavailable(_) => {
+                ApiError::unavailable(format!("{err}; nothing was signed, retry later"), 30)
             }
             _ => ApiError::internal(err),
         }
@@ -255,6 +260,11 @@ impl From<KeyringError> for ApiError {
     fn from(err: KeyringError) -> Self {
         match err {
             KeyringError::Store(store) => store.into(),
+            KeyringError::Pki(pki) => pki.into(),
+            KeyringError::Token(_) => {
+                ApiError::unavailable(format!("{err}; nothing was signed, retry later"), 30)
+            }
+            KeyringError::NoToken => ApiError::invalid("key_storage", err.to_string()),
             other => ApiError::internal(other),
         }
     }
@@ -297,7 +307,11 @@ pub enum ProblemResponses {
     TooManyRequests(Problem),
     #[response(status = 500, description = "Internal error", content_type = "application/problem+json")]
     Internal(Problem),
-    #[response(status = 503, description = "Database unavailable", content_type = "application/problem+json")]
+    #[response(
+        status = 503,
+        description = "Database or PKCS#11 token unavailable",
+        content_type = "application/problem+json"
+    )]
     Unavailable(Problem),
 }
 

@@ -1,5 +1,6 @@
-//! The master key and the CA keys it unseals: loaded once, kept in memory, dropped (and cleansed by
-//! aws-lc) when their authority goes away.
+//! The master key, the PKCS#11 token, and the CA signers they give: a sealed key is unsealed once
+//! and kept in memory (dropped, and cleansed by aws-lc, when its authority goes away); a key in
+//! the token stays there and signs through it. New CA keys are made here, in either storage.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -13,8 +14,10 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::config::StoreArgs;
+use crate::pkcs11::{Token, TokenError, TokenKey};
+use crate::pki::ca::{AuthorityIdentity, create_authority, create_authority_with_key};
 use crate::pki::seal::MasterKey;
-use crate::pki::{CaSigner, PkiError};
+use crate::pki::{CaSigner, KeyAlgorithm, KeyStorage, PkiError};
 use crate::store::{
     AuditEntry, AuthorityRecord, MASTER_KEY_CHECK, MASTER_KEY_CHECK_PREVIOUS, PreviousSeal, RewrapCounts,
     SealedOwner, Store, StoreError,
@@ -35,6 +38,23 @@ pub enum KeyringError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Pki(#[from] PkiError),
+    #[error(
+        "no PKCS#11 token is configured: set KCA_PKCS11_MODULE, KCA_PKCS11_TOKEN_LABEL and KCA_PKCS11_PIN_FILE"
+    )]
+    NoToken,
+    #[error("the PKCS#11 token is unavailable: {0}")]
+    Token(#[from] TokenError),
+}
+
+/// Where a new CA key went, as its authority row records it.
+#[derive(Debug)]
+pub struct StoredKey {
+    pub storage: KeyStorage,
+    /// Sealed under the master key; empty for a key in the token.
+    pub sealed_key: Vec<u8>,
+    pub key_version: i32,
+    /// The key's CKA_ID and CKA_LABEL in the token.
+    pub reference: Option<String>,
 }
 
 /// Where the master key came from, for one startup log line.
@@ -187,15 +207,74 @@ pub async fn drop_previous(
     Ok(store.drop_previous_seals(&check, audit).await?)
 }
 
-/// The master key and the unsealed CA signers, keyed by authority id.
+/// The master key, the PKCS#11 token (when configured) and the CA signers, keyed by authority id.
 pub struct Keyring {
     master: MasterKey,
+    token: Option<Arc<Token>>,
     signers: RwLock<HashMap<Uuid, Arc<CaSigner>>>,
 }
 
 impl Keyring {
     pub fn new(master: MasterKey) -> Self {
-        Self { master, signers: RwLock::new(HashMap::new()) }
+        Self { master, token: None, signers: RwLock::new(HashMap::new()) }
+    }
+
+    /// Keep CA keys of `"key_storage": "pkcs11"` in this token.
+    pub fn with_token(mut self, token: Option<Arc<Token>>) -> Self {
+        self.token = token;
+        self
+    }
+
+    /// The configured token.
+    pub fn token(&self) -> Result<&Arc<Token>, KeyringError> {
+        self.token.as_ref().ok_or(KeyringError::NoToken)
+    }
+
+    /// Make a CA (its key in `storage`) for the authority `authority_id`: its signer and what
+    /// its row records of the key. Blocking: the token, or key generation, takes its time.
+    pub fn create_authority(
+        &self,
+        storage: KeyStorage,
+        authority_id: Uuid,
+        identity: &AuthorityIdentity<'_>,
+        algorithm: KeyAlgorithm,
+        now: time::OffsetDateTime,
+    ) -> Result<(CaSigner, StoredKey), KeyringError> {
+        match storage {
+            KeyStorage::Sealed => {
+                let made = create_authority(identity, algorithm, now)?;
+                let sealed_key = self.master.seal(&made.pkcs8, &authority_aad(authority_id))?;
+                let stored =
+                    StoredKey { storage, sealed_key, key_version: self.master.version(), reference: None };
+                Ok((made.signer, stored))
+            }
+            KeyStorage::Pkcs11 => {
+                let token = self.token()?;
+                let reference = authority_id.to_string();
+                let key = token.generate(&reference, algorithm)?;
+                let signer = create_authority_with_key(identity, Box::new(key), now).inspect_err(|_| {
+                    token.destroy(&reference);
+                })?;
+                let stored = StoredKey {
+                    storage,
+                    sealed_key: Vec::new(),
+                    key_version: self.master.version(),
+                    reference: Some(reference),
+                };
+                Ok((signer, stored))
+            }
+        }
+    }
+
+    /// Destroy the token keys of authorities that were made but then not stored (best effort).
+    pub fn discard(&self, authorities: &[AuthorityRecord]) {
+        for authority in authorities {
+            if let (KeyStorage::Pkcs11, Some(reference), Some(token)) =
+                (authority.key_storage, &authority.key_reference, &self.token)
+            {
+                token.destroy(reference);
+            }
+        }
     }
 
     pub fn master(&self) -> &MasterKey {
@@ -231,6 +310,20 @@ impl Keyring {
     pub fn signer(&self, authority: &AuthorityRecord) -> Result<Arc<CaSigner>, KeyringError> {
         if let Some(signer) = self.signers.read().get(&authority.id) {
             return Ok(signer.clone());
+        }
+        if authority.key_storage == KeyStorage::Pkcs11 {
+            // Nothing is asked of the token until the key signs: the public key is the certificate's.
+            let reference = authority.key_reference.as_deref().ok_or_else(|| {
+                KeyringError::Store(StoreError::Corrupt(format!(
+                    "authority {} keeps its key in the token but names no key",
+                    authority.id
+                )))
+            })?;
+            let public_key = crate::pki::ca::certificate_public_key(&authority.certificate_der)?;
+            let key = TokenKey::new(self.token()?.clone(), reference, authority.key_algorithm, public_key);
+            let signer = Arc::new(CaSigner::with_key(&authority.certificate_der, Box::new(key))?);
+            self.signers.write().insert(authority.id, signer.clone());
+            return Ok(signer);
         }
         let pkcs8 = open_sealed(
             &self.master,

@@ -183,6 +183,7 @@ mod tests {
                 name: "prod".into(),
                 server: server.into(),
                 key_algorithm: crate::pki::KeyAlgorithm::P256,
+                key_storage: crate::pki::KeyStorage::Sealed,
                 policy: Default::default(),
                 labels: Default::default(),
                 created_at: now,

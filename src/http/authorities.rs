@@ -12,7 +12,7 @@ use super::download::{Caching, cacheable, etag_of};
 use super::extract::{Json, Path, RawBody};
 use crate::app::AppState;
 use crate::error::{ApiError, ProblemResponses};
-use crate::pki::{AuthorityKind, to_pem};
+use crate::pki::{AuthorityKind, KeyStorage, to_pem};
 use crate::published::ClusterSnapshot;
 use crate::service;
 use crate::store::AuthorityRecord;
@@ -31,6 +31,8 @@ pub struct GenerationResponse {
     pub not_after: OffsetDateTime,
     pub fingerprint_sha256: String,
     pub certificate_pem: String,
+    /// Where this generation's key is kept.
+    pub key_storage: KeyStorage,
 }
 
 impl GenerationResponse {
@@ -43,6 +45,7 @@ impl GenerationResponse {
             not_after: a.not_after,
             fingerprint_sha256: a.fingerprint.clone(),
             certificate_pem: to_pem("CERTIFICATE", &a.certificate_der),
+            key_storage: a.key_storage,
         }
     }
 }
@@ -60,6 +63,8 @@ pub struct AuthorityResponse {
     pub not_after: OffsetDateTime,
     pub fingerprint_sha256: String,
     pub certificate_pem: String,
+    /// Where the signing generation's key is kept.
+    pub key_storage: KeyStorage,
     /// Non-retired generations, soonest-expiring first (the order of `ca.pem`).
     pub generations: Vec<GenerationResponse>,
 }
@@ -76,6 +81,7 @@ impl AuthorityResponse {
             not_after: current.not_after,
             fingerprint_sha256: current.fingerprint_sha256,
             certificate_pem: current.certificate_pem,
+            key_storage: current.key_storage,
             generations: snapshot
                 .live_generations(kind)
                 .into_iter()
@@ -173,6 +179,15 @@ pub async fn ca_bundle(
     ))
 }
 
+/// Where a rotated CA's new key goes.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateRequest {
+    /// `sealed` or `pkcs11`; by default where the current generation's key is. A rotation may
+    /// so move a CA into the token or out of it.
+    pub key_storage: Option<KeyStorage>,
+}
+
 /// Rotate a CA: generation N+1 (new key, distinct subject) becomes the signer; the previous
 /// generation becomes `retiring` and stays in every bundle, with its CRL, until retired.
 #[utoipa::path(
@@ -181,6 +196,7 @@ pub async fn ca_bundle(
         ("cluster" = String, Path, description = "Cluster id or name"),
         ("kind" = AuthorityKind, Path, description = "etcd, control-plane, operators, kubelet or aggregation"),
     ),
+    request_body(content = Option<RotateRequest>, content_type = "application/json"),
     responses((status = 200, body = AuthorityResponse), ProblemResponses),
     security(("bearer" = []))
 )]
@@ -189,11 +205,19 @@ pub async fn rotate_authority(
     caller: Caller,
     access: ClusterAccess,
     Path((_cluster, kind)): Path<(String, String)>,
+    body: RawBody,
 ) -> Result<Json<AuthorityResponse>, ApiError> {
     let kind = parse_kind(&kind)?;
     caller.require(Scope::Admin)?;
-    let snapshot =
-        service::authorities::rotate(&app, &caller.as_actor(), access.snapshot.cluster.id, kind).await?;
+    let request: RotateRequest = body.json_or_default()?;
+    let snapshot = service::authorities::rotate(
+        &app,
+        &caller.as_actor(),
+        access.snapshot.cluster.id,
+        kind,
+        request.key_storage,
+    )
+    .await?;
     AuthorityResponse::from_snapshot(&snapshot, kind)
         .map(Json)
         .ok_or_else(|| ApiError::internal("the rotated authority has no signer"))

@@ -16,7 +16,7 @@ use super::pagination::{PageParams, next_cursor};
 use crate::app::AppState;
 use crate::clusters::{ClusterChange, ClusterDraft};
 use crate::error::{ApiError, ProblemResponses};
-use crate::pki::{AuthorityKind, KeyAlgorithm};
+use crate::pki::{AuthorityKind, KeyAlgorithm, KeyStorage};
 use crate::policy::IssuancePolicy;
 use crate::published::ClusterSnapshot;
 use crate::service;
@@ -38,6 +38,9 @@ pub struct NewClusterRequest {
     pub labels: Option<BTreeMap<String, String>>,
     /// Key algorithm of the five CAs (default `p256`).
     pub key_algorithm: Option<KeyAlgorithm>,
+    /// Where the keys of the five CAs are kept (default `sealed`): `pkcs11` generates them
+    /// inside the server's PKCS#11 token (p256 or p384), which they never leave.
+    pub key_storage: Option<KeyStorage>,
 }
 
 impl From<NewClusterRequest> for ClusterDraft {
@@ -49,6 +52,7 @@ impl From<NewClusterRequest> for ClusterDraft {
             policy: request.policy.unwrap_or_default(),
             labels: request.labels.unwrap_or_default(),
             key_algorithm: request.key_algorithm.unwrap_or_default(),
+            key_storage: request.key_storage.unwrap_or_default(),
         }
     }
 }
@@ -76,6 +80,8 @@ pub struct AuthoritySummary {
     pub fingerprint_sha256: String,
     #[serde(with = "time::serde::rfc3339")]
     pub not_after: OffsetDateTime,
+    /// Where this generation's key is kept.
+    pub key_storage: KeyStorage,
 }
 
 /// A cluster, complete.
@@ -85,6 +91,8 @@ pub struct ClusterResponse {
     pub name: String,
     pub server: String,
     pub key_algorithm: KeyAlgorithm,
+    /// Where the keys of its CAs are kept unless a rotation chose otherwise.
+    pub key_storage: KeyStorage,
     pub policy: IssuancePolicy,
     pub labels: BTreeMap<String, String>,
     /// The non-retired generations of the five CAs.
@@ -107,6 +115,7 @@ impl ClusterResponse {
                 state: a.state.as_str().to_string(),
                 fingerprint_sha256: a.fingerprint.clone(),
                 not_after: a.not_after,
+                key_storage: a.key_storage,
             })
             .collect();
         Self {
@@ -114,6 +123,7 @@ impl ClusterResponse {
             name: c.name.clone(),
             server: c.server.clone(),
             key_algorithm: c.key_algorithm,
+            key_storage: c.key_storage,
             policy: c.policy.clone(),
             labels: c.labels.clone(),
             authorities,

@@ -7,27 +7,34 @@ use uuid::Uuid;
 
 use super::{Actor, publish};
 use crate::app::App;
-use crate::clusters::build_authority;
+use crate::clusters::{build_authority, validate_key_storage};
 use crate::error::ApiError;
-use crate::pki::AuthorityKind;
+use crate::pki::{AuthorityKind, KeyStorage};
 use crate::published::ClusterSnapshot;
 use crate::store::{AuthorityState, StoreError};
 
 /// Make generation N+1 of `kind` the signer; the previous active generation becomes `retiring`.
+/// Its key goes to `storage`, or where the current generation's key is.
 pub async fn rotate(
     app: &Arc<App>,
     actor: &Actor,
     cluster_id: Uuid,
     kind: AuthorityKind,
+    storage: Option<KeyStorage>,
 ) -> Result<Arc<ClusterSnapshot>, ApiError> {
     let snapshot = read(app, cluster_id).await?;
     let generation =
         snapshot.authorities.iter().filter(|a| a.kind == kind).map(|a| a.generation).max().unwrap_or(0) + 1;
+    let storage = storage
+        .or_else(|| snapshot.signer(kind).map(|a| a.key_storage))
+        .unwrap_or(snapshot.cluster.key_storage);
+    validate_key_storage(storage, snapshot.cluster.key_algorithm)?;
+    super::clusters::require_token_for(app, storage)?;
     let now = app.now();
     let (crl_validity, cluster, job_app) = (app.settings.crl_validity, snapshot.cluster.clone(), app.clone());
-    // Key generation (RSA is slow) runs off the async workers.
+    // Key generation (in the token, or RSA) runs off the async workers.
     let built = tokio::task::spawn_blocking(move || {
-        build_authority(&cluster, kind, generation, job_app.keyring.master(), now, crl_validity)
+        build_authority(&cluster, kind, generation, storage, &job_app.keyring, now, crl_validity)
     })
     .await
     .map_err(ApiError::internal)??;
@@ -37,15 +44,23 @@ pub async fn rotate(
         "authority",
         format!("{kind}/{generation}"),
         Some(cluster_id),
-        serde_json::json!({ "kind": kind, "generation": generation, "fingerprint_sha256": built.record.fingerprint }),
+        serde_json::json!({
+            "kind": kind,
+            "generation": generation,
+            "fingerprint_sha256": built.record.fingerprint,
+            "key_storage": storage,
+        }),
     );
-    app.store.rotate_authority(&built.record, &built.crl, &audit).await.map_err(|e| match e {
-        StoreError::Conflict(_) => {
-            ApiError::conflict(format!("the {kind} CA was rotated concurrently; retry"))
-        }
-        other => other.into(),
-    })?;
-    tracing::info!(cluster.name = %snapshot.cluster.name, authority.kind = %kind, generation, actor = %actor.subject, "authority rotated");
+    if let Err(err) = app.store.rotate_authority(&built.record, &built.crl, &audit).await {
+        app.keyring.discard(std::slice::from_ref(&built.record));
+        return Err(match err {
+            StoreError::Conflict(_) => {
+                ApiError::conflict(format!("the {kind} CA was rotated concurrently; retry"))
+            }
+            other => other.into(),
+        });
+    }
+    tracing::info!(cluster.name = %snapshot.cluster.name, authority.kind = %kind, generation, key.storage = %storage, actor = %actor.subject, "authority rotated");
     publish::authority_added(app, built);
     Ok(publish::refresh(app, &cluster_id.to_string()).await?)
 }

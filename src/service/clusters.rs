@@ -25,13 +25,14 @@ pub async fn create(
 ) -> Result<Arc<ClusterSnapshot>, ApiError> {
     draft.validate()?;
     require_admin_for_privileged(claims, &IssuancePolicy::default(), &draft.policy)?;
+    require_token_for(app, draft.key_storage)?;
     let now = app.now();
     let (crl_validity, build_app) = (app.settings.crl_validity, app.clone());
-    let built = tokio::task::spawn_blocking(move || {
-        build_cluster(draft, build_app.keyring.master(), now, crl_validity)
-    })
-    .await
-    .map_err(ApiError::internal)??;
+    // Key generation (in the token, or RSA) runs off the async workers.
+    let built =
+        tokio::task::spawn_blocking(move || build_cluster(draft, &build_app.keyring, now, crl_validity))
+            .await
+            .map_err(ApiError::internal)??;
     let cluster = &built.new.cluster;
     let audit = actor.audit(
         now,
@@ -39,14 +40,17 @@ pub async fn create(
         "cluster",
         cluster.id.to_string(),
         Some(cluster.id),
-        serde_json::json!({ "name": cluster.name, "server": cluster.server }),
+        serde_json::json!({ "name": cluster.name, "server": cluster.server, "key_storage": cluster.key_storage }),
     );
-    app.store.create_cluster(&built.new, &audit).await.map_err(|e| match e {
-        StoreError::Conflict(_) => {
-            ApiError::conflict(format!("a cluster named {:?} already exists", cluster.name))
-        }
-        other => other.into(),
-    })?;
+    if let Err(err) = app.store.create_cluster(&built.new, &audit).await {
+        app.keyring.discard(&built.new.authorities);
+        return Err(match err {
+            StoreError::Conflict(_) => {
+                ApiError::conflict(format!("a cluster named {:?} already exists", cluster.name))
+            }
+            other => other.into(),
+        });
+    }
     tracing::info!(cluster.name = %cluster.name, cluster.id = %cluster.id, actor = %actor.subject, "cluster created");
     Ok(publish::cluster_created(app, built))
 }
@@ -137,6 +141,18 @@ pub async fn delete(
     })?;
     tracing::info!(cluster.name = %current.name, actor = %actor.subject, "cluster deleted");
     publish::cluster_deleted(app, cluster_id);
+    Ok(())
+}
+
+/// Keys go to a PKCS#11 token only when this server has one configured.
+pub(super) fn require_token_for(app: &App, storage: crate::pki::KeyStorage) -> Result<(), ApiError> {
+    if storage == crate::pki::KeyStorage::Pkcs11 && app.keyring.token().is_err() {
+        return Err(ApiError::invalid(
+            "key_storage",
+            "this server has no PKCS#11 token configured (KCA_PKCS11_MODULE, KCA_PKCS11_TOKEN_LABEL, \
+             KCA_PKCS11_PIN_FILE); use \"sealed\"",
+        ));
+    }
     Ok(())
 }
 

@@ -139,7 +139,16 @@ async fn issue(
     })?;
     let ca = app.keyring.signer(authority)?;
     let now = app.now();
-    let signed = sign(&ca, key, &usage, now)?;
+    // A key in memory signs here (cheaper than a hand-off); a PKCS#11 token is waited on off the
+    // async workers.
+    let signed = if ca.key().is_remote() {
+        let (key, job_usage) = (key.clone(), usage.clone());
+        tokio::task::spawn_blocking(move || sign(&ca, &key, &job_usage, now))
+            .await
+            .map_err(ApiError::internal)??
+    } else {
+        sign(&ca, key, &usage, now)?
+    };
     record(app, actor, &snapshot.cluster, authority, profile, &usage, &signed, now, sso).await?;
     Ok(Issued { signed, usage })
 }

@@ -140,7 +140,7 @@ async fn insert_authority(
     conn.execute(
         Stmt::new(format!(
             "INSERT INTO authorities ({AUTHORITY_COLUMNS}, crl_number) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
         ))
         .bind(a.id)
         .bind(a.cluster_id)
@@ -158,6 +158,8 @@ async fn insert_authority(
         .bind(a.created_at)
         .bind(a.previous_seal.as_ref().map(|p| p.sealed_key.clone()))
         .bind(a.previous_seal.as_ref().and_then(|p| p.key_version))
+        .bind(a.key_storage.as_str())
+        .bind(a.key_reference.clone())
         .bind(crl.number),
     )
     .await?;
@@ -174,8 +176,11 @@ async fn insert_authority(
     Ok(())
 }
 
-/// The tables holding sealed keys (`id`, `sealed_key`, `key_version` and the previous seal).
-const SEALED_TABLES: [&str; 2] = ["authorities", "token_keys"];
+/// The tables holding sealed keys (`id`, `sealed_key`, `key_version` and the previous seal), each
+/// with the condition that selects its sealed rows (an authority whose key is in a PKCS#11 token
+/// has nothing sealed).
+const SEALED_TABLES: [(&str, &str); 2] =
+    [("authorities", "WHERE key_storage = 'sealed'"), ("token_keys", "")];
 
 /// Whose key a row of one of the [`SEALED_TABLES`] holds.
 fn sealed_owner(table: &str, row: &impl Columns) -> StoreResult<SealedOwner> {
@@ -282,8 +287,8 @@ impl<B: Backend> Store for B {
         let mut tx = self.begin_write().await?;
         tx.execute(
             Stmt::new(
-                "INSERT INTO clusters (id, name, server, key_algorithm, policy, labels, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                "INSERT INTO clusters (id, name, server, key_algorithm, policy, labels, created_at, updated_at, \
+                 key_storage) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(c.id)
             .bind(c.name.as_str())
@@ -292,7 +297,8 @@ impl<B: Backend> Store for B {
             .bind(serde_json::json!(StoredPolicy::from(&c.policy)))
             .bind(serde_json::json!(c.labels))
             .bind(c.created_at)
-            .bind(c.updated_at),
+            .bind(c.updated_at)
+            .bind(c.key_storage.as_str()),
         )
         .await?;
         for authority in &new.authorities {
@@ -815,10 +821,10 @@ impl<B: Backend> Store for B {
     ) -> StoreResult<RewrapCounts> {
         let mut tx = self.begin_write().await?;
         let mut counts = RewrapCounts::default();
-        for table in SEALED_TABLES {
+        for (table, sealed) in SEALED_TABLES {
             let rows = tx
                 .fetch_all(Stmt::new(format!(
-                    "SELECT id, sealed_key FROM {table} ORDER BY id{}",
+                    "SELECT id, sealed_key FROM {table} {sealed} ORDER BY id{}",
                     <Conn<B> as Connection>::FOR_UPDATE
                 )))
                 .await?;
@@ -868,10 +874,10 @@ impl<B: Backend> Store for B {
     ) -> StoreResult<RewrapCounts> {
         let mut tx = self.begin_write().await?;
         let mut counts = RewrapCounts::default();
-        for table in SEALED_TABLES {
+        for (table, sealed) in SEALED_TABLES {
             let rows = tx
                 .fetch_all(Stmt::new(format!(
-                    "SELECT id, sealed_key, previous_sealed_key FROM {table} ORDER BY id{}",
+                    "SELECT id, sealed_key, previous_sealed_key FROM {table} {sealed} ORDER BY id{}",
                     <Conn<B> as Connection>::FOR_UPDATE
                 )))
                 .await?;

@@ -23,7 +23,7 @@ use uuid::Uuid;
 pub use error::StoreError;
 
 use crate::pki::crl::{RevocationReason, RevokedEntry};
-use crate::pki::{AuthorityKind, KeyAlgorithm, PkiError};
+use crate::pki::{AuthorityKind, KeyAlgorithm, KeyStorage, PkiError};
 use crate::policy::IssuancePolicy;
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -35,6 +35,8 @@ pub struct ClusterRecord {
     pub name: String,
     pub server: String,
     pub key_algorithm: KeyAlgorithm,
+    /// Where the keys of its CAs are kept unless a rotation says otherwise.
+    pub key_storage: KeyStorage,
     pub policy: IssuancePolicy,
     pub labels: BTreeMap<String, String>,
     pub created_at: OffsetDateTime,
@@ -71,7 +73,8 @@ impl AuthorityState {
     }
 }
 
-/// One generation of one CA of one cluster. The private key is sealed; see `crate::keyring`.
+/// One generation of one CA of one cluster. The private key is sealed (`sealed_key`), or kept in
+/// the PKCS#11 token under `key_reference` (`sealed_key` then empty); see `crate::keyring`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AuthorityRecord {
     pub id: Uuid,
@@ -83,6 +86,9 @@ pub struct AuthorityRecord {
     pub certificate_der: Vec<u8>,
     pub fingerprint: String,
     pub key_algorithm: KeyAlgorithm,
+    pub key_storage: KeyStorage,
+    /// The key's CKA_ID and CKA_LABEL in the token, for `KeyStorage::Pkcs11`.
+    pub key_reference: Option<String>,
     pub sealed_key: Vec<u8>,
     pub key_version: i32,
     /// The same key sealed under the previous master key version, kept by a rewrap until

@@ -19,10 +19,10 @@ use super::stored_policy::StoredPolicy;
 use super::*;
 
 pub(super) const CLUSTER_COLUMNS: &str =
-    "id, name, server, key_algorithm, policy, labels, created_at, updated_at, version";
+    "id, name, server, key_algorithm, policy, labels, created_at, updated_at, version, key_storage";
 pub(super) const AUTHORITY_COLUMNS: &str = "id, cluster_id, kind, generation, state, subject, certificate_der, \
      fingerprint, key_algorithm, sealed_key, key_version, not_before, not_after, created_at, previous_sealed_key, \
-     previous_key_version";
+     previous_key_version, key_storage, key_reference";
 pub(super) const CERTIFICATE_COLUMNS: &str = "seq, serial, cluster_id, authority_id, kind, generation, profile, \
      common_name, groups, dns_names, ip_addresses, not_before, not_after, fingerprint, certificate_der, issued_by, \
      created_at, revoked_at, revocation_reason";
@@ -215,6 +215,7 @@ pub(super) const BACKUP_TABLES: &[BackupTable] = &[
             ("created_at", Kind::Time),
             ("updated_at", Kind::Time),
             ("version", Kind::Int),
+            ("key_storage", Kind::Text),
         ],
         None,
     ),
@@ -238,6 +239,8 @@ pub(super) const BACKUP_TABLES: &[BackupTable] = &[
             ("created_at", Kind::Time),
             ("previous_sealed_key", Kind::Bytes),
             ("previous_key_version", Kind::Int32),
+            ("key_storage", Kind::Text),
+            ("key_reference", Kind::Text),
         ],
         None,
     ),
@@ -393,6 +396,7 @@ pub(super) fn cluster_from_row(row: &impl Columns) -> StoreResult<ClusterRecord>
         name: row.get("name")?,
         server: row.get("server")?,
         key_algorithm: parse_key_algorithm(row.get("key_algorithm")?)?,
+        key_storage: parse_key_storage(row.get("key_storage")?)?,
         policy: row.json::<StoredPolicy>("policy")?.into(),
         labels: row.json::<BTreeMap<String, String>>("labels")?,
         created_at: row.time("created_at")?,
@@ -412,6 +416,8 @@ pub(super) fn authority_from_row(row: &impl Columns) -> StoreResult<AuthorityRec
         certificate_der: row.get("certificate_der")?,
         fingerprint: row.get("fingerprint")?,
         key_algorithm: parse_key_algorithm(row.get("key_algorithm")?)?,
+        key_storage: parse_key_storage(row.get("key_storage")?)?,
+        key_reference: row.get("key_reference")?,
         sealed_key: row.get("sealed_key")?,
         key_version: row.get("key_version")?,
         previous_seal: previous_seal(row)?,
@@ -571,6 +577,10 @@ fn parse_state(text: String) -> StoreResult<AuthorityState> {
 
 fn parse_key_algorithm(text: String) -> StoreResult<KeyAlgorithm> {
     KeyAlgorithm::parse(&text).ok_or_else(|| StoreError::Corrupt(format!("key algorithm {text:?}")))
+}
+
+fn parse_key_storage(text: String) -> StoreResult<KeyStorage> {
+    KeyStorage::parse(&text).ok_or_else(|| StoreError::Corrupt(format!("key storage {text:?}")))
 }
 
 fn parse_scopes(scopes: Vec<String>) -> StoreResult<Vec<crate::scope::Scope>> {

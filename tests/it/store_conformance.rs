@@ -28,8 +28,42 @@ on_both_backends!(
     the_audit_trail_filters_by_cluster_and_pages,
     tokens_and_their_keys,
     sealed_keys_are_rewrapped_and_previous_seals_dropped,
+    token_keys_are_stored_by_reference_and_never_rewrapped,
     backup_rows_restore_into_an_empty_store_of_either_backend,
 );
+
+/// An authority whose key is in a PKCS#11 token is stored with its reference and no sealed key,
+/// reads back as it was, and is left alone by a rewrap (nothing of it is sealed).
+async fn token_keys_are_stored_by_reference_and_never_rewrapped(backend: Backend) {
+    let f = open(backend).await;
+    let store = f.store.as_ref();
+    let mut new = new_cluster("in-token");
+    new.cluster.key_storage = kca::pki::KeyStorage::Pkcs11;
+    let in_token = new.authorities[0].id;
+    new.authorities[0].key_storage = kca::pki::KeyStorage::Pkcs11;
+    new.authorities[0].key_reference = Some(in_token.to_string());
+    new.authorities[0].sealed_key = Vec::new();
+    store.create_cluster(&new, &audit("cluster.create", Some(new.cluster.id))).await.unwrap();
+    assert_eq!(store.find_cluster("in-token").await.unwrap(), new.cluster);
+    let stored = store.list_authorities(new.cluster.id).await.unwrap();
+    for authority in &new.authorities {
+        assert_eq!(stored.iter().find(|a| a.id == authority.id), Some(authority));
+    }
+    let reseal = |owner: SealedOwner, sealed: &[u8]| -> Result<Option<Vec<u8>>, kca::pki::PkiError> {
+        assert_ne!(owner, SealedOwner::Authority(in_token), "a token key was offered for resealing");
+        Ok(Some([b"v2:".as_slice(), sealed].concat()))
+    };
+    let counts = store.rewrap_sealed_keys(2, &reseal, &audit("keys.rewrap", None)).await.unwrap();
+    assert_eq!(counts.authorities, 4);
+    let after = store.list_authorities(new.cluster.id).await.unwrap();
+    let untouched = after.iter().find(|a| a.id == in_token).unwrap();
+    assert_eq!((untouched.sealed_key.as_slice(), untouched.previous_seal.as_ref()), (&[][..], None));
+    let check = |owner: SealedOwner, _: &[u8]| -> Result<(), kca::pki::PkiError> {
+        assert_ne!(owner, SealedOwner::Authority(in_token), "a token key was checked as sealed");
+        Ok(())
+    };
+    store.drop_previous_seals(&check, &audit("keys.drop_previous", None)).await.unwrap();
+}
 
 /// A fresh, migrated store of `backend`, kept alive with what it lives in.
 struct Fixture {
@@ -77,8 +111,9 @@ fn new_cluster(name: &str) -> NewCluster {
         policy: Default::default(),
         labels: [("env".to_string(), "test".to_string())].into(),
         key_algorithm: KeyAlgorithm::P256,
+        key_storage: kca::pki::KeyStorage::Sealed,
     };
-    build_cluster(draft, &master, now(), Duration::from_secs(86_400)).unwrap().new
+    build_cluster(draft, &kca::keyring::Keyring::new(master), now(), Duration::from_secs(86_400)).unwrap().new
 }
 
 fn certificate(
@@ -221,11 +256,13 @@ async fn authorities_rotate_and_retire(backend: Backend) {
     let new = new_cluster("rot");
     store.create_cluster(&new, &audit("create", None)).await.unwrap();
     let (master, _) = MasterKey::generate().unwrap();
+    let keyring = kca::keyring::Keyring::new(master);
     let gen2 = kca::clusters::build_authority(
         &new.cluster,
         AuthorityKind::Operators,
         2,
-        &master,
+        kca::pki::KeyStorage::Sealed,
+        &keyring,
         now(),
         Duration::from_secs(86_400),
     )
@@ -236,7 +273,8 @@ async fn authorities_rotate_and_retire(backend: Backend) {
         &new.cluster,
         AuthorityKind::Operators,
         2,
-        &master,
+        kca::pki::KeyStorage::Sealed,
+        &keyring,
         now(),
         Duration::from_secs(86_400),
     )
