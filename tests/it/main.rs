@@ -24,6 +24,7 @@ mod mtls;
 mod openapi;
 mod operations;
 mod pgcluster;
+mod pkcs11;
 mod pki_export;
 mod postgres_tcp;
 mod privileged;
