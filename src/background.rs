@@ -230,7 +230,8 @@ async fn maintain(app: AppState) {
 
 /// Re-sign every CRL that has lived half its validity, so that no published CRL is ever near
 /// expiry: HAProxy rejects every client of a CA whose CRL has expired. Re-reading the current
-/// CRLs first makes a CRL another replica just published count.
+/// CRLs first makes a CRL another replica just published count. A CA that cannot sign (its
+/// PKCS#11 token is away) does not hold up the others; the first failure is answered after.
 pub async fn resign_stale_crls(app: &App) -> Result<usize, PublishError> {
     let authorities = app.store.list_live_authorities().await?;
     let ids: Vec<_> = authorities.iter().map(|a| a.id).collect();
@@ -240,15 +241,23 @@ pub async fn resign_stale_crls(app: &App) -> Result<usize, PublishError> {
     let half = app.settings.crl_validity / 2;
     let now = app.now();
     let mut resigned = 0;
+    let mut failure = None;
     for authority in &authorities {
         let stale = match app.published.crl(authority.id) {
             Some(cached) => cached.record.this_update + crate::pki::ca::BACKDATE + half <= now,
             None => true,
         };
         if stale {
-            app.publish_crl(authority).await?;
-            resigned += 1;
+            match app.publish_crl(authority).await {
+                Ok(_) => resigned += 1,
+                Err(err) => {
+                    failure.get_or_insert(err);
+                }
+            }
         }
     }
-    Ok(resigned)
+    match failure {
+        Some(err) => Err(err),
+        None => Ok(resigned),
+    }
 }

@@ -264,7 +264,8 @@ impl From<KeyringError> for ApiError {
             KeyringError::Token(_) => {
                 ApiError::unavailable(format!("{err}; nothing was signed, retry later"), 30)
             }
-            KeyringError::NoToken => ApiError::invalid("key_storage", err.to_string()),
+            // A CA whose key is in a token, on a server started without the token's settings.
+            KeyringError::NoToken => ApiError::unavailable(format!("{err}; nothing was signed"), 30),
             other => ApiError::internal(other),
         }
     }

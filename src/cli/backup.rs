@@ -83,6 +83,16 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
              KCA_MASTER_KEY_FILE (and KCA_MASTER_KEY_VERSION) to the key of the server it was taken from"
         );
     }
+    // CAs whose keys are in a PKCS#11 token sign their new CRLs there: the token must be configured.
+    let in_token = rows.iter().any(|(table, row)| {
+        table == "authorities" && row.get("key_storage").and_then(|v| v.as_str()) == Some("pkcs11")
+    });
+    if in_token && args.store.pkcs11.config().is_none() {
+        anyhow::bail!(
+            "the backup holds CAs whose keys are in a PKCS#11 token: set KCA_PKCS11_MODULE, \
+             KCA_PKCS11_TOKEN_LABEL and KCA_PKCS11_PIN_FILE to that token"
+        );
+    }
     std::fs::create_dir_all(&args.store.data_dir)?;
     {
         let _setup = crate::app::lock_data_dir(&args.store.data_dir).await?;

@@ -369,3 +369,130 @@ async fn rotation_moves_a_ca_into_the_token_and_out_again() {
     check("sealed").await;
     assert_log_clean(&replica);
 }
+
+/// A CA whose token is away must not hold up the re-signing of the other CAs' CRLs (HAProxy
+/// refuses every client of a CA whose CRL expired). In process, with a token whose module is
+/// missing: the cluster's aggregation CA (listed first) is marked as kept in the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crls_of_other_cas_are_re_signed_while_a_token_is_away() {
+    use std::time::{Duration, Instant};
+    let scratch = tempfile::tempdir().unwrap();
+    let pin_file = temp_file(scratch.path(), "pin", b"1234\n");
+    let module = scratch.path().join("missing-module.so");
+    let server = TestServer::start_with(Backend::Sqlite, |args| {
+        args.crl_validity = Duration::from_secs(4);
+        args.store.pkcs11 = kca::config::Pkcs11Args {
+            module: Some(module),
+            token_label: Some(TOKEN_LABEL.into()),
+            pin_file: Some(pin_file),
+        };
+    })
+    .await;
+    let draft = kca::clusters::ClusterDraft {
+        name: "mixed".into(),
+        server: "https://k8s.example:6443".into(),
+        policy: Default::default(),
+        labels: Default::default(),
+        key_algorithm: kca::pki::KeyAlgorithm::P256,
+        key_storage: kca::pki::KeyStorage::Sealed,
+    };
+    let mut built =
+        kca::clusters::build_cluster(draft, &server.app.keyring, server.app.now(), Duration::from_secs(4))
+            .unwrap();
+    let aggregation =
+        built.new.authorities.iter_mut().find(|a| a.kind == kca::pki::AuthorityKind::Aggregation).unwrap();
+    aggregation.key_storage = kca::pki::KeyStorage::Pkcs11;
+    aggregation.key_reference = Some(aggregation.id.to_string());
+    let audit = kca::store::AuditEntry {
+        at: server.app.now(),
+        actor: "test".into(),
+        action: "cluster.create".into(),
+        object_type: "cluster".into(),
+        object_id: "mixed".into(),
+        cluster_id: Some(built.new.cluster.id),
+        remote_addr: None,
+        details: json!({}),
+    };
+    server.app.store.create_cluster(&built.new, &audit).await.unwrap();
+
+    let crl_number = |kind: &'static str| {
+        let server = &server;
+        async move {
+            let url = format!("{}/v1/clusters/mixed/authorities/{kind}/crl", server.url);
+            let response = server.client.get(url).send().await.unwrap();
+            assert_eq!(response.status(), 200, "{kind}");
+            crate::revocation::crl_facts(&response.bytes().await.unwrap()).0
+        }
+    };
+    let first = crl_number("etcd").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if crl_number("etcd").await > first {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the etcd CRL was not re-signed while the token was away");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The token-held CA's CRL is still served, as published.
+    crl_number("aggregation").await;
+    let token = server.token(&[kca::token::Scope::Admin]).await;
+    let (status, _, body) = server
+        .send(
+            reqwest::Method::POST,
+            "/v1/clusters/mixed/authorities/aggregation/rotate",
+            Some(&token),
+            Some(json!({"key_storage": "pkcs11"})),
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("cannot load the PKCS#11 module"), "{body}");
+}
+
+/// A backup of a cluster whose CAs are in the token restores only where the token is configured:
+/// without it `kca restore` refuses before writing anything; with it the restored server signs
+/// new CRLs in the token that verify with the original CA certificates, and issues.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_with_token_keys_restores_only_with_the_token() {
+    let hsm = SoftHsm::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let deployment = Deployment::new(format!("sqlite://{}", hsm.dir.path().join("kca.db").display()));
+    let replica = start(&deployment, "a", &hsm.env()).await;
+    let admin = deployment.token("admin");
+    let body = json!({"name": "vault", "server": "https://k8s.example:6443", "key_storage": "pkcs11"});
+    assert_eq!(deployment.post(&replica, "/v1/clusters", &admin, body).await.0, 201);
+    let (_, bundle) = get(&deployment, &replica, "/v1/clusters/vault/authorities/operators/ca.pem").await;
+    let archive = scratch.path().join("kca.backup");
+    let output = deployment.host_command(&["backup"], &["--out", archive.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    drop(replica);
+
+    let master_key = deployment.dir.path().join("master.key");
+    let target = scratch.path().join("restored");
+    let restore = |env: &[(&'static str, String)]| {
+        Command::new(env!("CARGO_BIN_EXE_kca"))
+            .args(["restore", "--from", archive.to_str().unwrap(), "--data-dir", target.to_str().unwrap()])
+            .args(["--master-key-file", master_key.to_str().unwrap()])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap()
+    };
+    let refused = restore(&[]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && said.contains("KCA_PKCS11_MODULE"), "{said}");
+    assert!(!target.join("kca.db").exists(), "a refused restore wrote a database");
+
+    let restored = restore(&hsm.env());
+    assert!(restored.status.success(), "{}", String::from_utf8_lossy(&restored.stderr));
+    let restored_deployment = Deployment::new(format!("sqlite://{}", target.join("kca.db").display()));
+    std::fs::copy(&master_key, restored_deployment.dir.path().join("master.key")).unwrap();
+    let replica = start(&restored_deployment, "b", &hsm.env()).await;
+    let (status, crls) =
+        get(&restored_deployment, &replica, "/v1/clusters/vault/authorities/operators/crl.pem").await;
+    assert_eq!(status, 200);
+    openssl_crl_verify(scratch.path(), &bundle, &crls);
+    let admin = restored_deployment.token("admin");
+    let (status, issued) = issue(&restored_deployment, &replica, &admin, "vault", "alice").await;
+    assert_eq!(status, 201, "{issued}");
+    openssl_verify(scratch.path(), &bundle, issued["certificate_pem"].as_str().unwrap());
+    assert_log_clean(&replica);
+}
