@@ -56,7 +56,7 @@ PG_HOST=127.0.0.1
 PG_SOCKET=/var/run/postgresql
 # kca reaches Postgres as production does: over TCP with TLS (kca-pg, and every other kca on
 # Postgres). For comparison, the same over plain TCP (kca-pg-tcp) and over the unix socket
-# (kca-pg-unix), at c = 32.
+# (kca-pg-unix), at c = 32. And kca-pg with its CA keys in a SoftHSM2 token (kca-hsm), at c = 32.
 pg_url() { # pg_url DATABASE tls|tcp|unix
     case "$2" in
         tls) echo "postgres://postgres@$PG_HOST:5432/$1?sslmode=require" ;;
@@ -76,7 +76,7 @@ die() { log "FATAL: $*"; exit 1; }
 
 need=()
 for pair in wrk:wrk cfssl:golang-cfssl cfssljson:golang-cfssl jq:jq sqlite3:sqlite3 psql:postgresql-client \
-    createdb:postgresql-client openssl:openssl curl:curl ss:iproute2; do
+    createdb:postgresql-client openssl:openssl curl:curl ss:iproute2 softhsm2-util:softhsm2; do
     command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -248,7 +248,7 @@ jq -n --rawfile csr "$WORK/user.csr" '{certificate_request:$csr,profile:"client"
 
 # --- kca ---------------------------------------------------------------------------------------
 
-declare -A URL PID DB TOKEN KIND BINARY
+declare -A URL PID DB TOKEN KIND BINARY EXTRA_ENV CLUSTER_FIELDS
 
 # start_kca NAME DATABASE_URL|"": serve from $WORK/NAME; sets URL, PID and READY_MS (spawn to
 # the first 200 on /readyz).
@@ -259,7 +259,8 @@ start_kca() {
         --listen "127.0.0.1:$port" --tls-cert "$WORK/tls-cert.pem" --tls-key "$WORK/tls-key.pem")
     [ -n "$database_url" ] && args+=(--database-url "$database_url")
     since=$(date +%s%N)
-    start "$name" "${BINARY[$name]:-$KCA}" "${args[@]}"
+    # shellcheck disable=SC2086 # EXTRA_ENV holds NAME=VALUE words (paths without spaces)
+    start "$name" env ${EXTRA_ENV[$name]:-} "${BINARY[$name]:-$KCA}" "${args[@]}"
     PID[$name]=$LAST_PID
     URL[$name]=https://127.0.0.1:$port
     KIND[$name]=kca
@@ -279,13 +280,14 @@ setup_kca() {
     local status
     status=$(curl -sS -o "$WORK/logs/$name-cluster.json" -w '%{http_code}' --max-time 30 --cacert "$CACERT" \
         -H "Authorization: Bearer ${TOKEN[$name]}" -H 'Content-Type: application/json' \
-        -d '{"name":"bench","server":"https://k8s.bench.example:6443"}' "${URL[$name]}/v1/clusters")
+        -d "{\"name\":\"bench\",\"server\":\"https://k8s.bench.example:6443\"${CLUSTER_FIELDS[$name]:-}}" \
+        "${URL[$name]}/v1/clusters")
     [ "$status" = 201 ] || die "creating the bench cluster in $name answered $status: $(cat "$WORK/logs/$name-cluster.json")"
 }
 
 stored_rows() { # rows in the certificate table a target writes to; empty when it stores nothing
     case "$1" in
-        kca-pg|kca-pg-tcp|kca-pg-unix|kca-empty|kca-1m|kca-baseline) psql_db "${DB[$1]}" "SELECT count(*) FROM certificates" ;;
+        kca-pg|kca-pg-tcp|kca-pg-unix|kca-hsm|kca-empty|kca-1m|kca-baseline) psql_db "${DB[$1]}" "SELECT count(*) FROM certificates" ;;
         kca-sqlite) sqlite3 -cmd ".timeout 10000" "$WORK/kca-sqlite/kca.db" "SELECT count(*) FROM certificates" ;;
         cfssl-db) sqlite3 -cmd ".timeout 10000" "$WORK/cfssl/certs.db" "SELECT count(*) FROM certificates" ;;
         *) echo "" ;;
@@ -488,6 +490,28 @@ log "kca-pg reaches Postgres over TCP with TLS, kca-pg-tcp over TCP, kca-pg-unix
 start_kca kca-sqlite ""
 setup_kca kca-sqlite ""
 
+# kca-hsm: kca-pg's setting (Postgres over TLS), the bench cluster's CA keys in a SoftHSM2 token
+# (generated there, signing there through PKCS#11).
+SOFTHSM_MODULE=
+for module in /usr/lib/softhsm/libsofthsm2.so /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so; do
+    [ -e "$module" ] && SOFTHSM_MODULE=$module && break
+done
+[ -n "$SOFTHSM_MODULE" ] || die "no SoftHSM2 module (Debian softhsm2)"
+mkdir -p "$WORK/softhsm/tokens"
+printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$WORK/softhsm/tokens" \
+    >"$WORK/softhsm/softhsm2.conf"
+HSM_PIN=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+printf '%s\n' "$HSM_PIN" >"$WORK/softhsm/pin"
+SOFTHSM2_CONF=$WORK/softhsm/softhsm2.conf softhsm2-util --init-token --free --label kca-bench --pin "$HSM_PIN" \
+    --so-pin "$HSM_PIN" >"$WORK/logs/softhsm-init.log" 2>&1 || die "softhsm2-util --init-token failed: $(cat "$WORK/logs/softhsm-init.log")"
+EXTRA_ENV[kca-hsm]="SOFTHSM2_CONF=$WORK/softhsm/softhsm2.conf KCA_PKCS11_MODULE=$SOFTHSM_MODULE \
+KCA_PKCS11_TOKEN_LABEL=kca-bench KCA_PKCS11_PIN_FILE=$WORK/softhsm/pin"
+CLUSTER_FIELDS[kca-hsm]=',"key_storage":"pkcs11"'
+create_database hsm kca-hsm
+start_kca kca-hsm "$(pg_url "${DB[kca-hsm]}" tls)"
+setup_kca kca-hsm "$(pg_url "${DB[kca-hsm]}" tls)"
+[ "$(jq -r .key_storage "$WORK/logs/kca-hsm-cluster.json")" = pkcs11 ] || die "the kca-hsm bench cluster's keys are not in the token"
+
 cfssl_config() {
     mkdir -p "$WORK/cfssl"
     cat >"$WORK/cfssl/ca-csr.json" <<'EOF'
@@ -548,8 +572,9 @@ start_cfssl cfssl-db -db-config "$WORK/cfssl/db.json"
 
 : >"$WORK/runs.jsonl"
 TARGETS=(kca-pg kca-sqlite cfssl cfssl-db)
-# At c = 32, kca on Postgres also over plain TCP and over the unix socket, next to kca-pg.
-TARGETS_C32=(kca-pg kca-pg-tcp kca-pg-unix kca-sqlite cfssl cfssl-db)
+# At c = 32, kca on Postgres also over plain TCP and over the unix socket, and with its CA keys
+# in a SoftHSM2 token, next to kca-pg.
+TARGETS_C32=(kca-pg kca-pg-tcp kca-pg-unix kca-hsm kca-sqlite cfssl cfssl-db)
 KCA_TARGETS=(kca-pg kca-sqlite)
 
 IDLE=()

@@ -71,7 +71,7 @@ def pct: if . == null then "-" else (. * 100 | round | tostring) + "%" end;
       stored_revoked: $seeded_revoked
     },
     summary: {
-      issue: [$groups[] | select(.scenario == "issue" and (.target | IN("kca-pg", "kca-pg-tcp", "kca-pg-unix", "kca-sqlite", "cfssl", "cfssl-db")))],
+      issue: [$groups[] | select(.scenario == "issue" and (.target | IN("kca-pg", "kca-pg-tcp", "kca-pg-unix", "kca-hsm", "kca-sqlite", "cfssl", "cfssl-db")))],
       csr: [$groups[] | select(.scenario == "csr")],
       crl: [$groups[] | select(.scenario | startswith("crl"))],
       stored: [$groups[] | select(.target == "kca-empty" or .target == "kca-1m")],
@@ -83,7 +83,8 @@ def pct: if . == null then "-" else (. * 100 | round | tostring) + "%" end;
         kca_pg_cpu_efficiency_c32: ratio($ceiling_generate_cpu; $k32.cpu_ms_per_req),
         kca_pg_vs_cfssl_cpu_per_issuance_c32: ratio(pick("issue"; "cfssl"; 32).cpu_ms_per_req; $k32.cpu_ms_per_req),
         kca_pg_csr_vs_cfssl_sign_cpu_c32: ratio($ccsr.cpu_ms_per_req; $kcsr.cpu_ms_per_req),
-        kca_pg_tls_vs_tcp_c32: $tls_vs_tcp, kca_pg_unix_vs_tcp_c32: ratio($k32_unix.rps; $k32_tcp.rps),
+        kca_pg_tls_vs_tcp_c32: $tls_vs_tcp,
+        kca_hsm_vs_kca_pg_c32: ratio(pick("issue"; "kca-hsm"; 32).rps; $k32.rps), kca_pg_unix_vs_tcp_c32: ratio($k32_unix.rps; $k32_tcp.rps),
         stored_vs_empty_c32: $stored_ratio
       }
     },
