@@ -215,6 +215,40 @@ async fn a_cluster_whose_cas_are_in_the_token_issues_what_openssl_verifies() {
     let text = openssl_crl_verify(scratch.path(), &bundle, &crls);
     assert!(text.to_uppercase().contains(&serial.to_uppercase()), "{text}");
 
+    // Signatures in parallel: 32 issuances at once, on the session pool, all good.
+    let mut burst = tokio::task::JoinSet::new();
+    for i in 0..32 {
+        let request = deployment
+            .client
+            .post(format!("{}/v1/clusters/vault/kubeconfigs", replica.url))
+            .bearer_auth(&admin)
+            .json(&json!({"user": format!("burst-{i}")}));
+        burst.spawn(async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+        });
+    }
+    for (status, issued) in burst.join_all().await {
+        assert_eq!(status, 201, "{issued}");
+        openssl_verify(scratch.path(), &bundle, issued["certificate_pem"].as_str().unwrap());
+    }
+
+    // P-384 keys live in the token too; Ed25519 keys cannot, and are refused before anything is made.
+    let body = json!({"name": "vault384", "server": "https://k8s.example:6443", "key_algorithm": "p384", "key_storage": "pkcs11"});
+    assert_eq!(deployment.post(&replica, "/v1/clusters", &admin, body).await.0, 201);
+    let (status, issued) = issue(&deployment, &replica, &admin, "vault384", "alice").await;
+    assert_eq!(status, 201, "{issued}");
+    let (_, bundle384) =
+        get(&deployment, &replica, "/v1/clusters/vault384/authorities/operators/ca.pem").await;
+    openssl_verify(scratch.path(), &bundle384, issued["certificate_pem"].as_str().unwrap());
+    let (_, crls384) =
+        get(&deployment, &replica, "/v1/clusters/vault384/authorities/operators/crl.pem").await;
+    openssl_crl_verify(scratch.path(), &bundle384, &crls384);
+    let body = json!({"name": "vault-ed", "server": "https://k8s.example:6443", "key_algorithm": "ed25519", "key_storage": "pkcs11"});
+    let (status, problem) = deployment.post(&replica, "/v1/clusters", &admin, body).await;
+    assert_eq!((status, problem["field"].as_str()), (422, Some("key_storage")), "{problem}");
+    assert_eq!(hsm.list_objects().matches("Private Key Object").count(), 10);
+
     assert_log_clean(&replica);
 }
 
