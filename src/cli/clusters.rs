@@ -55,6 +55,10 @@ pub struct CreateArgs {
     /// Key algorithm of the five CAs: p256 (default), p384 or ed25519.
     #[arg(long, value_name = "ALGORITHM", value_parser = ["p256", "p384", "ed25519"])]
     pub key_algorithm: Option<String>,
+    /// Where the five CA keys are kept: sealed (default, in the database under the master key) or
+    /// pkcs11 (generated in the server's PKCS#11 token, which they never leave).
+    #[arg(long, value_name = "STORAGE", value_parser = ["sealed", "pkcs11"])]
+    pub key_storage: Option<String>,
     /// Policy: TTL of a certificate when the request gives none (e.g. 1h).
     #[arg(long, value_name = "TTL", value_parser = parse_duration)]
     pub default_ttl: Option<Duration>,
@@ -116,6 +120,9 @@ impl CreateArgs {
         }
         if let Some(algorithm) = &self.key_algorithm {
             body["key_algorithm"] = json!(algorithm);
+        }
+        if let Some(storage) = &self.key_storage {
+            body["key_storage"] = json!(storage);
         }
         body
     }
@@ -189,6 +196,7 @@ fn show(cluster: &Value, format: Format) -> anyhow::Result<()> {
         ("id", cell(&cluster["id"])),
         ("server", cell(&cluster["server"])),
         ("key algorithm", cell(&cluster["key_algorithm"])),
+        ("key storage", cell(&cluster["key_storage"])),
         ("labels", cell(&cluster["labels"])),
         ("created", cell(&cluster["created_at"])),
         ("updated", cell(&cluster["updated_at"])),
@@ -204,14 +212,17 @@ fn show(cluster: &Value, format: Format) -> anyhow::Result<()> {
         let rows: Vec<Vec<String>> = authorities
             .iter()
             .map(|a| {
-                ["kind", "generation", "state", "not_after", "fingerprint_sha256"]
+                ["kind", "generation", "state", "key_storage", "not_after", "fingerprint_sha256"]
                     .iter()
                     .map(|k| cell(&a[k]))
                     .collect()
             })
             .collect();
         out.push('\n');
-        out.push_str(&render_table(&["AUTHORITY", "GENERATION", "STATE", "NOT AFTER", "FINGERPRINT"], &rows));
+        out.push_str(&render_table(
+            &["AUTHORITY", "GENERATION", "STATE", "KEY", "NOT AFTER", "FINGERPRINT"],
+            &rows,
+        ));
     }
     print!("{out}");
     Ok(())
@@ -228,6 +239,7 @@ mod tests {
             server: "https://k:6443".into(),
             labels: vec![("env".into(), "prod".into())],
             key_algorithm: None,
+            key_storage: None,
             default_ttl: None,
             min_ttl: None,
             max_ttl: Some(Duration::from_secs(7200)),
@@ -241,5 +253,7 @@ mod tests {
             json!({"name": "prod", "server": "https://k:6443", "labels": {"env": "prod"},
                    "policy": {"max_ttl_seconds": 7200}})
         );
+        let args = CreateArgs { key_storage: Some("pkcs11".into()), max_ttl: None, labels: vec![], ..args };
+        assert_eq!(args.body(), json!({"name": "prod", "server": "https://k:6443", "key_storage": "pkcs11"}));
     }
 }
