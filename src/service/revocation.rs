@@ -95,7 +95,22 @@ async fn publish_crls(app: &App, snapshot: &ClusterSnapshot, authority_ids: &[Uu
         if let Some(authority) =
             snapshot.authorities.iter().find(|a| a.id == *id && a.state != AuthorityState::Retired)
         {
-            app.publish_crl(authority).await?;
+            app.publish_crl(authority).await.map_err(|err| {
+                let err = ApiError::from(err);
+                if err.status() != axum::http::StatusCode::SERVICE_UNAVAILABLE {
+                    return err;
+                }
+                // The revocation is committed; only its CRL is missing, and revoking again
+                // publishes it.
+                ApiError::unavailable(
+                    format!(
+                        "the revocation is recorded, but its CRL could not be published: {}; \
+                         revoke again to publish it",
+                        err.problem().detail
+                    ),
+                    30,
+                )
+            })?;
         }
     }
     Ok(())

@@ -89,6 +89,11 @@ pub async fn get(deployment: &Deployment, replica: &Replica, path: &str) -> (u16
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
+pub async fn get_bytes(deployment: &Deployment, replica: &Replica, path: &str) -> (u16, Vec<u8>) {
+    let response = deployment.client.get(format!("{}{path}", replica.url)).send().await.unwrap();
+    (response.status().as_u16(), response.bytes().await.unwrap().to_vec())
+}
+
 /// `openssl verify` of a certificate against a CA bundle.
 pub fn openssl_verify(scratch: &Path, bundle: &str, certificate: &str) {
     let ca = temp_file(scratch, "verify-ca.pem", bundle.as_bytes());
@@ -302,9 +307,32 @@ async fn a_token_that_refuses_the_pin_or_is_gone_stops_issuance_not_bundles_or_c
     assert!(!log.contains("0000-wrong-pin"));
     assert_log_clean(&replica);
 
-    // The right PIN back in the file: issuance works again without a restart.
+    // A revocation is recorded, and says its CRL could not be published.
+    let (_, listed) = {
+        let response = deployment
+            .client
+            .get(format!("{}/v1/clusters/vault/certificates?user=alice", replica.url))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.json::<Value>().await.unwrap())
+    };
+    let serial = listed["items"][0]["serial"].as_str().unwrap_or_else(|| panic!("{listed}")).to_string();
+    let revoke = format!("/v1/clusters/vault/certificates/{serial}/revoke");
+    let (status, problem) = deployment.post(&replica, &revoke, &admin, json!({})).await;
+    assert_eq!(status, 503, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("the revocation is recorded"), "{problem}");
+
+    // The right PIN back in the file: issuance works again without a restart, and revoking
+    // again publishes the CRL that lists the certificate.
     std::fs::write(&hsm.pin_file, format!("{PIN}\n")).unwrap();
     assert_eq!(issue(&deployment, &replica, &admin, "vault", "dave").await.0, 201);
+    let (status, revoked) = deployment.post(&replica, &revoke, &admin, json!({})).await;
+    assert_eq!(status, 200, "{revoked}");
+    let (_, crl) = get_bytes(&deployment, &replica, "/v1/clusters/vault/authorities/operators/crl").await;
+    let (_, entries) = crate::revocation::crl_facts(&crl);
+    assert!(entries.iter().any(|e| e.eq_ignore_ascii_case(&serial)), "{entries:?}");
     drop(replica);
 
     // The module gone (the token removed): same.
