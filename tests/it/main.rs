@@ -6,6 +6,7 @@ mod auth;
 mod backup;
 mod browser;
 mod cli;
+mod cli_console;
 mod clusters;
 mod components;
 mod compose;
