@@ -1,5 +1,5 @@
 //! Component certificates: every profile against pkilint and rustls-webpki, and a real etcd
-//! cluster formed, used and guarded with them.
+//! cluster formed, used (etcdctl and its gRPC gateway) and guarded with them.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -279,6 +279,24 @@ async fn a_real_etcd_cluster_forms_and_guards_itself_with_kca_certificates() {
     let get =
         etcdctl(&endpoints, ca_file, &good_cert, &good_key, &["get", "/kca/test", "--print-value-only"]);
     assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "hello");
+
+    // etcd's gRPC gateway (HTTP/JSON on the client port) dials etcd itself with the serving
+    // certificate: without clientAuth in etcd-server, this answers 503 ("write: broken pipe").
+    let first_client = format!("https://127.0.0.1:{}", members[0].1);
+    let range = Command::new("curl")
+        .args(["-sS", "--fail-with-body", "--max-time", "10", "--cacert", ca_file])
+        .args(["--cert", &good_cert, "--key", &good_key])
+        .args(["-X", "POST", &format!("{first_client}/v3/kv/range")])
+        .args(["-H", "Content-Type: application/json", "-d", r#"{"key": "L2tjYS90ZXN0"}"#])
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&range.stdout);
+    assert!(range.status.success(), "gRPC gateway: {body} {}", String::from_utf8_lossy(&range.stderr));
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    // "aGVsbG8=" is base64 of "hello".
+    assert_eq!(answer["kvs"][0]["value"], "aGVsbG8=", "{body}");
+    let health = etcdctl(&first_client, ca_file, &good_cert, &good_key, &["endpoint", "health"]);
+    assert!(health.status.success(), "{}", String::from_utf8_lossy(&health.stderr));
 
     // A client certificate from another CA, and a revoked one, are refused.
     for (name, issued) in [("foreign", &foreign), ("revoked", &revoked)] {
