@@ -12,6 +12,7 @@ use crate::keyring::authority_aad;
 use crate::names::{FieldError, validate_cluster_name};
 use crate::pki::ca::{AuthorityIdentity, BACKDATE, create_authority};
 use crate::pki::crl::{CrlWindow, RevokedEntry, sign_crl};
+use crate::pki::import::ImportedAuthority;
 use crate::pki::seal::MasterKey;
 use crate::pki::{AuthorityKind, CaSigner, KeyAlgorithm, PkiError, fingerprint_sha256};
 use crate::policy::IssuancePolicy;
@@ -107,6 +108,22 @@ pub struct ClusterDraft {
     pub policy: IssuancePolicy,
     pub labels: BTreeMap<String, String>,
     pub key_algorithm: KeyAlgorithm,
+    /// Existing CAs to adopt instead of generating those kinds.
+    pub imports: Vec<(AuthorityKind, CaImport)>,
+}
+
+/// An existing CA offered for import, as PEM. The key is wiped from memory when dropped and never
+/// printed.
+#[derive(Clone)]
+pub struct CaImport {
+    pub certificate_pem: String,
+    pub private_key_pem: zeroize::Zeroizing<String>,
+}
+
+impl std::fmt::Debug for CaImport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaImport").field("certificate_pem", &self.certificate_pem).finish_non_exhaustive()
+    }
 }
 
 impl ClusterDraft {
@@ -146,8 +163,54 @@ pub fn build_authority(
     let identity =
         AuthorityIdentity { cluster_name: &cluster.name, cluster_id: &cluster_id, kind, generation };
     let made = create_authority(&identity, cluster.key_algorithm, now)?;
+    let parts = AuthorityParts {
+        certificate_der: made.certificate_der,
+        pkcs8: &made.pkcs8,
+        algorithm: cluster.key_algorithm,
+        signer: made.signer,
+    };
+    assemble_authority(cluster, kind, generation, parts, master, now, crl_validity)
+}
+
+/// Make generation `generation` of a cluster's `kind` CA from an imported one (checked by
+/// `crate::pki::import`): its key is sealed here like a generated one.
+pub fn build_imported_authority(
+    cluster: &ClusterRecord,
+    kind: AuthorityKind,
+    generation: i32,
+    imported: ImportedAuthority,
+    master: &MasterKey,
+    now: OffsetDateTime,
+    crl_validity: Duration,
+) -> Result<BuiltAuthority, PkiError> {
+    let parts = AuthorityParts {
+        certificate_der: imported.certificate_der,
+        pkcs8: &imported.pkcs8,
+        algorithm: imported.algorithm,
+        signer: imported.signer,
+    };
+    assemble_authority(cluster, kind, generation, parts, master, now, crl_validity)
+}
+
+struct AuthorityParts<'a> {
+    certificate_der: Vec<u8>,
+    pkcs8: &'a [u8],
+    algorithm: KeyAlgorithm,
+    signer: CaSigner,
+}
+
+/// The record (key sealed under `master`, bound to a new id) and first, empty CRL of a CA.
+fn assemble_authority(
+    cluster: &ClusterRecord,
+    kind: AuthorityKind,
+    generation: i32,
+    parts: AuthorityParts<'_>,
+    master: &MasterKey,
+    now: OffsetDateTime,
+    crl_validity: Duration,
+) -> Result<BuiltAuthority, PkiError> {
     let authority_id = Uuid::new_v4();
-    let signed = sign_crl_now(&made.signer, 1, &[], now, crl_validity)?;
+    let signed = sign_crl_now(&parts.signer, 1, &[], now, crl_validity)?;
     let crl = CrlRecord {
         authority_id,
         number: 1,
@@ -162,22 +225,24 @@ pub fn build_authority(
         kind,
         generation,
         state: AuthorityState::Active,
-        subject: made.signer.subject_text(),
-        fingerprint: fingerprint_sha256(&made.certificate_der),
-        key_algorithm: cluster.key_algorithm,
-        sealed_key: master.seal(&made.pkcs8, &authority_aad(authority_id))?,
+        subject: parts.signer.subject_text(),
+        fingerprint: fingerprint_sha256(&parts.certificate_der),
+        key_algorithm: parts.algorithm,
+        sealed_key: master.seal(parts.pkcs8, &authority_aad(authority_id))?,
         key_version: master.version(),
-        not_before: made.signer.not_before(),
-        not_after: made.signer.not_after(),
+        not_before: parts.signer.not_before(),
+        not_after: parts.signer.not_after(),
         created_at: now,
-        certificate_der: made.certificate_der,
+        certificate_der: parts.certificate_der,
     };
-    Ok(BuiltAuthority { record, crl, signer: Arc::new(made.signer) })
+    Ok(BuiltAuthority { record, crl, signer: Arc::new(parts.signer) })
 }
 
-/// Make the five first-generation authorities of a new cluster and their first CRLs.
+/// Make the five first-generation authorities of a new cluster and their first CRLs; the kinds
+/// in `imported` are made from those CAs instead of fresh keys.
 pub fn build_cluster(
     draft: ClusterDraft,
+    mut imported: Vec<(AuthorityKind, ImportedAuthority)>,
     master: &MasterKey,
     now: OffsetDateTime,
     crl_validity: Duration,
@@ -197,7 +262,13 @@ pub fn build_cluster(
     let mut crls = Vec::with_capacity(AuthorityKind::ALL.len());
     let mut signers = Vec::with_capacity(AuthorityKind::ALL.len());
     for kind in AuthorityKind::ALL {
-        let built = build_authority(&cluster, kind, 1, master, now, crl_validity)?;
+        let built = match imported.iter().position(|(k, _)| *k == kind) {
+            Some(at) => {
+                let (_, ca) = imported.swap_remove(at);
+                build_imported_authority(&cluster, kind, 1, ca, master, now, crl_validity)?
+            }
+            None => build_authority(&cluster, kind, 1, master, now, crl_validity)?,
+        };
         signers.push((built.record.id, built.signer));
         authorities.push(built.record);
         crls.push(built.crl);
@@ -324,6 +395,7 @@ mod tests {
             policy: IssuancePolicy::default(),
             labels: BTreeMap::new(),
             key_algorithm: KeyAlgorithm::P256,
+            imports: Vec::new(),
         };
         draft.validate().unwrap();
         assert_eq!(draft.server, "https://k8s:6443");
@@ -338,9 +410,10 @@ mod tests {
             policy: IssuancePolicy::default(),
             labels: BTreeMap::new(),
             key_algorithm: KeyAlgorithm::P256,
+            imports: Vec::new(),
         };
         let now = OffsetDateTime::now_utc();
-        let built = build_cluster(draft, &master, now, Duration::from_secs(86_400)).unwrap();
+        let built = build_cluster(draft, Vec::new(), &master, now, Duration::from_secs(86_400)).unwrap();
         assert_eq!(built.new.authorities.len(), 5);
         assert_eq!(built.new.crls.len(), 5);
         for authority in &built.new.authorities {

@@ -11,6 +11,7 @@ use super::auth::{Caller, ClusterAccess};
 use super::download::{Caching, cacheable, etag_of};
 use super::extract::{Json, Path, RawBody};
 use crate::app::AppState;
+use crate::clusters::CaImport;
 use crate::error::{ApiError, ProblemResponses};
 use crate::pki::{AuthorityKind, to_pem};
 use crate::published::ClusterSnapshot;
@@ -197,6 +198,71 @@ pub async fn rotate_authority(
     AuthorityResponse::from_snapshot(&snapshot, kind)
         .map(Json)
         .ok_or_else(|| ApiError::internal("the rotated authority has no signer"))
+}
+
+/// An existing CA to adopt: its certificate and its private key, PEM. The key is sealed at once
+/// and never returned, logged or stored in the clear.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportAuthorityRequest {
+    /// The CA certificate alone (`ca.crt`): self-signed, CA:TRUE, keyUsage keyCertSign, valid now.
+    pub certificate_pem: String,
+    /// Its key (`ca.key`): PKCS#8, PKCS#1 (`RSA PRIVATE KEY`) or SEC1 (`EC PRIVATE KEY`), unencrypted.
+    pub private_key_pem: String,
+}
+
+impl std::fmt::Debug for ImportAuthorityRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImportAuthorityRequest")
+            .field("certificate_pem", &self.certificate_pem)
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<ImportAuthorityRequest> for CaImport {
+    fn from(request: ImportAuthorityRequest) -> Self {
+        CaImport {
+            certificate_pem: request.certificate_pem,
+            private_key_pem: zeroize::Zeroizing::new(request.private_key_pem),
+        }
+    }
+}
+
+/// Import an existing CA (e.g. kubeadm's `ca.crt`/`ca.key`) as the next generation of a kind,
+/// which then signs; the previous generation becomes `retiring`. A CA without `cRLSign` (kubeadm's)
+/// is re-certified under the same subject, key and key identifier with `cRLSign` added, and that
+/// certificate is served in the bundles. A bad import (key mismatch, not a CA, no keyCertSign,
+/// expired, unsupported algorithm) is a 422 and changes nothing. Admin of the cluster only.
+#[utoipa::path(
+    post, path = "/v1/clusters/{cluster}/authorities/{kind}/import", tag = "authorities",
+    params(
+        ("cluster" = String, Path, description = "Cluster id or name"),
+        ("kind" = AuthorityKind, Path, description = "etcd, control-plane, operators, kubelet or aggregation"),
+    ),
+    request_body = ImportAuthorityRequest,
+    responses((status = 200, body = AuthorityResponse), ProblemResponses),
+    security(("bearer" = []))
+)]
+pub async fn import_authority(
+    State(app): State<AppState>,
+    caller: Caller,
+    access: ClusterAccess,
+    Path((_cluster, kind)): Path<(String, String)>,
+    Json(request): Json<ImportAuthorityRequest>,
+) -> Result<Json<AuthorityResponse>, ApiError> {
+    let kind = parse_kind(&kind)?;
+    caller.require(Scope::Admin)?;
+    let snapshot = service::authorities::import(
+        &app,
+        &caller.as_actor(),
+        access.snapshot.cluster.id,
+        kind,
+        CaImport::from(request),
+    )
+    .await?;
+    AuthorityResponse::from_snapshot(&snapshot, kind)
+        .map(Json)
+        .ok_or_else(|| ApiError::internal("the imported authority has no signer"))
 }
 
 /// Whether to revoke what the generation still vouches for.

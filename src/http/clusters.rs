@@ -11,10 +11,11 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::auth::{Caller, ClusterAccess};
+use super::authorities::ImportAuthorityRequest;
 use super::extract::{Json, Query};
 use super::pagination::{PageParams, next_cursor};
 use crate::app::AppState;
-use crate::clusters::{ClusterChange, ClusterDraft};
+use crate::clusters::{CaImport, ClusterChange, ClusterDraft};
 use crate::error::{ApiError, ProblemResponses};
 use crate::pki::{AuthorityKind, KeyAlgorithm};
 use crate::policy::IssuancePolicy;
@@ -38,6 +39,9 @@ pub struct NewClusterRequest {
     pub labels: Option<BTreeMap<String, String>>,
     /// Key algorithm of the five CAs (default `p256`).
     pub key_algorithm: Option<KeyAlgorithm>,
+    /// Existing CAs to adopt instead of generating them, by kind (e.g. kubeadm's `ca.*` as
+    /// `control-plane`): admin only; see `POST .../authorities/{kind}/import`.
+    pub authorities: Option<BTreeMap<AuthorityKind, ImportAuthorityRequest>>,
 }
 
 impl From<NewClusterRequest> for ClusterDraft {
@@ -49,6 +53,12 @@ impl From<NewClusterRequest> for ClusterDraft {
             policy: request.policy.unwrap_or_default(),
             labels: request.labels.unwrap_or_default(),
             key_algorithm: request.key_algorithm.unwrap_or_default(),
+            imports: request
+                .authorities
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(kind, ca)| (kind, CaImport::from(ca)))
+                .collect(),
         }
     }
 }

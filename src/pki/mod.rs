@@ -9,6 +9,7 @@ pub mod crl_check;
 pub mod csr;
 pub mod der_time;
 pub mod error;
+pub mod import;
 pub mod keys;
 pub mod kind;
 pub mod kubeconfig;

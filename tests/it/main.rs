@@ -24,6 +24,7 @@ mod openapi;
 mod operations;
 mod pgcluster;
 mod pki_export;
+mod pki_import;
 mod postgres_tcp;
 mod privileged;
 mod replicas;

@@ -46,6 +46,7 @@ fn need(method: &str, path: &str) -> Need {
         (
             "POST",
             "/v1/clusters/{cluster}/authorities/{kind}/rotate"
+            | "/v1/clusters/{cluster}/authorities/{kind}/import"
             | "/v1/clusters/{cluster}/authorities/{kind}/generations/{generation}/retire",
         ) => Scope(kca::token::Scope::Admin),
         ("GET", "/v1/clusters/{cluster}/certificates" | "/v1/clusters/{cluster}/certificates/{serial}") => {
@@ -106,7 +107,31 @@ fn body(method: &str, path: &str) -> Option<Value> {
             json!({"force": true})
         }
         ("POST", "/v1/tokens") => json!({"subject": "minted", "scopes": ["read"], "ttl_seconds": 600}),
+        ("POST", "/v1/clusters/{cluster}/authorities/{kind}/import") => importable_ca().clone(),
         _ => return None,
+    })
+}
+
+/// A CA and its key to import (made once by kca's PKI core, valid now).
+fn importable_ca() -> &'static Value {
+    static CA: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    CA.get_or_init(|| {
+        let identity = kca::pki::ca::AuthorityIdentity {
+            cluster_name: "elsewhere",
+            cluster_id: "00000000-0000-4000-8000-000000000000",
+            kind: kca::pki::AuthorityKind::Operators,
+            generation: 1,
+        };
+        let made = kca::pki::ca::create_authority(
+            &identity,
+            kca::pki::KeyAlgorithm::P256,
+            time::OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+        json!({
+            "certificate_pem": kca::pki::to_pem("CERTIFICATE", &made.certificate_der),
+            "private_key_pem": kca::pki::to_pem("PRIVATE KEY", &made.pkcs8),
+        })
     })
 }
 

@@ -75,8 +75,9 @@ fn new_cluster(name: &str) -> NewCluster {
         policy: Default::default(),
         labels: [("env".to_string(), "test".to_string())].into(),
         key_algorithm: KeyAlgorithm::P256,
+        imports: Vec::new(),
     };
-    build_cluster(draft, &master, now(), Duration::from_secs(86_400)).unwrap().new
+    build_cluster(draft, Vec::new(), &master, now(), Duration::from_secs(86_400)).unwrap().new
 }
 
 fn certificate(
