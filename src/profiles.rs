@@ -165,6 +165,16 @@ pub fn profiles() -> Vec<Profile> {
             &["kubeadm:cluster-admins"],
             SanRule::Forbidden,
         ),
+        // kubeadm's super-admin.conf: system:masters bypasses RBAC, so the cluster's policy must
+        // also allow system:masters (`allow_system_masters`) for it to be issued.
+        profile(
+            "super-admin",
+            Operators,
+            CLIENT,
+            Fixed("kubernetes-super-admin"),
+            &["system:masters"],
+            SanRule::Forbidden,
+        ),
         profile("kubelet-serving", Kubelet, SERVER, Node, &["system:nodes"], SanRule::Required),
         profile("kubelet-client", Kubelet, CLIENT, Node, &["system:nodes"], SanRule::Forbidden),
         profile(

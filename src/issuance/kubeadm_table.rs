@@ -138,6 +138,13 @@ const KUBEADM: &[Row] = &[
     // The kubeconfig phase: client certificates signed by the "kubernetes" CA.
     client("admin.conf", "admin", KubeadmCa::Kubernetes, "kubernetes-admin", &["kubeadm:cluster-admins"]),
     client(
+        "super-admin.conf",
+        "super-admin",
+        KubeadmCa::Kubernetes,
+        "kubernetes-super-admin",
+        &["system:masters"],
+    ),
+    client(
         "controller-manager.conf",
         "controller-manager",
         KubeadmCa::Kubernetes,
@@ -151,7 +158,7 @@ const KUBEADM: &[Row] = &[
 /// Where kca deliberately differs from kubeadm, and why. Anything else that differs fails.
 fn deliberate_ca_difference(profile: &str) -> Option<(AuthorityKind, &'static str)> {
     match profile {
-        "admin" => Some((
+        "admin" | "super-admin" => Some((
             AuthorityKind::Operators,
             "people's kubeconfigs come from the operators CA, which can be rotated without touching the control plane",
         )),
@@ -186,6 +193,7 @@ fn request_for(row: &Row) -> ComponentRequest {
 fn every_profile_matches_kubeadms_table() {
     let policy = IssuancePolicy {
         allowed_profiles: crate::profiles::profiles().iter().map(|p| p.name.to_string()).collect(),
+        allow_system_masters: true,
         ..Default::default()
     };
     let admin = super::test_claims(&[Scope::Admin]);

@@ -38,10 +38,15 @@ async fn every_profile_is_lint_clean_and_fit_for_its_usage_only() {
     let admin = server.token(&[Scope::Admin]).await;
     let issuer = admin.clone();
     server.create_component_cluster(&admin, "prod").await;
+    // super-admin carries system:masters: refused until the policy allows it.
+    let problem = issue(&server, &issuer, json!({"profile": "super-admin"}), 403).await;
+    assert_eq!(problem["rule"], "allow_system_masters");
+    let allow = json!({"policy": {"allow_system_masters": true}});
+    server.json(Method::PATCH, "/v1/clusters/prod", Some(&admin), Some(allow), 200).await;
     let dir = tempfile::tempdir().unwrap();
     let profiles = server.json(Method::GET, "/v1/profiles", None, None, 200).await;
     let profiles = profiles.as_array().unwrap();
-    assert_eq!(profiles.len(), 12);
+    assert_eq!(profiles.len(), 13);
     for profile in profiles {
         let name = profile["name"].as_str().unwrap();
         let mut request = json!({"profile": name});
@@ -111,7 +116,7 @@ async fn every_profile_is_lint_clean_and_fit_for_its_usage_only() {
     }
     let listed =
         server.json(Method::GET, "/v1/clusters/prod/certificates?limit=500", Some(&admin), None, 200).await;
-    assert_eq!(listed["items"].as_array().unwrap().len(), 12);
+    assert_eq!(listed["items"].as_array().unwrap().len(), 13);
     // Every component profile is privileged: no other scope reaches one.
     for scope in [Scope::KubeconfigsIssue, Scope::CertificatesIssue, Scope::ClustersWrite] {
         let token = server.token(&[scope]).await;
