@@ -5,6 +5,8 @@
 #
 #   bash bench/run.sh                 full run (about 20 minutes on 2 cores, after the build)
 #   bash bench/run.sh --smoke         every step with tiny durations; exits non-zero if broken
+#   bash bench/run.sh --compare REV   only kubeconfig issuance at c=32 on Postgres over TLS, this
+#                                     checkout against commit REV, alternating: CPU per kubeconfig
 #
 # Options: --duration S (seconds per measured run, default 10), --repeats N (default 3),
 # --release / --dev (build profile; full runs default to release, smoke to dev), --no-perf,
@@ -20,6 +22,7 @@ REPEATS=3
 PROFILE=
 PERF=1
 KEEP=0
+COMPARE=
 while [ $# -gt 0 ]; do
     case "$1" in
         --smoke) SMOKE=1 ;;
@@ -30,7 +33,8 @@ while [ $# -gt 0 ]; do
         --no-perf) PERF=0 ;;
         --keep) KEEP=1 ;;
         --out) OUT=$2; shift ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        --compare) COMPARE=$2; shift ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
         *) echo "bench: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -88,6 +92,16 @@ pg_isready -h "$PG_HOST" -q || die "Postgres is not answering on $PG_HOST:5432"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 if [ "$PROFILE" = release ]; then CARGO_PROFILE=(--release); BIN_DIR=$CARGO_TARGET_DIR/release
 else CARGO_PROFILE=(); BIN_DIR=$CARGO_TARGET_DIR/debug; fi
+if [ -n "$COMPARE" ]; then
+    # The baseline is built first, in the same target directory (its dependencies are reused),
+    # and set aside; this checkout's build below then replaces target/.../kca.
+    BASELINE_SRC=$(mktemp -d /tmp/kca-bench-baseline.XXXXXX)
+    git -C "$ROOT" worktree add --quiet --detach "$BASELINE_SRC" "$COMPARE" || die "no commit $COMPARE"
+    log "building kca at $COMPARE ($PROFILE)"
+    (cd "$BASELINE_SRC" && cargo build --quiet "${CARGO_PROFILE[@]}" --bin kca) || die "cargo build of $COMPARE failed"
+    cp "$BIN_DIR/kca" "$BIN_DIR/kca-baseline"
+    git -C "$ROOT" worktree remove --force "$BASELINE_SRC"
+fi
 log "building kca and kca-bench ($PROFILE)"
 (cd "$ROOT" && cargo build --quiet "${CARGO_PROFILE[@]}" --bin kca) || die "cargo build of kca failed"
 cargo build --quiet "${CARGO_PROFILE[@]}" --manifest-path "$BENCH/loadgen/Cargo.toml" \
@@ -234,7 +248,7 @@ jq -n --rawfile csr "$WORK/user.csr" '{certificate_request:$csr,profile:"client"
 
 # --- kca ---------------------------------------------------------------------------------------
 
-declare -A URL PID DB TOKEN KIND
+declare -A URL PID DB TOKEN KIND BINARY
 
 # start_kca NAME DATABASE_URL|"": serve from $WORK/NAME; sets URL, PID and READY_MS (spawn to
 # the first 200 on /readyz).
@@ -245,7 +259,7 @@ start_kca() {
         --listen "127.0.0.1:$port" --tls-cert "$WORK/tls-cert.pem" --tls-key "$WORK/tls-key.pem")
     [ -n "$database_url" ] && args+=(--database-url "$database_url")
     since=$(date +%s%N)
-    start "$name" "$KCA" "${args[@]}"
+    start "$name" "${BINARY[$name]:-$KCA}" "${args[@]}"
     PID[$name]=$LAST_PID
     URL[$name]=https://127.0.0.1:$port
     KIND[$name]=kca
@@ -261,7 +275,7 @@ setup_kca() {
         --subject bench --scope admin --ttl 6h)
     if [ -n "$database_url" ]; then args+=(--database-url "$database_url")
     else args+=(--database-url "sqlite://$WORK/$name/kca.db"); fi
-    TOKEN[$name]=$("$KCA" "${args[@]}" 2>>"$WORK/logs/$name-token.log") || die "kca token create failed for $name"
+    TOKEN[$name]=$("${BINARY[$name]:-$KCA}" "${args[@]}" 2>>"$WORK/logs/$name-token.log") || die "kca token create failed for $name"
     local status
     status=$(curl -sS -o "$WORK/logs/$name-cluster.json" -w '%{http_code}' --max-time 30 --cacert "$CACERT" \
         -H "Authorization: Bearer ${TOKEN[$name]}" -H 'Content-Type: application/json' \
@@ -269,105 +283,9 @@ setup_kca() {
     [ "$status" = 201 ] || die "creating the bench cluster in $name answered $status: $(cat "$WORK/logs/$name-cluster.json")"
 }
 
-# --- Start-up time and memory on SQLite (first start, then restarts of the same data) ----------
-
-log "start-up on SQLite"
-STARTUP=()
-start_kca startup ""
-STARTUP+=("{\"kind\":\"first\",\"ready_ms\":$READY_MS,\"rss_kb\":$(sleep 1; rss_kb "${PID[startup]}")}")
-setup_kca startup ""
-stop "${PID[startup]}"
-for i in 1 2 3; do
-    start_kca startup ""
-    STARTUP+=("{\"kind\":\"restart\",\"ready_ms\":$READY_MS,\"rss_kb\":$(sleep 1; rss_kb "${PID[startup]}")}")
-    stop "${PID[startup]}"
-done
-printf '%s\n' "${STARTUP[@]}" | jq -s . >"$WORK/startup.json"
-log "ready (ms): $(jq -r 'map(.kind + " " + (.ready_ms|tostring)) | join(", ")' "$WORK/startup.json")"
-
-# --- The servers under test ------------------------------------------------------------------
-
-# How kca's connections to database $1 reach Postgres, as Postgres sees them: tls, tcp or unix.
-pg_transport() {
-    psql_db postgres "SELECT CASE WHEN count(*) = 0 THEN 'none' WHEN bool_and(a.client_addr IS NULL) THEN 'unix'
-        WHEN bool_and(s.ssl) THEN 'tls' WHEN NOT bool_or(s.ssl) THEN 'tcp' ELSE 'mixed' END
-        FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.datname = '$1' AND a.application_name = 'kca'"
-}
-
-declare -A TRANSPORT=([kca-pg]=tls [kca-pg-tcp]=tcp [kca-pg-unix]=unix)
-declare -A SUFFIX=([kca-pg]=main [kca-pg-tcp]=tcp [kca-pg-unix]=unix)
-for target in kca-pg kca-pg-tcp kca-pg-unix; do
-    create_database "${SUFFIX[$target]}" "$target"
-    start_kca "$target" "$(pg_url "${DB[$target]}" "${TRANSPORT[$target]}")"
-    setup_kca "$target" "$(pg_url "${DB[$target]}" "${TRANSPORT[$target]}")"
-    seen=$(pg_transport "${DB[$target]}")
-    [ "$seen" = "${TRANSPORT[$target]}" ] || die "$target reaches Postgres by '$seen', not ${TRANSPORT[$target]}"
-done
-log "kca-pg reaches Postgres over TCP with TLS, kca-pg-tcp over TCP, kca-pg-unix over the unix socket"
-start_kca kca-sqlite ""
-setup_kca kca-sqlite ""
-
-cfssl_config() {
-    mkdir -p "$WORK/cfssl"
-    cat >"$WORK/cfssl/ca-csr.json" <<'EOF'
-{"CN":"kca-bench cfssl CA","key":{"algo":"ecdsa","size":256},"names":[{"O":"bench"}]}
-EOF
-    (cd "$WORK/cfssl" && cfssl gencert -initca ca-csr.json 2>/dev/null | cfssljson -bare ca) \
-        || die "cfssl gencert -initca failed"
-    # The kca user profile: clientAuth only, digitalSignature, one hour (kca's default TTL).
-    cat >"$WORK/cfssl/config.json" <<'EOF'
-{"signing":{"default":{"expiry":"1h"},
- "profiles":{"client":{"usages":["signing","digital signature","client auth"],"expiry":"1h"}}}}
-EOF
-    # cfssl's certdb schema (certdb/sqlite/migrations/001_CreateCertificates.sql of this version).
-    sqlite3 "$WORK/cfssl/certs.db" <<'EOF'
-CREATE TABLE certificates (
-  serial_number            blob NOT NULL,
-  authority_key_identifier blob NOT NULL,
-  ca_label                 blob,
-  status                   blob NOT NULL,
-  reason                   int,
-  expiry                   timestamp,
-  revoked_at               timestamp,
-  pem                      blob NOT NULL,
-  PRIMARY KEY(serial_number, authority_key_identifier)
-);
-CREATE TABLE ocsp_responses (
-  serial_number            blob NOT NULL,
-  authority_key_identifier blob NOT NULL,
-  body                     blob NOT NULL,
-  expiry                   timestamp,
-  PRIMARY KEY(serial_number, authority_key_identifier),
-  FOREIGN KEY(serial_number, authority_key_identifier)
-    REFERENCES certificates(serial_number, authority_key_identifier)
-);
-EOF
-    echo "{\"driver\":\"sqlite3\",\"data_source\":\"$WORK/cfssl/certs.db\"}" >"$WORK/cfssl/db.json"
-}
-
-start_cfssl() {
-    local name=$1 port; shift
-    port=$(free_port)
-    start "$name" cfssl serve -address 127.0.0.1 -port "$port" -ca "$WORK/cfssl/ca.pem" \
-        -ca-key "$WORK/cfssl/ca-key.pem" -config "$WORK/cfssl/config.json" \
-        -tls-cert "$WORK/tls-cert.pem" -tls-key "$WORK/tls-key.pem" "$@"
-    PID[$name]=$LAST_PID
-    URL[$name]=https://127.0.0.1:$port
-    KIND[$name]=cfssl
-    for _ in $(seq 1 100); do
-        curl -s --max-time 1 --cacert "$CACERT" -o /dev/null "${URL[$name]}/api/v1/cfssl/scaninfo" && return
-        sleep 0.1
-    done
-    die "cfssl $name did not start: $(tail -5 "$WORK/logs/$name.log")"
-}
-
-cfssl_config
-start_cfssl cfssl
-start_cfssl cfssl-db -db-config "$WORK/cfssl/db.json"
-
 stored_rows() { # rows in the certificate table a target writes to; empty when it stores nothing
     case "$1" in
-        kca-pg|kca-pg-tcp|kca-pg-unix|kca-empty|kca-1m) psql_db "${DB[$1]}" "SELECT count(*) FROM certificates" ;;
+        kca-pg|kca-pg-tcp|kca-pg-unix|kca-empty|kca-1m|kca-baseline) psql_db "${DB[$1]}" "SELECT count(*) FROM certificates" ;;
         kca-sqlite) sqlite3 -cmd ".timeout 10000" "$WORK/kca-sqlite/kca.db" "SELECT count(*) FROM certificates" ;;
         cfssl-db) sqlite3 -cmd ".timeout 10000" "$WORK/cfssl/certs.db" "SELECT count(*) FROM certificates" ;;
         *) echo "" ;;
@@ -498,6 +416,135 @@ run_load() {
     fi
     return 0
 }
+
+# --- With --compare: this checkout against a baseline commit, and nothing else -----------------
+
+if [ -n "$COMPARE" ]; then
+    BINARY[kca-baseline]=$BIN_DIR/kca-baseline
+    for target in kca-pg kca-baseline; do
+        create_database "$target" "$target"
+        start_kca "$target" "$(pg_url "${DB[$target]}" tls)"
+        setup_kca "$target" "$(pg_url "${DB[$target]}" tls)"
+        check_target issue "$target" || die "issue on $target does not work"
+        run_load issue "$target" 32 "$WARMUP"
+    done
+    log "kubeconfig issuance at c=32 over TLS to Postgres: $(git -C "$ROOT" rev-parse --short HEAD) (kca-pg) \
+against $COMPARE (kca-baseline), $REPEATS alternating rounds of $DURATION s"
+    for repeat in $(seq 1 "$REPEATS"); do
+        for target in kca-pg kca-baseline; do run_load issue "$target" 32 "$DURATION" "$repeat"; done
+    done
+    jq -s --arg head "$(git -C "$ROOT" rev-parse --short HEAD)" --arg base "$COMPARE" '
+        def median: sort | if length == 0 then null elif length % 2 == 1 then .[length / 2 | floor]
+            else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+        def side($t): map(select(.target == $t)) |
+            {rps: (map(.rps) | median), server_cpu_us: (map(.server_cpu_ms_per_req * 1000) | median),
+             db_cpu_us: (map(.db_cpu_ms_per_req * 1000) | median), p99_ms: (map(.p99_ms) | median),
+             runs: length};
+        {head: $head, baseline: $base, this: side("kca-pg"), base: side("kca-baseline")}
+        | .server_cpu_ratio = (.this.server_cpu_us / .base.server_cpu_us)
+        | .rps_ratio = (.this.rps / .base.rps)' "$WORK/runs.jsonl" >"$OUT/compare.json"
+    jq -r '"kca CPU per kubeconfig (median): \(.this.server_cpu_us | floor) µs at \(.head), \(.base.server_cpu_us | floor) µs at \(.baseline): \(.server_cpu_ratio * 1000 | round / 1000)×",
+        "throughput (median): \(.this.rps | floor)/s against \(.base.rps | floor)/s: \(.rps_ratio * 1000 | round / 1000)×",
+        "Postgres CPU per kubeconfig: \(.this.db_cpu_us | floor) µs against \(.base.db_cpu_us | floor) µs"' "$OUT/compare.json"
+    [ ${#FAILURES[@]} -eq 0 ] || die "${#FAILURES[@]} failures: ${FAILURES[*]}"
+    exit 0
+fi
+
+# --- Start-up time and memory on SQLite (first start, then restarts of the same data) ----------
+
+log "start-up on SQLite"
+STARTUP=()
+start_kca startup ""
+STARTUP+=("{\"kind\":\"first\",\"ready_ms\":$READY_MS,\"rss_kb\":$(sleep 1; rss_kb "${PID[startup]}")}")
+setup_kca startup ""
+stop "${PID[startup]}"
+for i in 1 2 3; do
+    start_kca startup ""
+    STARTUP+=("{\"kind\":\"restart\",\"ready_ms\":$READY_MS,\"rss_kb\":$(sleep 1; rss_kb "${PID[startup]}")}")
+    stop "${PID[startup]}"
+done
+printf '%s\n' "${STARTUP[@]}" | jq -s . >"$WORK/startup.json"
+log "ready (ms): $(jq -r 'map(.kind + " " + (.ready_ms|tostring)) | join(", ")' "$WORK/startup.json")"
+
+# --- The servers under test ------------------------------------------------------------------
+
+# How kca's connections to database $1 reach Postgres, as Postgres sees them: tls, tcp or unix.
+pg_transport() {
+    psql_db postgres "SELECT CASE WHEN count(*) = 0 THEN 'none' WHEN bool_and(a.client_addr IS NULL) THEN 'unix'
+        WHEN bool_and(s.ssl) THEN 'tls' WHEN NOT bool_or(s.ssl) THEN 'tcp' ELSE 'mixed' END
+        FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.datname = '$1' AND a.application_name = 'kca'"
+}
+
+declare -A TRANSPORT=([kca-pg]=tls [kca-pg-tcp]=tcp [kca-pg-unix]=unix)
+declare -A SUFFIX=([kca-pg]=main [kca-pg-tcp]=tcp [kca-pg-unix]=unix)
+for target in kca-pg kca-pg-tcp kca-pg-unix; do
+    create_database "${SUFFIX[$target]}" "$target"
+    start_kca "$target" "$(pg_url "${DB[$target]}" "${TRANSPORT[$target]}")"
+    setup_kca "$target" "$(pg_url "${DB[$target]}" "${TRANSPORT[$target]}")"
+    seen=$(pg_transport "${DB[$target]}")
+    [ "$seen" = "${TRANSPORT[$target]}" ] || die "$target reaches Postgres by '$seen', not ${TRANSPORT[$target]}"
+done
+log "kca-pg reaches Postgres over TCP with TLS, kca-pg-tcp over TCP, kca-pg-unix over the unix socket"
+start_kca kca-sqlite ""
+setup_kca kca-sqlite ""
+
+cfssl_config() {
+    mkdir -p "$WORK/cfssl"
+    cat >"$WORK/cfssl/ca-csr.json" <<'EOF'
+{"CN":"kca-bench cfssl CA","key":{"algo":"ecdsa","size":256},"names":[{"O":"bench"}]}
+EOF
+    (cd "$WORK/cfssl" && cfssl gencert -initca ca-csr.json 2>/dev/null | cfssljson -bare ca) \
+        || die "cfssl gencert -initca failed"
+    # The kca user profile: clientAuth only, digitalSignature, one hour (kca's default TTL).
+    cat >"$WORK/cfssl/config.json" <<'EOF'
+{"signing":{"default":{"expiry":"1h"},
+ "profiles":{"client":{"usages":["signing","digital signature","client auth"],"expiry":"1h"}}}}
+EOF
+    # cfssl's certdb schema (certdb/sqlite/migrations/001_CreateCertificates.sql of this version).
+    sqlite3 "$WORK/cfssl/certs.db" <<'EOF'
+CREATE TABLE certificates (
+  serial_number            blob NOT NULL,
+  authority_key_identifier blob NOT NULL,
+  ca_label                 blob,
+  status                   blob NOT NULL,
+  reason                   int,
+  expiry                   timestamp,
+  revoked_at               timestamp,
+  pem                      blob NOT NULL,
+  PRIMARY KEY(serial_number, authority_key_identifier)
+);
+CREATE TABLE ocsp_responses (
+  serial_number            blob NOT NULL,
+  authority_key_identifier blob NOT NULL,
+  body                     blob NOT NULL,
+  expiry                   timestamp,
+  PRIMARY KEY(serial_number, authority_key_identifier),
+  FOREIGN KEY(serial_number, authority_key_identifier)
+    REFERENCES certificates(serial_number, authority_key_identifier)
+);
+EOF
+    echo "{\"driver\":\"sqlite3\",\"data_source\":\"$WORK/cfssl/certs.db\"}" >"$WORK/cfssl/db.json"
+}
+
+start_cfssl() {
+    local name=$1 port; shift
+    port=$(free_port)
+    start "$name" cfssl serve -address 127.0.0.1 -port "$port" -ca "$WORK/cfssl/ca.pem" \
+        -ca-key "$WORK/cfssl/ca-key.pem" -config "$WORK/cfssl/config.json" \
+        -tls-cert "$WORK/tls-cert.pem" -tls-key "$WORK/tls-key.pem" "$@"
+    PID[$name]=$LAST_PID
+    URL[$name]=https://127.0.0.1:$port
+    KIND[$name]=cfssl
+    for _ in $(seq 1 100); do
+        curl -s --max-time 1 --cacert "$CACERT" -o /dev/null "${URL[$name]}/api/v1/cfssl/scaninfo" && return
+        sleep 0.1
+    done
+    die "cfssl $name did not start: $(tail -5 "$WORK/logs/$name.log")"
+}
+
+cfssl_config
+start_cfssl cfssl
+start_cfssl cfssl-db -db-config "$WORK/cfssl/db.json"
 
 : >"$WORK/runs.jsonl"
 TARGETS=(kca-pg kca-sqlite cfssl cfssl-db)

@@ -17,6 +17,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// The caller asked for something the store cannot do (a bug in kca, answered 500).
+    #[error("invalid request to the store: {0}")]
+    Invalid(String),
     #[error("invalid database configuration: {0}")]
     Config(String),
     #[error(transparent)]

@@ -1,11 +1,15 @@
-//! Storage: one interface, one module per backend (Postgres for production, SQLite embedded).
+//! Storage: one interface, implemented once (`backend.rs`, over the statements and row mapping
+//! of `sql.rs`) on two backends that hold only what differs: Postgres for production (`postgres.rs`)
+//! and SQLite embedded (`sqlite.rs`).
 //!
 //! All SQL of kca lives below this module. Every method is one transaction; every change that
 //! matters to an operator writes its audit event in that same transaction.
 
+mod backend;
 mod error;
 mod migrate;
 pub mod postgres;
+mod sql;
 pub mod sqlite;
 mod stored_policy;
 
@@ -263,7 +267,7 @@ pub struct PoolState {
     pub max: u32,
 }
 
-/// The storage interface. One implementation per backend.
+/// The storage interface, implemented for every [`backend::Backend`].
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// `postgres` or `sqlite`.
@@ -443,35 +447,6 @@ pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Sto
     } else {
         Err(StoreError::Config("the database URL must start with postgres:// or sqlite:".into()))
     }
-}
-
-fn parse_kind(text: String) -> StoreResult<AuthorityKind> {
-    AuthorityKind::parse(&text).ok_or_else(|| StoreError::Corrupt(format!("authority kind {text:?}")))
-}
-
-fn parse_state(text: String) -> StoreResult<AuthorityState> {
-    AuthorityState::parse(&text).ok_or_else(|| StoreError::Corrupt(format!("authority state {text:?}")))
-}
-
-fn parse_key_algorithm(text: String) -> StoreResult<KeyAlgorithm> {
-    KeyAlgorithm::parse(&text).ok_or_else(|| StoreError::Corrupt(format!("key algorithm {text:?}")))
-}
-
-fn parse_scopes(scopes: Vec<String>) -> StoreResult<Vec<crate::scope::Scope>> {
-    scopes
-        .iter()
-        .map(|s| {
-            crate::scope::Scope::parse(s).ok_or_else(|| StoreError::Corrupt(format!("token scope {s:?}")))
-        })
-        .collect()
-}
-
-fn scope_names(scopes: &[crate::scope::Scope]) -> Vec<&'static str> {
-    scopes.iter().map(|s| s.as_str()).collect()
-}
-
-fn parse_reason(text: &str) -> StoreResult<RevocationReason> {
-    RevocationReason::parse(text).ok_or_else(|| StoreError::Corrupt(format!("revocation reason {text:?}")))
 }
 
 /// Run CPU-heavy work (signing a large CRL) without stalling the other tasks of a runtime worker.

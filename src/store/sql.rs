@@ -1,0 +1,373 @@
+//! What both backends share below the `Store` interface: statements as SQL text plus typed
+//! arguments, and the mapping of rows to records.
+//!
+//! The SQL is written once with `$n` placeholders (Postgres's, which SQLite reads too). An
+//! argument says what it is (a UUID, a time, a list of UUIDs) and each backend binds it in its own
+//! representation: Postgres natively, SQLite as text and microseconds (see `sqlite.rs`). A row is
+//! read through [`Columns`], whose UUID and time readers are the backend's.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use sqlx::query::Query;
+use sqlx::types::Json;
+use sqlx::{Decode, Encode, Postgres, Sqlite, Type};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::stored_policy::StoredPolicy;
+use super::*;
+
+pub(super) const CLUSTER_COLUMNS: &str =
+    "id, name, server, key_algorithm, policy, labels, created_at, updated_at, version";
+pub(super) const AUTHORITY_COLUMNS: &str = "id, cluster_id, kind, generation, state, subject, certificate_der, \
+     fingerprint, key_algorithm, sealed_key, key_version, not_before, not_after, created_at";
+pub(super) const CERTIFICATE_COLUMNS: &str = "seq, serial, cluster_id, authority_id, kind, generation, profile, \
+     common_name, groups, dns_names, ip_addresses, not_before, not_after, fingerprint, certificate_der, issued_by, \
+     created_at, revoked_at, revocation_reason";
+pub(super) const CRL_COLUMNS: &str = "authority_id, crl_number, this_update, next_update, entries, der";
+pub(super) const TOKEN_COLUMNS: &str = "seq, id, subject, scopes, clusters, groups, max_ttl_seconds, key_id, \
+     created_by, created_at, expires_at, last_used_at, revoked_at";
+pub(super) const AUDIT_COLUMNS: &str =
+    "id, at, actor, action, object_type, object_id, cluster_id, remote_addr, details";
+
+/// One argument of a statement, typed by what it means rather than by how a backend stores it.
+#[derive(Clone, Debug)]
+pub(super) enum Arg {
+    Uuid(Uuid),
+    OptUuid(Option<Uuid>),
+    UuidList(Vec<Uuid>),
+    Time(OffsetDateTime),
+    /// Stored alike by both backends.
+    Plain(PlainArg),
+}
+
+#[derive(Clone, Debug)]
+pub(super) enum PlainArg {
+    Text(String),
+    OptText(Option<String>),
+    Int(i64),
+    OptInt(Option<i64>),
+    Int32(i32),
+    Bytes(Vec<u8>),
+    Json(serde_json::Value),
+    OptJson(Option<serde_json::Value>),
+}
+
+impl PlainArg {
+    pub fn bind<'q, DB: sqlx::Database>(
+        self,
+        query: Query<'q, DB, DB::Arguments>,
+    ) -> Query<'q, DB, DB::Arguments>
+    where
+        for<'t> String: Encode<'t, DB> + Type<DB>,
+        for<'t> Option<String>: Encode<'t, DB> + Type<DB>,
+        for<'t> i64: Encode<'t, DB> + Type<DB>,
+        for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
+        for<'t> i32: Encode<'t, DB> + Type<DB>,
+        for<'t> Vec<u8>: Encode<'t, DB> + Type<DB>,
+        for<'t> Json<serde_json::Value>: Encode<'t, DB> + Type<DB>,
+        for<'t> Option<Json<serde_json::Value>>: Encode<'t, DB> + Type<DB>,
+    {
+        match self {
+            PlainArg::Text(v) => query.bind(v),
+            PlainArg::OptText(v) => query.bind(v),
+            PlainArg::Int(v) => query.bind(v),
+            PlainArg::OptInt(v) => query.bind(v),
+            PlainArg::Int32(v) => query.bind(v),
+            PlainArg::Bytes(v) => query.bind(v),
+            PlainArg::Json(v) => query.bind(Json(v)),
+            PlainArg::OptJson(v) => query.bind(v.map(Json)),
+        }
+    }
+}
+
+macro_rules! arg_from {
+    ($($t:ty => $($variant:ident)::+),* $(,)?) => {
+        $(impl From<$t> for Arg {
+            fn from(value: $t) -> Self {
+                arg_from!(@wrap value.into(), $($variant)::+)
+            }
+        })*
+    };
+    (@wrap $value:expr, $variant:ident) => { Arg::$variant($value) };
+    (@wrap $value:expr, Plain::$variant:ident) => { Arg::Plain(PlainArg::$variant($value)) };
+}
+
+arg_from!(
+    Uuid => Uuid,
+    Option<Uuid> => OptUuid,
+    Vec<Uuid> => UuidList,
+    OffsetDateTime => Time,
+    String => Plain::Text,
+    &str => Plain::Text,
+    Option<String> => Plain::OptText,
+    i64 => Plain::Int,
+    Option<i64> => Plain::OptInt,
+    i32 => Plain::Int32,
+    Vec<u8> => Plain::Bytes,
+    &[u8] => Plain::Bytes,
+    serde_json::Value => Plain::Json,
+    Option<serde_json::Value> => Plain::OptJson,
+);
+
+/// A statement: SQL with `$n` placeholders and its arguments in order.
+#[derive(Clone, Debug)]
+pub(super) struct Stmt {
+    pub sql: String,
+    pub args: Vec<Arg>,
+}
+
+impl Stmt {
+    pub fn new(sql: impl Into<String>) -> Self {
+        Self { sql: sql.into(), args: Vec::new() }
+    }
+
+    /// Add the argument for the next `$n` the SQL already holds.
+    pub fn bind(mut self, arg: impl Into<Arg>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn push(&mut self, sql: &str) -> &mut Self {
+        self.sql.push_str(sql);
+        self
+    }
+
+    /// Append a new placeholder and its argument.
+    pub fn push_bind(&mut self, arg: impl Into<Arg>) -> &mut Self {
+        self.args.push(arg.into());
+        self.sql.push_str(&format!("${}", self.args.len()));
+        self
+    }
+}
+
+/// A value both drivers decode the same way (text, integers, bytes, JSON).
+pub(super) trait Plain:
+    for<'r> Decode<'r, Postgres> + Type<Postgres> + for<'r> Decode<'r, Sqlite> + Type<Sqlite>
+{
+}
+
+impl<T> Plain for T where
+    T: for<'r> Decode<'r, Postgres> + Type<Postgres> + for<'r> Decode<'r, Sqlite> + Type<Sqlite>
+{
+}
+
+/// Reading a column of a result row; UUIDs and times as the backend stores them.
+pub(super) trait Columns {
+    fn get<T: Plain>(&self, column: &str) -> StoreResult<T>;
+    fn opt_uuid(&self, column: &str) -> StoreResult<Option<Uuid>>;
+    fn opt_time(&self, column: &str) -> StoreResult<Option<OffsetDateTime>>;
+
+    fn uuid(&self, column: &str) -> StoreResult<Uuid> {
+        self.opt_uuid(column)?.ok_or_else(|| StoreError::Corrupt(format!("{column} is null")))
+    }
+
+    fn time(&self, column: &str) -> StoreResult<OffsetDateTime> {
+        self.opt_time(column)?.ok_or_else(|| StoreError::Corrupt(format!("{column} is null")))
+    }
+
+    fn json<T: DeserializeOwned>(&self, column: &str) -> StoreResult<T>
+    where
+        Json<T>: Plain,
+    {
+        Ok(self.get::<Json<T>>(column)?.0)
+    }
+}
+
+/// The precision both databases keep: what a time reads back as.
+pub(super) fn stored_time(at: OffsetDateTime) -> OffsetDateTime {
+    at.replace_nanosecond(at.nanosecond() / 1_000 * 1_000).expect("a smaller nanosecond is valid")
+}
+
+pub(super) fn cluster_from_row(row: &impl Columns) -> StoreResult<ClusterRecord> {
+    Ok(ClusterRecord {
+        id: row.uuid("id")?,
+        name: row.get("name")?,
+        server: row.get("server")?,
+        key_algorithm: parse_key_algorithm(row.get("key_algorithm")?)?,
+        policy: row.json::<StoredPolicy>("policy")?.into(),
+        labels: row.json::<BTreeMap<String, String>>("labels")?,
+        created_at: row.time("created_at")?,
+        updated_at: row.time("updated_at")?,
+        version: row.get("version")?,
+    })
+}
+
+pub(super) fn authority_from_row(row: &impl Columns) -> StoreResult<AuthorityRecord> {
+    Ok(AuthorityRecord {
+        id: row.uuid("id")?,
+        cluster_id: row.uuid("cluster_id")?,
+        kind: parse_kind(row.get("kind")?)?,
+        generation: row.get("generation")?,
+        state: parse_state(row.get("state")?)?,
+        subject: row.get("subject")?,
+        certificate_der: row.get("certificate_der")?,
+        fingerprint: row.get("fingerprint")?,
+        key_algorithm: parse_key_algorithm(row.get("key_algorithm")?)?,
+        sealed_key: row.get("sealed_key")?,
+        key_version: row.get("key_version")?,
+        not_before: row.time("not_before")?,
+        not_after: row.time("not_after")?,
+        created_at: row.time("created_at")?,
+    })
+}
+
+/// A certificate with its position (`seq`) for keyset paging.
+pub(super) fn certificate_from_row(row: &impl Columns) -> StoreResult<(i64, CertificateRecord)> {
+    let reason: Option<String> = row.get("revocation_reason")?;
+    Ok((
+        row.get("seq")?,
+        CertificateRecord {
+            serial: row.get("serial")?,
+            cluster_id: row.uuid("cluster_id")?,
+            authority_id: row.uuid("authority_id")?,
+            kind: parse_kind(row.get("kind")?)?,
+            generation: row.get("generation")?,
+            profile: row.get("profile")?,
+            common_name: row.get("common_name")?,
+            groups: row.json("groups")?,
+            dns_names: row.json("dns_names")?,
+            ip_addresses: row.json("ip_addresses")?,
+            not_before: row.time("not_before")?,
+            not_after: row.time("not_after")?,
+            fingerprint: row.get("fingerprint")?,
+            certificate_der: row.get("certificate_der")?,
+            issued_by: row.get("issued_by")?,
+            created_at: row.time("created_at")?,
+            revoked_at: row.opt_time("revoked_at")?,
+            revocation_reason: reason.as_deref().map(parse_reason).transpose()?,
+        },
+    ))
+}
+
+pub(super) fn crl_from_row(row: &impl Columns) -> StoreResult<CrlRecord> {
+    Ok(CrlRecord {
+        authority_id: row.uuid("authority_id")?,
+        number: row.get("crl_number")?,
+        this_update: row.time("this_update")?,
+        next_update: row.time("next_update")?,
+        entries: row.get("entries")?,
+        der: row.get("der")?,
+    })
+}
+
+pub(super) fn audit_from_row(row: &impl Columns) -> StoreResult<AuditRecord> {
+    Ok(AuditRecord {
+        id: row.get("id")?,
+        entry: AuditEntry {
+            at: row.time("at")?,
+            actor: row.get("actor")?,
+            action: row.get("action")?,
+            object_type: row.get("object_type")?,
+            object_id: row.get("object_id")?,
+            cluster_id: row.opt_uuid("cluster_id")?,
+            remote_addr: row.get("remote_addr")?,
+            details: row.json("details")?,
+        },
+    })
+}
+
+/// A token with its position (`seq`) for keyset paging.
+pub(super) fn token_from_row(row: &impl Columns) -> StoreResult<(i64, TokenRecord)> {
+    Ok((
+        row.get("seq")?,
+        TokenRecord {
+            id: row.uuid("id")?,
+            subject: row.get("subject")?,
+            scopes: parse_scopes(row.json("scopes")?)?,
+            clusters: row.json("clusters")?,
+            groups: row.get::<Option<Json<Vec<String>>>>("groups")?.map(|g| g.0),
+            max_ttl: row.get::<Option<i64>>("max_ttl_seconds")?.map(|t| t as u64),
+            key_id: row.get("key_id")?,
+            created_by: row.get("created_by")?,
+            created_at: row.time("created_at")?,
+            expires_at: row.time("expires_at")?,
+            last_used_at: row.opt_time("last_used_at")?,
+            revoked_at: row.opt_time("revoked_at")?,
+        },
+    ))
+}
+
+pub(super) fn token_key_from_row(row: &impl Columns) -> StoreResult<TokenKeyRecord> {
+    Ok(TokenKeyRecord {
+        id: row.get("id")?,
+        sealed_key: row.get("sealed_key")?,
+        created_at: row.time("created_at")?,
+        last_token_expiry: row.opt_time("last_token_expiry")?,
+    })
+}
+
+/// A revoked serial and its reason, from `serial` and `revocation_reason` columns.
+pub(super) fn revoked_serial_from_row(row: &impl Columns) -> StoreResult<(String, RevocationReason)> {
+    let reason: Option<String> = row.get("revocation_reason")?;
+    Ok((row.get("serial")?, reason.as_deref().map(parse_reason).transpose()?.unwrap_or_default()))
+}
+
+pub(super) fn insert_audit(entry: &AuditEntry) -> Stmt {
+    Stmt::new(
+        "INSERT INTO audit_events (at, actor, action, object_type, object_id, cluster_id, remote_addr, details) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(entry.at)
+    .bind(entry.actor.as_str())
+    .bind(entry.action.as_str())
+    .bind(entry.object_type.as_str())
+    .bind(entry.object_id.as_str())
+    .bind(entry.cluster_id)
+    .bind(entry.remote_addr.clone())
+    .bind(entry.details.clone())
+}
+
+pub(super) fn insert_certificate(c: &CertificateRecord) -> Stmt {
+    Stmt::new(
+        "INSERT INTO certificates (serial, cluster_id, authority_id, kind, generation, profile, common_name, \
+         groups, dns_names, ip_addresses, not_before, not_after, fingerprint, certificate_der, issued_by, \
+         created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+    )
+    .bind(c.serial.as_str())
+    .bind(c.cluster_id)
+    .bind(c.authority_id)
+    .bind(c.kind.as_str())
+    .bind(c.generation)
+    .bind(c.profile.as_str())
+    .bind(c.common_name.as_str())
+    .bind(serde_json::json!(c.groups))
+    .bind(serde_json::json!(c.dns_names))
+    .bind(serde_json::json!(c.ip_addresses))
+    .bind(c.not_before)
+    .bind(c.not_after)
+    .bind(c.fingerprint.as_str())
+    .bind(c.certificate_der.as_slice())
+    .bind(c.issued_by.as_str())
+    .bind(c.created_at)
+}
+
+fn parse_kind(text: String) -> StoreResult<AuthorityKind> {
+    AuthorityKind::parse(&text).ok_or_else(|| StoreError::Corrupt(format!("authority kind {text:?}")))
+}
+
+fn parse_state(text: String) -> StoreResult<AuthorityState> {
+    AuthorityState::parse(&text).ok_or_else(|| StoreError::Corrupt(format!("authority state {text:?}")))
+}
+
+fn parse_key_algorithm(text: String) -> StoreResult<KeyAlgorithm> {
+    KeyAlgorithm::parse(&text).ok_or_else(|| StoreError::Corrupt(format!("key algorithm {text:?}")))
+}
+
+fn parse_scopes(scopes: Vec<String>) -> StoreResult<Vec<crate::scope::Scope>> {
+    scopes
+        .iter()
+        .map(|s| {
+            crate::scope::Scope::parse(s).ok_or_else(|| StoreError::Corrupt(format!("token scope {s:?}")))
+        })
+        .collect()
+}
+
+pub(super) fn scope_names(scopes: &[crate::scope::Scope]) -> Vec<&'static str> {
+    scopes.iter().map(|s| s.as_str()).collect()
+}
+
+pub(super) fn parse_reason(text: &str) -> StoreResult<RevocationReason> {
+    RevocationReason::parse(text).ok_or_else(|| StoreError::Corrupt(format!("revocation reason {text:?}")))
+}
