@@ -13,10 +13,13 @@ use crate::names::{FieldError, validate_cluster_name};
 use crate::pki::ca::{AuthorityIdentity, BACKDATE, create_authority};
 use crate::pki::crl::{CrlWindow, RevokedEntry, sign_crl};
 use crate::pki::import::ImportedAuthority;
+use crate::pki::intermediate::{AcceptedIntermediate, chain_pem, request_intermediate};
 use crate::pki::seal::MasterKey;
 use crate::pki::{AuthorityKind, CaSigner, KeyAlgorithm, PkiError, fingerprint_sha256};
 use crate::policy::IssuancePolicy;
-use crate::store::{AuthorityRecord, AuthorityState, ClusterRecord, CrlRecord, NewCluster, SignedCrl};
+use crate::store::{
+    AuthorityRecord, AuthorityState, ClusterRecord, CrlRecord, NewCluster, PendingAuthorityRecord, SignedCrl,
+};
 
 /// The CRL window starting now: thisUpdate backdated for clock skew, nextUpdate `validity` later.
 pub fn crl_window(number: u64, now: OffsetDateTime, validity: Duration) -> CrlWindow {
@@ -165,6 +168,7 @@ pub fn build_authority(
     let made = create_authority(&identity, cluster.key_algorithm, now)?;
     let parts = AuthorityParts {
         certificate_der: made.certificate_der,
+        chain_pem: String::new(),
         pkcs8: &made.pkcs8,
         algorithm: cluster.key_algorithm,
         signer: made.signer,
@@ -185,6 +189,7 @@ pub fn build_imported_authority(
 ) -> Result<BuiltAuthority, PkiError> {
     let parts = AuthorityParts {
         certificate_der: imported.certificate_der,
+        chain_pem: String::new(),
         pkcs8: &imported.pkcs8,
         algorithm: imported.algorithm,
         signer: imported.signer,
@@ -192,8 +197,74 @@ pub fn build_imported_authority(
     assemble_authority(cluster, kind, generation, parts, master, now, crl_validity)
 }
 
+/// A key and CSR for generation `generation` of a cluster's `kind` as an intermediate under the
+/// organisation's root; the key is sealed bound to the pending record's id, which becomes the
+/// authority's id once its certificate is installed.
+pub fn build_pending_authority(
+    cluster: &ClusterRecord,
+    kind: AuthorityKind,
+    generation: i32,
+    master: &MasterKey,
+    now: OffsetDateTime,
+) -> Result<PendingAuthorityRecord, PkiError> {
+    let cluster_id = cluster.id.to_string();
+    let identity =
+        AuthorityIdentity { cluster_name: &cluster.name, cluster_id: &cluster_id, kind, generation };
+    let request = request_intermediate(&identity, cluster.key_algorithm)?;
+    let id = Uuid::new_v4();
+    Ok(PendingAuthorityRecord {
+        id,
+        cluster_id: cluster.id,
+        kind,
+        key_algorithm: cluster.key_algorithm,
+        sealed_key: master.seal(&request.pkcs8, &authority_aad(id))?,
+        key_version: master.version(),
+        csr_der: request.csr_der,
+        created_at: now,
+    })
+}
+
+/// The authority record of a signed intermediate: the pending key (sealed as it is, under the
+/// pending id), its certificate and chain, and a first, empty CRL.
+pub fn build_intermediate_authority(
+    pending: &PendingAuthorityRecord,
+    generation: i32,
+    accepted: AcceptedIntermediate,
+    now: OffsetDateTime,
+    crl_validity: Duration,
+) -> Result<BuiltAuthority, PkiError> {
+    let signed = sign_crl_now(&accepted.signer, 1, &[], now, crl_validity)?;
+    let crl = CrlRecord {
+        authority_id: pending.id,
+        number: 1,
+        this_update: signed.this_update,
+        next_update: signed.next_update,
+        entries: 0,
+        der: signed.der,
+    };
+    let record = AuthorityRecord {
+        id: pending.id,
+        cluster_id: pending.cluster_id,
+        kind: pending.kind,
+        generation,
+        state: AuthorityState::Active,
+        subject: accepted.signer.subject_text(),
+        fingerprint: fingerprint_sha256(&accepted.certificate_der),
+        key_algorithm: pending.key_algorithm,
+        sealed_key: pending.sealed_key.clone(),
+        key_version: pending.key_version,
+        not_before: accepted.signer.not_before(),
+        not_after: accepted.signer.not_after(),
+        created_at: now,
+        certificate_der: accepted.certificate_der,
+        chain_pem: chain_pem(&accepted.chain_der),
+    };
+    Ok(BuiltAuthority { record, crl, signer: Arc::new(accepted.signer) })
+}
+
 struct AuthorityParts<'a> {
     certificate_der: Vec<u8>,
+    chain_pem: String,
     pkcs8: &'a [u8],
     algorithm: KeyAlgorithm,
     signer: CaSigner,
@@ -234,6 +305,7 @@ fn assemble_authority(
         not_after: parts.signer.not_after(),
         created_at: now,
         certificate_der: parts.certificate_der,
+        chain_pem: parts.chain_pem,
     };
     Ok(BuiltAuthority { record, crl, signer: Arc::new(parts.signer) })
 }

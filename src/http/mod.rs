@@ -84,6 +84,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(authorities::ca_bundle))
         .routes(routes!(authorities::rotate_authority))
         .routes(routes!(authorities::import_authority))
+        .routes(routes!(authorities::request_intermediate))
+        .routes(routes!(authorities::install_intermediate))
         .routes(routes!(authorities::retire_generation))
         .routes(routes!(components::list_profiles))
         .routes(routes!(kubeconfigs::issue_kubeconfig))

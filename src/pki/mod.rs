@@ -10,6 +10,7 @@ pub mod csr;
 pub mod der_time;
 pub mod error;
 pub mod import;
+pub mod intermediate;
 pub mod keys;
 pub mod kind;
 pub mod kubeconfig;

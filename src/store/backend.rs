@@ -131,7 +131,7 @@ async fn insert_authority(
     conn.execute(
         Stmt::new(format!(
             "INSERT INTO authorities ({AUTHORITY_COLUMNS}, crl_number) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         ))
         .bind(a.id)
         .bind(a.cluster_id)
@@ -147,6 +147,7 @@ async fn insert_authority(
         .bind(a.not_before)
         .bind(a.not_after)
         .bind(a.created_at)
+        .bind(a.chain_pem.as_str())
         .bind(crl.number),
     )
     .await?;
@@ -737,6 +738,84 @@ impl<B: Backend> Store for B {
             tx.execute(sql::insert_audit(audit)).await?;
         }
         tx.notify(Change::TokenKeys).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn save_pending_authority(
+        &self,
+        pending: &PendingAuthorityRecord,
+        audit: &AuditEntry,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        tx.execute(
+            Stmt::new("DELETE FROM pending_authorities WHERE cluster_id = $1 AND kind = $2")
+                .bind(pending.cluster_id)
+                .bind(pending.kind.as_str()),
+        )
+        .await?;
+        tx.execute(
+            Stmt::new(format!(
+                "INSERT INTO pending_authorities ({PENDING_AUTHORITY_COLUMNS}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            ))
+            .bind(pending.id)
+            .bind(pending.cluster_id)
+            .bind(pending.kind.as_str())
+            .bind(pending.key_algorithm.as_str())
+            .bind(pending.sealed_key.as_slice())
+            .bind(pending.key_version)
+            .bind(pending.csr_der.as_slice())
+            .bind(pending.created_at),
+        )
+        .await?;
+        tx.execute(sql::insert_audit(audit)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_pending_authority(
+        &self,
+        cluster_id: Uuid,
+        kind: AuthorityKind,
+    ) -> StoreResult<PendingAuthorityRecord> {
+        let stmt = Stmt::new(format!(
+            "SELECT {PENDING_AUTHORITY_COLUMNS} FROM pending_authorities WHERE cluster_id = $1 AND kind = $2"
+        ))
+        .bind(cluster_id)
+        .bind(kind.as_str());
+        pending_authority_from_row(&self.read().await?.fetch_one(stmt).await?)
+    }
+
+    async fn install_intermediate(
+        &self,
+        new: &AuthorityRecord,
+        crl: &CrlRecord,
+        audit: &AuditEntry,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let removed = tx
+            .execute(
+                Stmt::new("DELETE FROM pending_authorities WHERE id = $1 AND cluster_id = $2 AND kind = $3")
+                    .bind(new.id)
+                    .bind(new.cluster_id)
+                    .bind(new.kind.as_str()),
+            )
+            .await?;
+        if removed == 0 {
+            return Err(StoreError::Conflict("the request was replaced by a newer one".into()));
+        }
+        tx.execute(
+            Stmt::new("UPDATE authorities SET state = $3 WHERE cluster_id = $1 AND kind = $2 AND state = $4")
+                .bind(new.cluster_id)
+                .bind(new.kind.as_str())
+                .bind(AuthorityState::Retiring.as_str())
+                .bind(AuthorityState::Active.as_str()),
+        )
+        .await?;
+        insert_authority(&mut *tx, new, crl).await?;
+        tx.execute(sql::insert_audit(audit)).await?;
+        tx.notify(Change::Cluster(new.cluster_id)).await?;
         tx.commit().await?;
         Ok(())
     }

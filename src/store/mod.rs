@@ -88,6 +88,23 @@ pub struct AuthorityRecord {
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
     pub created_at: OffsetDateTime,
+    /// For an intermediate under the organisation's root: its issuers, PEM, nearest first
+    /// (empty otherwise). Served after it in its bundles.
+    pub chain_pem: String,
+}
+
+/// A key made for an intermediate whose certificate the organisation has yet to sign. Its id
+/// becomes the authority's id (the key is sealed bound to it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingAuthorityRecord {
+    pub id: Uuid,
+    pub cluster_id: Uuid,
+    pub kind: AuthorityKind,
+    pub key_algorithm: KeyAlgorithm,
+    pub sealed_key: Vec<u8>,
+    pub key_version: i32,
+    pub csr_der: Vec<u8>,
+    pub created_at: OffsetDateTime,
 }
 
 /// The current CRL of one CA generation.
@@ -435,6 +452,30 @@ pub trait Store: Send + Sync + 'static {
         sealed_key: &[u8],
         at: OffsetDateTime,
         audit: Option<&AuditEntry>,
+    ) -> StoreResult<()>;
+
+    /// Keep the key and CSR of an intermediate to be signed, replacing any earlier request for
+    /// that cluster and kind, with its audit event.
+    async fn save_pending_authority(
+        &self,
+        pending: &PendingAuthorityRecord,
+        audit: &AuditEntry,
+    ) -> StoreResult<()>;
+
+    /// The pending intermediate of a cluster's kind.
+    async fn get_pending_authority(
+        &self,
+        cluster_id: Uuid,
+        kind: AuthorityKind,
+    ) -> StoreResult<PendingAuthorityRecord>;
+
+    /// Install a signed intermediate as a new generation (as `rotate_authority` does) and drop its
+    /// pending request, whose id `new` carries; Conflict when that request was replaced meanwhile.
+    async fn install_intermediate(
+        &self,
+        new: &AuthorityRecord,
+        crl: &CrlRecord,
+        audit: &AuditEntry,
     ) -> StoreResult<()>;
 }
 

@@ -21,7 +21,9 @@ use super::*;
 pub(super) const CLUSTER_COLUMNS: &str =
     "id, name, server, key_algorithm, policy, labels, created_at, updated_at, version";
 pub(super) const AUTHORITY_COLUMNS: &str = "id, cluster_id, kind, generation, state, subject, certificate_der, \
-     fingerprint, key_algorithm, sealed_key, key_version, not_before, not_after, created_at";
+     fingerprint, key_algorithm, sealed_key, key_version, not_before, not_after, created_at, chain_pem";
+pub(super) const PENDING_AUTHORITY_COLUMNS: &str =
+    "id, cluster_id, kind, key_algorithm, sealed_key, key_version, csr_der, created_at";
 pub(super) const CERTIFICATE_COLUMNS: &str = "seq, serial, cluster_id, authority_id, kind, generation, profile, \
      common_name, groups, dns_names, ip_addresses, not_before, not_after, fingerprint, certificate_der, issued_by, \
      created_at, revoked_at, revocation_reason";
@@ -209,6 +211,20 @@ pub(super) fn authority_from_row(row: &impl Columns) -> StoreResult<AuthorityRec
         key_version: row.get("key_version")?,
         not_before: row.time("not_before")?,
         not_after: row.time("not_after")?,
+        created_at: row.time("created_at")?,
+        chain_pem: row.get("chain_pem")?,
+    })
+}
+
+pub(super) fn pending_authority_from_row(row: &impl Columns) -> StoreResult<PendingAuthorityRecord> {
+    Ok(PendingAuthorityRecord {
+        id: row.uuid("id")?,
+        cluster_id: row.uuid("cluster_id")?,
+        kind: parse_kind(row.get("kind")?)?,
+        key_algorithm: parse_key_algorithm(row.get("key_algorithm")?)?,
+        sealed_key: row.get("sealed_key")?,
+        key_version: row.get("key_version")?,
+        csr_der: row.get("csr_der")?,
         created_at: row.time("created_at")?,
     })
 }

@@ -15,6 +15,7 @@ mod faults;
 mod fuzz_regressions;
 mod haproxy;
 mod hardening;
+mod intermediate;
 mod keys;
 mod kubeconfigs;
 mod limits;

@@ -37,7 +37,7 @@ fn openssl_config(dir: &Path) -> PathBuf {
     )
 }
 
-fn openssl(args: &[&str]) -> String {
+pub fn openssl(args: &[&str]) -> String {
     run_ok("openssl", args)
 }
 
@@ -107,7 +107,7 @@ fn kca(server: &TestServer, token: &str, args: &[&str]) -> std::process::Output 
 }
 
 /// `openssl verify` with these arguments: (passed, what it printed).
-fn verify(args: &[&str]) -> (bool, String) {
+pub fn verify(args: &[&str]) -> (bool, String) {
     let output = Command::new("openssl").arg("verify").args(args).output().unwrap();
     let text =
         format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
@@ -318,7 +318,7 @@ async fn a_kubeadm_pki_is_adopted_and_what_kca_issues_verifies_against_the_origi
     assert!(!ok && text.contains("revoked"), "{text}");
 
     // HAProxy with the served bundle and the CRL: the good client in, the revoked one out.
-    let haproxy = Haproxy::start(path, &served_cp, &crl);
+    let haproxy = Haproxy::start(path, &served_cp, Some(&crl));
     let good = haproxy.curl(path, "scheduler");
     assert!(good.0 && good.1 == "ok", "the good client: {:?}\n{}", good, haproxy.log());
     let bad = haproxy.curl(path, "controller-manager");
@@ -475,8 +475,8 @@ async fn bad_imports_are_422_and_change_nothing() {
     server.transcript.assert_no_private_key();
 }
 
-/// A HAProxy frontend terminating mutual TLS with a CA file and a CRL file, answering 200 "ok".
-struct Haproxy {
+/// A HAProxy frontend terminating mutual TLS with a CA file (and a CRL file), answering 200 "ok".
+pub struct Haproxy {
     child: Child,
     port: u16,
     log: PathBuf,
@@ -490,7 +490,7 @@ impl Drop for Haproxy {
 }
 
 impl Haproxy {
-    fn start(dir: &Path, ca_file: &Path, crl_file: &Path) -> Self {
+    pub fn start(dir: &Path, ca_file: &Path, crl_file: Option<&Path>) -> Self {
         let server_key = dir.join("haproxy.key");
         openssl(&[
             "ecparam",
@@ -526,11 +526,11 @@ impl Haproxy {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let config = format!(
             "global\n    tune.ssl.cachesize 0\ndefaults\n    mode http\n    timeout connect 5s\n    timeout client 10s\n    timeout server 10s\n\
-             frontend apiserver\n    bind 127.0.0.1:{port} ssl crt {} verify required ca-file {} crl-file {} no-tls-tickets\n\
+             frontend apiserver\n    bind 127.0.0.1:{port} ssl crt {} verify required ca-file {}{} no-tls-tickets\n\
              \x20   http-request return status 200 content-type text/plain string ok\n",
             bundle.display(),
             ca_file.display(),
-            crl_file.display()
+            crl_file.map(|crl| format!(" crl-file {}", crl.display())).unwrap_or_default()
         );
         let config = temp_file(dir, "haproxy.cfg", config.as_bytes());
         let log = dir.join("haproxy.log");
@@ -554,12 +554,12 @@ impl Haproxy {
         haproxy
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// curl with the client certificate `name` (`dir/name.crt` + `.key`): (succeeded, body).
-    fn curl(&self, dir: &Path, name: &str) -> (bool, String) {
+    pub fn curl(&self, dir: &Path, name: &str) -> (bool, String) {
         let output = Command::new("curl")
             .args(["-sS", "--fail", "--max-time", "10", "--cacert"])
             .arg(dir.join("haproxy.crt"))

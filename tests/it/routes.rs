@@ -47,6 +47,8 @@ fn need(method: &str, path: &str) -> Need {
             "POST",
             "/v1/clusters/{cluster}/authorities/{kind}/rotate"
             | "/v1/clusters/{cluster}/authorities/{kind}/import"
+            | "/v1/clusters/{cluster}/authorities/{kind}/intermediate/csr"
+            | "/v1/clusters/{cluster}/authorities/{kind}/intermediate/certificate"
             | "/v1/clusters/{cluster}/authorities/{kind}/generations/{generation}/retire",
         ) => Scope(kca::token::Scope::Admin),
         ("GET", "/v1/clusters/{cluster}/certificates" | "/v1/clusters/{cluster}/certificates/{serial}") => {
@@ -108,7 +110,86 @@ fn body(method: &str, path: &str) -> Option<Value> {
         }
         ("POST", "/v1/tokens") => json!({"subject": "minted", "scopes": ["read"], "ttl_seconds": 600}),
         ("POST", "/v1/clusters/{cluster}/authorities/{kind}/import") => importable_ca().clone(),
+        ("POST", "/v1/clusters/{cluster}/authorities/{kind}/intermediate/certificate") => {
+            SIGNED_INTERMEDIATE.get().expect("signed before the walk").clone()
+        }
         _ => return None,
+    })
+}
+
+/// The certificate an organisation's root signed for the operators intermediate request made
+/// before the walk, and its chain.
+static SIGNED_INTERMEDIATE: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+
+/// Ask for an operators intermediate of `cluster` and sign its CSR with an openssl root; answers
+/// the body that installs it.
+async fn signed_intermediate(server: &TestServer, admin: &str, cluster: &str) -> Value {
+    let answer = server
+        .json(
+            Method::POST,
+            &format!("/v1/clusters/{cluster}/authorities/operators/intermediate/csr"),
+            Some(admin),
+            None,
+            201,
+        )
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    std::fs::write(path("int.csr"), answer["csr_pem"].as_str().unwrap()).unwrap();
+    std::fs::write(
+        path("ext.cnf"),
+        "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = x\n[root]\nbasicConstraints = critical, CA:TRUE\n\
+         keyUsage = critical, keyCertSign, cRLSign\nsubjectKeyIdentifier = hash\n[int]\n\
+         basicConstraints = critical, CA:TRUE, pathlen:0\nkeyUsage = critical, keyCertSign, cRLSign\n\
+         subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n",
+    )
+    .unwrap();
+    run_ok("openssl", &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", &path("root.key")]);
+    run_ok(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-config",
+            &path("ext.cnf"),
+            "-key",
+            &path("root.key"),
+            "-subj",
+            "/CN=Org Root",
+            "-days",
+            "30",
+            "-extensions",
+            "root",
+            "-out",
+            &path("root.crt"),
+        ],
+    );
+    run_ok(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &path("int.csr"),
+            "-CA",
+            &path("root.crt"),
+            "-CAkey",
+            &path("root.key"),
+            "-CAcreateserial",
+            "-days",
+            "10",
+            "-extfile",
+            &path("ext.cnf"),
+            "-extensions",
+            "int",
+            "-out",
+            &path("int.crt"),
+        ],
+    );
+    json!({
+        "certificate_pem": std::fs::read_to_string(path("int.crt")).unwrap(),
+        "chain_pem": std::fs::read_to_string(path("root.crt")).unwrap(),
     })
 }
 
@@ -215,6 +296,8 @@ async fn every_route_checks_the_token_and_its_cluster(backend: Backend) {
             .replace("{id}", &victim_id)
     };
 
+    let install = signed_intermediate(&server, &admin, "prod").await;
+    SIGNED_INTERMEDIATE.get_or_init(|| install);
     let before = state(&server).await;
     let mut allowed_changes = Vec::new();
     let mut checked = 0;

@@ -27,6 +27,7 @@ on_both_backends!(
     crl_numbers_strictly_increase_and_list_what_is_revoked,
     the_audit_trail_filters_by_cluster_and_pages,
     tokens_and_their_keys,
+    pending_intermediates_are_replaced_and_installed_once,
 );
 
 /// A fresh, migrated store of `backend`, kept alive with what it lives in.
@@ -496,4 +497,64 @@ async fn tokens_and_their_keys(backend: Backend) {
         store.revoke_token(Uuid::new_v4(), now(), &audit("x", None)).await,
         Err(StoreError::NotFound)
     ));
+}
+
+async fn pending_intermediates_are_replaced_and_installed_once(backend: Backend) {
+    let f = open(backend).await;
+    let store = f.store.as_ref();
+    let new = new_cluster("int");
+    store.create_cluster(&new, &audit("create", None)).await.unwrap();
+    let (master, _) = MasterKey::generate().unwrap();
+    let kind = AuthorityKind::Operators;
+    assert!(matches!(store.get_pending_authority(new.cluster.id, kind).await, Err(StoreError::NotFound)));
+    let first = kca::clusters::build_pending_authority(&new.cluster, kind, 2, &master, now()).unwrap();
+    store.save_pending_authority(&first, &audit("request", None)).await.unwrap();
+    assert_eq!(store.get_pending_authority(new.cluster.id, kind).await.unwrap(), first);
+    // A newer request replaces it.
+    let second = kca::clusters::build_pending_authority(&new.cluster, kind, 2, &master, now()).unwrap();
+    store.save_pending_authority(&second, &audit("request", None)).await.unwrap();
+    assert_eq!(store.get_pending_authority(new.cluster.id, kind).await.unwrap(), second);
+
+    // An authority carrying a request's id installs it; the replaced request conflicts.
+    let as_generation = |id: uuid::Uuid| {
+        let mut built = kca::clusters::build_authority(
+            &new.cluster,
+            kind,
+            2,
+            &master,
+            now(),
+            Duration::from_secs(86_400),
+        )
+        .unwrap();
+        built.record.id = id;
+        built.record.chain_pem = "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n".into();
+        built.crl.authority_id = id;
+        built
+    };
+    let stale = as_generation(first.id);
+    assert!(matches!(
+        store.install_intermediate(&stale.record, &stale.crl, &audit("install", None)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let current = as_generation(second.id);
+    store.install_intermediate(&current.record, &current.crl, &audit("install", None)).await.unwrap();
+    assert!(matches!(store.get_pending_authority(new.cluster.id, kind).await, Err(StoreError::NotFound)));
+    let operators: Vec<_> = store
+        .list_authorities(new.cluster.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.kind == kind)
+        .collect();
+    assert_eq!(
+        operators.iter().map(|a| (a.generation, a.state)).collect::<Vec<_>>(),
+        [(1, AuthorityState::Retiring), (2, AuthorityState::Active)]
+    );
+    assert_eq!(operators[1].id, second.id);
+    assert_eq!(operators[1].chain_pem, current.record.chain_pem);
+    // Deleting the cluster takes its requests along.
+    let third = kca::clusters::build_pending_authority(&new.cluster, kind, 3, &master, now()).unwrap();
+    store.save_pending_authority(&third, &audit("request", None)).await.unwrap();
+    store.delete_cluster(new.cluster.id, None, &audit("delete", None)).await.unwrap();
+    assert!(matches!(store.get_pending_authority(new.cluster.id, kind).await, Err(StoreError::NotFound)));
 }
