@@ -109,6 +109,13 @@ pub fn authority_aad(authority_id: Uuid) -> Vec<u8> {
     aad
 }
 
+/// Associated data binding a sealed service-account key to its row.
+pub fn service_account_aad(key_id: Uuid) -> Vec<u8> {
+    let mut aad = b"kca:service-account-key:".to_vec();
+    aad.extend_from_slice(key_id.as_bytes());
+    aad
+}
+
 /// The master key and the unsealed CA signers, keyed by authority id.
 pub struct Keyring {
     master: MasterKey,

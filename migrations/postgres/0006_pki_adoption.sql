@@ -16,3 +16,19 @@ CREATE TABLE pending_authorities (
     created_at    TIMESTAMPTZ NOT NULL,
     CONSTRAINT pending_authorities_kind_key UNIQUE (cluster_id, kind)
 );
+
+-- The service-account token signing keys of a cluster (kube-apiserver's sa.key), sealed like CA
+-- keys (bound to their id). The active one signs; active and retiring ones verify (keys.pem);
+-- retired ones are kept for the record only.
+CREATE TABLE service_account_keys (
+    id            UUID PRIMARY KEY,
+    cluster_id    UUID NOT NULL REFERENCES clusters (id) ON DELETE CASCADE,
+    key_id        TEXT NOT NULL,
+    state         TEXT NOT NULL CHECK (state IN ('active', 'retiring', 'retired')),
+    key_algorithm TEXT NOT NULL,
+    sealed_key    BYTEA NOT NULL,
+    key_version   INTEGER NOT NULL,
+    public_pem    TEXT NOT NULL,
+    created_at    TIMESTAMPTZ NOT NULL,
+    CONSTRAINT service_account_keys_key_id_key UNIQUE (cluster_id, key_id)
+);

@@ -205,6 +205,23 @@ pub async fn run(args: ClustersArgs) -> anyhow::Result<()> {
         ClustersCommand::Import(import) => {
             let body = import.body()?;
             let cluster: Value = client.post_json(&["v1", "clusters"], &body).await?;
+            // kubeadm's service-account signing key, when there: tokens it signed keep verifying.
+            let sa_key = import.pki_dir.join("sa.key");
+            if sa_key.exists() {
+                let pem = zeroize::Zeroizing::new(std::fs::read_to_string(&sa_key)?);
+                let id = cluster["id"].as_str().unwrap_or_default().to_string();
+                let path = ["v1", "clusters", id.as_str(), "service-account", "keys", "import"];
+                let imported: Value = client
+                    .post_json(&path, &json!({"private_key_pem": pem.as_str()}))
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "the cluster was created, but importing {} failed: {e}",
+                            sa_key.display()
+                        )
+                    })?;
+                eprintln!("kca: imported {} (key id {})", sa_key.display(), cell(&imported["key_id"]));
+            }
             show(&cluster, import.create.format.format)?;
         }
         ClustersCommand::Show { cluster, format } => {

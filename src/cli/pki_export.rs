@@ -66,10 +66,16 @@ pub struct ExportArgs {
     /// Where to write `pki/...` (e.g. /etc/kubernetes).
     #[arg(long)]
     pub dir: PathBuf,
-    /// Component certificates to issue (default: all of kubeadm's control-plane certificates and
-    /// kubeconfigs; with `--cert` or `--kubeconfig`, only those named).
+    /// Component certificates to issue (default: all of kubeadm's control-plane certificates,
+    /// kubeconfigs and the service-account key pair; with `--cert`, `--kubeconfig` or
+    /// `--service-account`, only those named).
     #[arg(long = "cert", value_name = "PROFILE", value_parser = LAYOUT.map(|(p, _)| p))]
     pub certs: Vec<String>,
+    /// Write the service-account key pair, `pki/sa.key` (the signing key: exported, audited) and
+    /// `pki/sa.pub` (every key that verifies), also when `--cert`/`--kubeconfig` pick files. A
+    /// cluster without a key gets one first.
+    #[arg(long)]
+    pub service_account: bool,
     /// Component kubeconfigs to write (see `--cert`).
     #[arg(long = "kubeconfig", value_name = "FILE", value_parser = KUBECONFIGS.map(|(f, _, _)| f))]
     pub kubeconfigs: Vec<String>,
@@ -183,7 +189,7 @@ async fn export_pki(args: ExportArgs) -> anyhow::Result<()> {
     let settings = args.connection.resolve()?;
     let client = Client::new(&settings)?;
     let names = Names::resolve(&args)?;
-    let everything = args.certs.is_empty() && args.kubeconfigs.is_empty();
+    let everything = args.certs.is_empty() && args.kubeconfigs.is_empty() && !args.service_account;
     let profiles: Vec<&str> = if everything {
         LAYOUT.iter().map(|(profile, _)| *profile).collect()
     } else {
@@ -200,6 +206,10 @@ async fn export_pki(args: ExportArgs) -> anyhow::Result<()> {
         planned.push(args.dir.join(format!("{base}.key")));
     }
     planned.extend(kubeconfigs.iter().map(|(file, _, _)| args.dir.join(file)));
+    let service_account = everything || args.service_account;
+    if service_account {
+        planned.extend(SA_FILES.iter().map(|file| args.dir.join(file)));
+    }
     if !args.force
         && let Some(existing) = planned.iter().find(|p| p.exists())
     {
@@ -221,6 +231,9 @@ async fn export_pki(args: ExportArgs) -> anyhow::Result<()> {
         write_private_file(&with_extension(&base, "key"), key.as_bytes())?;
         write_public_file(&with_extension(&base, "crt"), issued.certificate_pem.as_bytes())?;
         eprintln!("kca: wrote {}.crt (serial {})", base.display(), issued.serial);
+    }
+    if service_account {
+        export_service_account(&client, &args).await?;
     }
     if !kubeconfigs.is_empty() {
         let cluster: ClusterInfo = client.get_json(&["v1", "clusters", &args.cluster]).await?;
@@ -250,6 +263,37 @@ async fn export_pki(args: ExportArgs) -> anyhow::Result<()> {
             eprintln!("kca: wrote {} (user {user}, serial {})", args.dir.join(file).display(), issued.serial);
         }
     }
+    Ok(())
+}
+
+/// kubeadm's service-account key files.
+const SA_FILES: [&str; 2] = ["pki/sa.key", "pki/sa.pub"];
+
+#[derive(Deserialize, zeroize::ZeroizeOnDrop)]
+struct SigningKey {
+    #[zeroize(skip)]
+    key_id: String,
+    private_key_pem: String,
+    #[zeroize(skip)]
+    public_keys_pem: String,
+}
+
+/// Write `sa.key` (the signing key) and `sa.pub` (every key that verifies); a cluster without a
+/// service-account key gets one first.
+async fn export_service_account(client: &Client, args: &ExportArgs) -> anyhow::Result<()> {
+    let path = ["v1", "clusters", &args.cluster, "service-account", "signing-key", "export"];
+    let key: SigningKey = match client.post_json(&path, &serde_json::json!({})).await {
+        Err(ClientError::Problem { status, .. }) if status == reqwest::StatusCode::NOT_FOUND => {
+            let rotate = ["v1", "clusters", &args.cluster, "service-account", "keys", "rotate"];
+            let _: serde_json::Value = client.post_json(&rotate, &serde_json::json!({})).await?;
+            eprintln!("kca: the cluster had no service-account key: made one");
+            client.post_json(&path, &serde_json::json!({})).await?
+        }
+        other => other?,
+    };
+    write_private_file(&args.dir.join(SA_FILES[0]), key.private_key_pem.as_bytes())?;
+    write_public_file(&args.dir.join(SA_FILES[1]), key.public_keys_pem.as_bytes())?;
+    eprintln!("kca: wrote {} (key id {})", args.dir.join(SA_FILES[0]).display(), key.key_id);
     Ok(())
 }
 

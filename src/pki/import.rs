@@ -161,7 +161,7 @@ fn algorithm_of(tbs: &TbsCertificate) -> Result<KeyAlgorithm, PkiError> {
 }
 
 /// Read the key (PKCS#8, PKCS#1 or SEC1 PEM) and answer it as PKCS#8 v1.
-fn private_key_pkcs8(text: &str, algorithm: KeyAlgorithm) -> Result<Zeroizing<Vec<u8>>, PkiError> {
+pub(crate) fn private_key_pkcs8(text: &str, algorithm: KeyAlgorithm) -> Result<Zeroizing<Vec<u8>>, PkiError> {
     use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
     use aws_lc_rs::signature::{
         ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair, Ed25519KeyPair,

@@ -17,6 +17,7 @@ pub mod kubeconfig;
 pub mod leaf;
 pub mod seal;
 pub mod serial;
+pub mod service_account;
 
 pub use ca::{CaSigner, NewAuthority};
 pub use error::PkiError;

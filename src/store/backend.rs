@@ -819,4 +819,102 @@ impl<B: Backend> Store for B {
         tx.commit().await?;
         Ok(())
     }
+
+    async fn list_service_account_keys(&self, cluster_id: Uuid) -> StoreResult<Vec<ServiceAccountKeyRecord>> {
+        let stmt = Stmt::new(format!(
+            "SELECT {SERVICE_ACCOUNT_KEY_COLUMNS} FROM service_account_keys WHERE cluster_id = $1 \
+             ORDER BY created_at, key_id"
+        ))
+        .bind(cluster_id);
+        self.read().await?.fetch_all(stmt).await?.iter().map(service_account_key_from_row).collect()
+    }
+
+    async fn add_service_account_key(
+        &self,
+        key: &ServiceAccountKeyRecord,
+        audit: &AuditEntry,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let existing = tx
+            .fetch_optional(
+                Stmt::new("SELECT state FROM service_account_keys WHERE cluster_id = $1 AND key_id = $2")
+                    .bind(key.cluster_id)
+                    .bind(key.key_id.as_str()),
+            )
+            .await?;
+        if existing.is_some() {
+            return Err(StoreError::Conflict("the cluster has this service-account key already".into()));
+        }
+        tx.execute(
+            Stmt::new("UPDATE service_account_keys SET state = $2 WHERE cluster_id = $1 AND state = $3")
+                .bind(key.cluster_id)
+                .bind(AuthorityState::Retiring.as_str())
+                .bind(AuthorityState::Active.as_str()),
+        )
+        .await?;
+        tx.execute(
+            Stmt::new(format!(
+                "INSERT INTO service_account_keys ({SERVICE_ACCOUNT_KEY_COLUMNS}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            ))
+            .bind(key.id)
+            .bind(key.cluster_id)
+            .bind(key.key_id.as_str())
+            .bind(key.state.as_str())
+            .bind(key.key_algorithm.as_str())
+            .bind(key.sealed_key.as_slice())
+            .bind(key.key_version)
+            .bind(key.public_pem.as_str())
+            .bind(key.created_at),
+        )
+        .await?;
+        tx.execute(sql::insert_audit(audit)).await?;
+        tx.notify(Change::Cluster(key.cluster_id)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn retire_service_account_key(
+        &self,
+        cluster_id: Uuid,
+        key_id: &str,
+        audit: &AuditEntry,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let row = tx
+            .fetch_optional(
+                Stmt::new(format!(
+                    "SELECT state FROM service_account_keys WHERE cluster_id = $1 AND key_id = $2{}",
+                    <Conn<B> as Connection>::FOR_UPDATE
+                ))
+                .bind(cluster_id)
+                .bind(key_id),
+            )
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let state: String = row.get("state")?;
+        if state == AuthorityState::Active.as_str() {
+            return Err(StoreError::Conflict(
+                "the active key signs: rotate first, then retire it once its tokens have expired".into(),
+            ));
+        }
+        tx.execute(
+            Stmt::new("UPDATE service_account_keys SET state = $3 WHERE cluster_id = $1 AND key_id = $2")
+                .bind(cluster_id)
+                .bind(key_id)
+                .bind(AuthorityState::Retired.as_str()),
+        )
+        .await?;
+        tx.execute(sql::insert_audit(audit)).await?;
+        tx.notify(Change::Cluster(cluster_id)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_audit(&self, audit: &AuditEntry) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        tx.execute(sql::insert_audit(audit)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
 }

@@ -107,6 +107,23 @@ pub struct PendingAuthorityRecord {
     pub created_at: OffsetDateTime,
 }
 
+/// A service-account token signing key of a cluster, sealed under the master key. The active one
+/// signs; active and retiring ones verify.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceAccountKeyRecord {
+    pub id: Uuid,
+    pub cluster_id: Uuid,
+    /// The JWT `kid` kube-apiserver gives it: base64url of the SHA-256 of its public key.
+    pub key_id: String,
+    pub state: AuthorityState,
+    pub key_algorithm: KeyAlgorithm,
+    pub sealed_key: Vec<u8>,
+    pub key_version: i32,
+    /// `PUBLIC KEY` (SubjectPublicKeyInfo) PEM.
+    pub public_pem: String,
+    pub created_at: OffsetDateTime,
+}
+
 /// The current CRL of one CA generation.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CrlRecord {
@@ -477,6 +494,28 @@ pub trait Store: Send + Sync + 'static {
         crl: &CrlRecord,
         audit: &AuditEntry,
     ) -> StoreResult<()>;
+
+    /// Every service-account key of a cluster, retired ones included, oldest first.
+    async fn list_service_account_keys(&self, cluster_id: Uuid) -> StoreResult<Vec<ServiceAccountKeyRecord>>;
+
+    /// Add a service-account key that signs from now on: the active one becomes retiring (it still
+    /// verifies). Conflict when the cluster has that key already.
+    async fn add_service_account_key(
+        &self,
+        key: &ServiceAccountKeyRecord,
+        audit: &AuditEntry,
+    ) -> StoreResult<()>;
+
+    /// Retire a retiring service-account key: it stops verifying. Conflict for the active one.
+    async fn retire_service_account_key(
+        &self,
+        cluster_id: Uuid,
+        key_id: &str,
+        audit: &AuditEntry,
+    ) -> StoreResult<()>;
+
+    /// Record an audit event of an action that changes nothing stored (an export).
+    async fn record_audit(&self, audit: &AuditEntry) -> StoreResult<()>;
 }
 
 /// Open the store a database URL names: `postgres://…` or `sqlite://…`.

@@ -22,6 +22,8 @@ pub(super) const CLUSTER_COLUMNS: &str =
     "id, name, server, key_algorithm, policy, labels, created_at, updated_at, version";
 pub(super) const AUTHORITY_COLUMNS: &str = "id, cluster_id, kind, generation, state, subject, certificate_der, \
      fingerprint, key_algorithm, sealed_key, key_version, not_before, not_after, created_at, chain_pem";
+pub(super) const SERVICE_ACCOUNT_KEY_COLUMNS: &str =
+    "id, cluster_id, key_id, state, key_algorithm, sealed_key, key_version, public_pem, created_at";
 pub(super) const PENDING_AUTHORITY_COLUMNS: &str =
     "id, cluster_id, kind, key_algorithm, sealed_key, key_version, csr_der, created_at";
 pub(super) const CERTIFICATE_COLUMNS: &str = "seq, serial, cluster_id, authority_id, kind, generation, profile, \
@@ -225,6 +227,20 @@ pub(super) fn pending_authority_from_row(row: &impl Columns) -> StoreResult<Pend
         sealed_key: row.get("sealed_key")?,
         key_version: row.get("key_version")?,
         csr_der: row.get("csr_der")?,
+        created_at: row.time("created_at")?,
+    })
+}
+
+pub(super) fn service_account_key_from_row(row: &impl Columns) -> StoreResult<ServiceAccountKeyRecord> {
+    Ok(ServiceAccountKeyRecord {
+        id: row.uuid("id")?,
+        cluster_id: row.uuid("cluster_id")?,
+        key_id: row.get("key_id")?,
+        state: parse_state(row.get("state")?)?,
+        key_algorithm: parse_key_algorithm(row.get("key_algorithm")?)?,
+        sealed_key: row.get("sealed_key")?,
+        key_version: row.get("key_version")?,
+        public_pem: row.get("public_pem")?,
         created_at: row.time("created_at")?,
     })
 }

@@ -34,6 +34,7 @@ mod revocation;
 mod rotation;
 mod routes;
 mod schemathesis;
+mod service_account;
 mod store_conformance;
 mod tls;
 mod tokens;

@@ -81,7 +81,7 @@ async fn pki_export_writes_kubeadms_layout_without_ca_keys() {
     for entry in walk(&dir) {
         let name = entry.file_name().unwrap().to_str().unwrap().to_string();
         assert!(!name.starts_with("ca.key") && !name.ends_with("ca.key"), "a CA key: {}", entry.display());
-        if name.ends_with(".key") {
+        if name.ends_with(".key") && name != "sa.key" {
             let certificate = entry.with_extension("crt");
             assert!(certificate.exists(), "{} belongs to a component certificate", entry.display());
         }
@@ -172,7 +172,7 @@ async fn pki_export_without_flags_writes_kubeadms_files_and_kubeconfigs() {
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 
-    // Exactly kubeadm's files (sa.key/sa.pub aside), with its modes.
+    // Exactly kubeadm's files, with its modes.
     let mut files: Vec<(String, u32)> = walk(&dir)
         .into_iter()
         .map(|p| (p.strip_prefix(&dir).unwrap().display().to_string(), mode(&p)))
@@ -183,9 +183,10 @@ async fn pki_export_without_flags_writes_kubeadms_files_and_kubeconfigs() {
             .iter()
             .map(|f| (f.to_string(), 0o600))
             .collect();
-    for ca in ["pki/ca.crt", "pki/front-proxy-ca.crt", "pki/etcd/ca.crt"] {
+    for ca in ["pki/ca.crt", "pki/front-proxy-ca.crt", "pki/etcd/ca.crt", "pki/sa.pub"] {
         expected.push((ca.to_string(), 0o644));
     }
+    expected.push(("pki/sa.key".to_string(), 0o600));
     for base in [
         "pki/apiserver",
         "pki/apiserver-kubelet-client",

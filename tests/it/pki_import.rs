@@ -330,7 +330,14 @@ async fn a_kubeadm_pki_is_adopted_and_what_kca_issues_verifies_against_the_origi
     server.transcript.assert_no_private_key_except("/certificates");
     let dump =
         run_ok("sqlite3", &[server.data_dir.path().join("kca.db").to_str().unwrap(), ".dump"]).to_uppercase();
-    for base in ["ca", "front-proxy-ca", "etcd/ca"] {
+    // kubeadm's sa.key came along: the cluster's one service-account key, RSA.
+    let sa =
+        server.json(Method::GET, "/v1/clusters/adopted/service-account/keys", Some(&admin), None, 200).await;
+    assert_eq!((sa.as_array().unwrap().len(), sa[0]["algorithm"].as_str()), (1, Some("rsa")), "{sa}");
+    let (_, _, keys_pem) =
+        server.send(Method::GET, "/v1/clusters/adopted/service-account/keys.pem", None, None).await;
+    assert_eq!(keys_pem, std::fs::read_to_string(pki.join("sa.pub")).unwrap());
+    for base in ["ca", "front-proxy-ca", "etcd/ca", "sa"] {
         let key = pki.join(format!("{base}.key"));
         let pem_text = std::fs::read_to_string(&key).unwrap();
         let body_line = pem_text.lines().nth(1).unwrap();

@@ -51,6 +51,15 @@ fn need(method: &str, path: &str) -> Need {
             | "/v1/clusters/{cluster}/authorities/{kind}/intermediate/certificate"
             | "/v1/clusters/{cluster}/authorities/{kind}/generations/{generation}/retire",
         ) => Scope(kca::token::Scope::Admin),
+        ("GET", "/v1/clusters/{cluster}/service-account/keys.pem") => Public,
+        ("GET", "/v1/clusters/{cluster}/service-account/keys") => Scope(kca::token::Scope::Read),
+        (
+            "POST",
+            "/v1/clusters/{cluster}/service-account/keys/rotate"
+            | "/v1/clusters/{cluster}/service-account/keys/import"
+            | "/v1/clusters/{cluster}/service-account/keys/{key_id}/retire"
+            | "/v1/clusters/{cluster}/service-account/signing-key/export",
+        ) => Scope(kca::token::Scope::Admin),
         ("GET", "/v1/clusters/{cluster}/certificates" | "/v1/clusters/{cluster}/certificates/{serial}") => {
             Scope(kca::token::Scope::Read)
         }
@@ -110,6 +119,10 @@ fn body(method: &str, path: &str) -> Option<Value> {
         }
         ("POST", "/v1/tokens") => json!({"subject": "minted", "scopes": ["read"], "ttl_seconds": 600}),
         ("POST", "/v1/clusters/{cluster}/authorities/{kind}/import") => importable_ca().clone(),
+        ("POST", "/v1/clusters/{cluster}/service-account/keys/import") => {
+            let (_, pkcs8) = kca::pki::SigningKeyPair::generate(kca::pki::KeyAlgorithm::P256).unwrap();
+            json!({"private_key_pem": kca::pki::to_pem("PRIVATE KEY", &pkcs8)})
+        }
         ("POST", "/v1/clusters/{cluster}/authorities/{kind}/intermediate/certificate") => {
             SIGNED_INTERMEDIATE.get().expect("signed before the walk").clone()
         }
@@ -288,12 +301,18 @@ async fn every_route_checks_the_token_and_its_cluster(backend: Backend) {
         }
     }
     assert!(routes.len() >= 30, "the walk sees every route ({} found)", routes.len());
+    // Two service-account keys: the first one retiring, for the retire route.
+    let sa_rotate = "/v1/clusters/prod/service-account/keys/rotate";
+    let retiring = server.json(Method::POST, sa_rotate, Some(&admin), None, 201).await;
+    let retiring_key_id = retiring["key_id"].as_str().unwrap().to_string();
+    server.json(Method::POST, sa_rotate, Some(&admin), None, 201).await;
     let concrete = |path: &str| {
         path.replace("{cluster}", "prod")
             .replace("{kind}", "operators")
             .replace("{generation}", "1")
             .replace("{serial}", &serial)
             .replace("{id}", &victim_id)
+            .replace("{key_id}", &retiring_key_id)
     };
 
     let install = signed_intermediate(&server, &admin, "prod").await;

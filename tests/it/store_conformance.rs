@@ -28,6 +28,7 @@ on_both_backends!(
     the_audit_trail_filters_by_cluster_and_pages,
     tokens_and_their_keys,
     pending_intermediates_are_replaced_and_installed_once,
+    service_account_keys_overlap_and_retire,
 );
 
 /// A fresh, migrated store of `backend`, kept alive with what it lives in.
@@ -557,4 +558,56 @@ async fn pending_intermediates_are_replaced_and_installed_once(backend: Backend)
     store.save_pending_authority(&third, &audit("request", None)).await.unwrap();
     store.delete_cluster(new.cluster.id, None, &audit("delete", None)).await.unwrap();
     assert!(matches!(store.get_pending_authority(new.cluster.id, kind).await, Err(StoreError::NotFound)));
+}
+
+async fn service_account_keys_overlap_and_retire(backend: Backend) {
+    let f = open(backend).await;
+    let store = f.store.as_ref();
+    let new = new_cluster("sa");
+    store.create_cluster(&new, &audit("create", None)).await.unwrap();
+    let key = |key_id: &str| kca::store::ServiceAccountKeyRecord {
+        id: uuid::Uuid::new_v4(),
+        cluster_id: new.cluster.id,
+        key_id: key_id.into(),
+        state: AuthorityState::Active,
+        key_algorithm: kca::pki::KeyAlgorithm::P256,
+        sealed_key: vec![1, 2, 3],
+        key_version: 1,
+        public_pem: format!("pem {key_id}\n"),
+        created_at: now(),
+    };
+    let states = || async {
+        store
+            .list_service_account_keys(new.cluster.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|k| (k.key_id, k.state))
+            .collect::<Vec<_>>()
+    };
+    let first = key("a");
+    store.add_service_account_key(&first, &audit("sa", None)).await.unwrap();
+    assert_eq!(store.list_service_account_keys(new.cluster.id).await.unwrap(), vec![first.clone()]);
+    assert!(matches!(
+        store.add_service_account_key(&key("a"), &audit("sa", None)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store.add_service_account_key(&key("b"), &audit("sa", None)).await.unwrap();
+    assert_eq!(
+        states().await,
+        [("a".into(), AuthorityState::Retiring), ("b".into(), AuthorityState::Active)]
+    );
+    assert!(matches!(
+        store.retire_service_account_key(new.cluster.id, "b", &audit("sa", None)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.retire_service_account_key(new.cluster.id, "zz", &audit("sa", None)).await,
+        Err(StoreError::NotFound)
+    ));
+    store.retire_service_account_key(new.cluster.id, "a", &audit("sa", None)).await.unwrap();
+    assert_eq!(states().await, [("a".into(), AuthorityState::Retired), ("b".into(), AuthorityState::Active)]);
+    let before = audit_count(store).await;
+    store.record_audit(&audit("export", None)).await.unwrap();
+    assert_eq!(audit_count(store).await, before + 1);
 }
