@@ -16,6 +16,7 @@ pub mod haproxy;
 pub mod kubeconfig;
 pub mod output;
 pub mod pki_export;
+pub mod pki_renew;
 pub mod settings;
 pub mod tokens;
 

@@ -18,7 +18,7 @@ use crate::pki::kubeconfig::{ClusterEndpoint, UserCredential, render};
 use crate::pki::{KeyAlgorithm, SigningKeyPair};
 
 /// Component certificates kubeadm expects, by kca profile: (profile, path under the directory).
-const LAYOUT: [(&str, &str); 7] = [
+pub(super) const LAYOUT: [(&str, &str); 7] = [
     ("apiserver", "pki/apiserver"),
     ("apiserver-kubelet-client", "pki/apiserver-kubelet-client"),
     ("front-proxy-client", "pki/front-proxy-client"),
@@ -30,7 +30,7 @@ const LAYOUT: [(&str, &str); 7] = [
 
 /// The component kubeconfigs kubeadm writes: (file, profile, whether it talks to the local API
 /// endpoint rather than the cluster's server).
-const KUBECONFIGS: [(&str, &str, bool); 5] = [
+pub(super) const KUBECONFIGS: [(&str, &str, bool); 5] = [
     ("admin.conf", "admin", false),
     ("super-admin.conf", "super-admin", false),
     ("controller-manager.conf", "controller-manager", true),
@@ -52,6 +52,9 @@ pub struct PkiArgs {
 pub enum PkiCommand {
     /// Write a control plane's certificates in kubeadm's layout.
     Export(ExportArgs),
+    /// Re-issue exported component certificates and kubeconfigs, keeping their names, SANs and
+    /// keys; each file is replaced atomically.
+    Renew(super::pki_renew::RenewArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -115,7 +118,7 @@ struct Issued {
 }
 
 /// The CN of a PEM certificate: the user name kubeadm gives a component kubeconfig.
-fn common_name_of(certificate_pem: &str) -> anyhow::Result<String> {
+pub(super) fn common_name_of(certificate_pem: &str) -> anyhow::Result<String> {
     use der::Decode;
     let block = pem::parse(certificate_pem).context("the server answered no PEM certificate")?;
     let certificate =
@@ -135,6 +138,7 @@ fn common_name_of(certificate_pem: &str) -> anyhow::Result<String> {
 pub async fn run(args: PkiArgs) -> anyhow::Result<()> {
     match args.command {
         PkiCommand::Export(export) => export_pki(export).await,
+        PkiCommand::Renew(renew) => super::pki_renew::renew(renew).await,
     }
 }
 
@@ -315,7 +319,7 @@ fn base_path(profile: &str) -> &'static str {
     LAYOUT.iter().find(|(p, _)| *p == profile).map(|(_, path)| *path).expect("profiles are checked by clap")
 }
 
-fn with_extension(base: &Path, extension: &str) -> PathBuf {
+pub(super) fn with_extension(base: &Path, extension: &str) -> PathBuf {
     let mut path = base.as_os_str().to_owned();
     path.push(".");
     path.push(extension);

@@ -144,6 +144,17 @@ impl SigningKeyPair {
         Ok(Self { algorithm, inner, rng: SystemRandom::new() })
     }
 
+    /// Load a PEM private key of any algorithm kca signs with: PKCS#8, PKCS#1 (`RSA PRIVATE
+    /// KEY`) or SEC1 (`EC PRIVATE KEY`).
+    pub fn from_private_key_pem(text: &str) -> Result<Self, PkiError> {
+        for algorithm in [KeyAlgorithm::P256, KeyAlgorithm::P384, KeyAlgorithm::Ed25519, KeyAlgorithm::Rsa] {
+            if let Ok(pkcs8) = super::import::private_key_pkcs8(text, algorithm) {
+                return Self::from_pkcs8(algorithm, &pkcs8);
+            }
+        }
+        Err(PkiError::InvalidKey("not a PEM private key of an algorithm kca signs with"))
+    }
+
     pub fn algorithm(&self) -> KeyAlgorithm {
         self.algorithm
     }

@@ -472,6 +472,10 @@ impl<B: Backend> Store for B {
             }
             None => {}
         }
+        if let Some(by) = filter.expiring_before {
+            stmt.push(" AND revoked_at IS NULL AND not_after > ").push_bind(now);
+            stmt.push(" AND not_after <= ").push_bind(by);
+        }
         if let Some(before) = filter.before_seq {
             stmt.push(" AND seq < ").push_bind(before);
         }
@@ -916,5 +920,23 @@ impl<B: Backend> Store for B {
         tx.execute(sql::insert_audit(audit)).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn earliest_leaf_expiries(
+        &self,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<(Uuid, String, OffsetDateTime)>> {
+        let stmt = Stmt::new(
+            "SELECT cluster_id, profile, min(not_after) AS earliest FROM certificates \
+             WHERE revoked_at IS NULL AND not_after > $1 GROUP BY cluster_id, profile",
+        )
+        .bind(now);
+        self.read()
+            .await?
+            .fetch_all(stmt)
+            .await?
+            .iter()
+            .map(|row| Ok((row.uuid("cluster_id")?, row.get("profile")?, row.time("earliest")?)))
+            .collect()
     }
 }

@@ -181,6 +181,8 @@ pub struct CertificateFilter {
     /// Keyset cursor: only certificates recorded before this position.
     pub before_seq: Option<i64>,
     pub limit: u32,
+    /// Only unexpired, unrevoked certificates that expire by then.
+    pub expiring_before: Option<OffsetDateTime>,
 }
 
 /// A page of certificates, newest first, with each one's position for the next cursor.
@@ -516,6 +518,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Record an audit event of an action that changes nothing stored (an export).
     async fn record_audit(&self, audit: &AuditEntry) -> StoreResult<()>;
+
+    /// The earliest expiry of the unexpired, unrevoked certificates of each cluster and profile.
+    async fn earliest_leaf_expiries(
+        &self,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<(Uuid, String, OffsetDateTime)>>;
 }
 
 /// Open the store a database URL names: `postgres://…` or `sqlite://…`.

@@ -117,6 +117,142 @@ async fn pki_export_writes_kubeadms_layout_without_ca_keys() {
         "7 certificates and 4 kubeconfigs (super-admin.conf skipped: the policy does not allow system:masters), then the apiserver again"
     );
     assert!(!dir.join("super-admin.conf").exists());
+
+    // What expires within 400 days: every live certificate, newest first in the API; a
+    // kubeadm-like table from the CLI; nothing within a day.
+    let soon = server
+        .json(
+            Method::GET,
+            "/v1/clusters/prod/certificates?expiring_within=400d&limit=500",
+            Some(&admin),
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(soon["items"].as_array().unwrap().len(), 12);
+    let none = server
+        .json(Method::GET, "/v1/clusters/prod/certificates?expiring_within=1d", Some(&admin), None, 200)
+        .await;
+    assert_eq!(none["items"].as_array().unwrap().len(), 0);
+    let bad = server
+        .json(Method::GET, "/v1/clusters/prod/certificates?expiring_within=soon", Some(&admin), None, 422)
+        .await;
+    assert_eq!(bad["field"], "expiring_within");
+    let kca = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kca"))
+            .args(args)
+            .env("KCA_URL", &server.url)
+            .env("KCA_TOKEN", &admin)
+            .env("KCA_CACERT", server.data_dir.path().join("tls/dev-cert.pem"))
+            .env("HOME", out.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .output()
+            .unwrap()
+    };
+    let table = kca(&["certificates", "expiring", "prod", "--within", "400d"]);
+    assert!(table.status.success(), "{}", String::from_utf8_lossy(&table.stderr));
+    let table = String::from_utf8(table.stdout).unwrap();
+    for expected in [
+        "CERTIFICATE",
+        "EXPIRES",
+        "RESIDUAL TIME",
+        "CERTIFICATE AUTHORITY",
+        "EXTERNALLY MANAGED",
+        "apiserver (kube-apiserver)",
+        "etcd-peer (cp-1)",
+        "364d",
+        "control-plane",
+    ] {
+        assert!(table.contains(expected), "{expected} missing from:\n{table}");
+    }
+    let quiet =
+        String::from_utf8(kca(&["certificates", "expiring", "prod", "--within", "1d"]).stdout).unwrap();
+    assert!(!quiet.contains("apiserver"), "{quiet}");
+    let wide =
+        String::from_utf8(kca(&["certificates", "expiring", "prod", "--within", "3700d"]).stdout).unwrap();
+    assert!(wide.contains("operators CA 1"), "the CAs expire within ten years:\n{wide}");
+
+    // The earliest expiry per cluster and profile, for Prometheus.
+    let (_, _, metrics) = server.send(Method::GET, "/metrics", None, None).await;
+    let line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with(
+                "kca_certificate_earliest_expiry_timestamp_seconds{cluster=\"prod\",profile=\"apiserver\"}",
+            )
+        })
+        .unwrap_or_else(|| panic!("no apiserver expiry gauge:\n{metrics}"));
+    let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    let in_a_year = time::OffsetDateTime::now_utc().unix_timestamp() as f64 + 365.0 * 86_400.0;
+    assert!((value - in_a_year).abs() < 3_600.0, "{line}");
+
+    // Renewal keeps names, SANs and keys, and replaces each file by a rename.
+    use std::os::unix::fs::MetadataExt;
+    let describe = |path: &std::path::Path| {
+        run_ok(
+            "openssl",
+            &[
+                "x509",
+                "-in",
+                path.to_str().unwrap(),
+                "-noout",
+                "-subject",
+                "-ext",
+                "subjectAltName,extendedKeyUsage",
+            ],
+        )
+    };
+    let serial = |path: &std::path::Path| {
+        run_ok("openssl", &["x509", "-in", path.to_str().unwrap(), "-noout", "-serial"])
+    };
+    let watched = ["apiserver", "etcd/server", "etcd/peer", "front-proxy-client"];
+    let before: Vec<(String, String, u64)> = watched
+        .iter()
+        .map(|name| {
+            let cert = pki.join(format!("{name}.crt"));
+            (describe(&cert), serial(&cert), std::fs::metadata(&cert).unwrap().ino())
+        })
+        .collect();
+    let conf_before = std::fs::read_to_string(dir.join("admin.conf")).unwrap();
+    let files_before = walk(&dir).len();
+    let renewed = kca(&["pki", "renew", "prod", "--dir", dir.to_str().unwrap()]);
+    assert!(renewed.status.success(), "{}", String::from_utf8_lossy(&renewed.stderr));
+    for (name, (description, old_serial, inode)) in watched.iter().zip(before) {
+        let cert = pki.join(format!("{name}.crt"));
+        assert_eq!(describe(&cert), description, "{name}: same subject, SANs and usages");
+        assert_ne!(serial(&cert), old_serial, "{name}: a new certificate");
+        assert_ne!(std::fs::metadata(&cert).unwrap().ino(), inode, "{name}: replaced by a rename");
+        let cert_key = run_ok("openssl", &["x509", "-in", cert.to_str().unwrap(), "-noout", "-pubkey"]);
+        let key = pki.join(format!("{name}.key"));
+        assert_eq!(
+            cert_key,
+            run_ok("openssl", &["pkey", "-in", key.to_str().unwrap(), "-pubout"]),
+            "{name}: same key"
+        );
+        let ca = if name.starts_with("etcd") {
+            "etcd/ca.crt"
+        } else if *name == "front-proxy-client" {
+            "front-proxy-ca.crt"
+        } else {
+            "ca.crt"
+        };
+        let verified =
+            run_ok("openssl", &["verify", "-CAfile", pki.join(ca).to_str().unwrap(), cert.to_str().unwrap()]);
+        assert!(verified.contains(": OK"), "{verified}");
+    }
+    let conf_after = std::fs::read_to_string(dir.join("admin.conf")).unwrap();
+    assert_ne!(conf_after, conf_before);
+    let view = run_ok(
+        "kubectl",
+        &["config", "view", "--kubeconfig", dir.join("admin.conf").to_str().unwrap(), "-o", "json"],
+    );
+    assert!(view.contains("kubernetes-admin"), "{view}");
+    assert_eq!(walk(&dir).len(), files_before, "no temporary file left behind");
+    // One by name; an unknown name is refused.
+    assert!(
+        kca(&["pki", "renew", "prod", "scheduler.conf", "--dir", dir.to_str().unwrap()]).status.success()
+    );
+    assert!(!kca(&["pki", "renew", "prod", "nope", "--dir", dir.to_str().unwrap()]).status.success());
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -302,7 +302,13 @@ async fn certificates_are_recorded_listed_and_revoked(backend: Backend) {
     assert!(matches!(store.get_certificate(Uuid::new_v4(), &bob.serial).await, Err(StoreError::NotFound)));
     let list =
         |user: Option<&str>, status: Option<CertificateStatus>, before_seq: Option<i64>, limit: u32| {
-            let filter = CertificateFilter { common_name: user.map(String::from), status, before_seq, limit };
+            let filter = CertificateFilter {
+                common_name: user.map(String::from),
+                status,
+                before_seq,
+                limit,
+                expiring_before: None,
+            };
             async move { store.list_certificates(new.cluster.id, &filter, now()).await.unwrap() }
         };
     let serials =
