@@ -10,6 +10,7 @@ use crate::config::StoreArgs;
 use crate::crl_publisher::{CrlPublisher, PublishError};
 use crate::keyring::{Keyring, KeyringError, MasterKeySource, load_master_key};
 use crate::metrics::{Metrics, render_gauges};
+use crate::pki::crl::crl_number_floor;
 use crate::published::CachedCrl;
 use crate::published::{ClusterSnapshot, Published};
 use crate::ratelimit::RateLimiter;
@@ -357,9 +358,12 @@ impl App {
                     let now = self.now();
                     let record = self
                         .store
-                        .publish_crl(authority.id, now - validity, &|number, entries| {
-                            sign_crl_now(&ca, number, entries, now, validity)
-                        })
+                        .publish_crl(
+                            authority.id,
+                            now - validity,
+                            crl_number_floor(now),
+                            &|number, entries| sign_crl_now(&ca, number, entries, now, validity),
+                        )
                         .await?;
                     tracing::info!(
                         authority.id = %authority.id,
@@ -368,6 +372,7 @@ impl App {
                         crl.entries = record.entries,
                         "CRL published"
                     );
+                    self.metrics.crl_published();
                     Ok(self.published.put_crl(record))
                 },
             )

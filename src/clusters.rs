@@ -221,6 +221,7 @@ pub fn build_pending_authority(
         key_version: master.version(),
         csr_der: request.csr_der,
         created_at: now,
+        previous_seal: None,
     })
 }
 
@@ -233,10 +234,11 @@ pub fn build_intermediate_authority(
     now: OffsetDateTime,
     crl_validity: Duration,
 ) -> Result<BuiltAuthority, PkiError> {
-    let signed = sign_crl_now(&accepted.signer, 1, &[], now, crl_validity)?;
+    let number = crate::pki::crl::crl_number_floor(now);
+    let signed = sign_crl_now(&accepted.signer, number as u64, &[], now, crl_validity)?;
     let crl = CrlRecord {
         authority_id: pending.id,
-        number: 1,
+        number,
         this_update: signed.this_update,
         next_update: signed.next_update,
         entries: 0,
@@ -253,6 +255,7 @@ pub fn build_intermediate_authority(
         key_algorithm: pending.key_algorithm,
         sealed_key: pending.sealed_key.clone(),
         key_version: pending.key_version,
+        previous_seal: pending.previous_seal.clone(),
         not_before: accepted.signer.not_before(),
         not_after: accepted.signer.not_after(),
         created_at: now,
@@ -281,10 +284,11 @@ fn assemble_authority(
     crl_validity: Duration,
 ) -> Result<BuiltAuthority, PkiError> {
     let authority_id = Uuid::new_v4();
-    let signed = sign_crl_now(&parts.signer, 1, &[], now, crl_validity)?;
+    let number = crate::pki::crl::crl_number_floor(now);
+    let signed = sign_crl_now(&parts.signer, number as u64, &[], now, crl_validity)?;
     let crl = CrlRecord {
         authority_id,
-        number: 1,
+        number,
         this_update: signed.this_update,
         next_update: signed.next_update,
         entries: 0,
@@ -301,6 +305,7 @@ fn assemble_authority(
         key_algorithm: parts.algorithm,
         sealed_key: master.seal(parts.pkcs8, &authority_aad(authority_id))?,
         key_version: master.version(),
+        previous_seal: None,
         not_before: parts.signer.not_before(),
         not_after: parts.signer.not_after(),
         created_at: now,

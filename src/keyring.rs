@@ -15,10 +15,11 @@ use zeroize::Zeroizing;
 use crate::config::StoreArgs;
 use crate::pki::seal::MasterKey;
 use crate::pki::{CaSigner, PkiError};
-use crate::store::{AuthorityRecord, Store, StoreError};
+use crate::store::{
+    AuditEntry, AuthorityRecord, MASTER_KEY_CHECK, MASTER_KEY_CHECK_PREVIOUS, PreviousSeal, RewrapCounts,
+    SealedOwner, Store, StoreError,
+};
 
-/// Settings key of a value sealed at first start, to tell a wrong master key at once.
-const MASTER_KEY_CHECK: &str = "master_key_check";
 const MASTER_KEY_CHECK_PLAINTEXT: &[u8] = b"kca master key check";
 
 #[derive(Debug, thiserror::Error)]
@@ -57,13 +58,7 @@ pub fn load_master_key(args: &StoreArgs) -> Result<(MasterKey, MasterKeySource),
         return Ok((MasterKey::from_bytes(&bytes, version)?, MasterKeySource::Environment));
     }
     if let Some(path) = &args.master_key_file {
-        let content = Zeroizing::new(std::fs::read(path).map_err(|e| {
-            KeyringError::MasterKey(format!("cannot read KCA_MASTER_KEY_FILE {}: {e}", path.display()))
-        })?);
-        let bytes = decode_key_text(&content).ok_or_else(|| {
-            KeyringError::MasterKey(format!("{} must hold 32 bytes, raw or base64-encoded", path.display()))
-        })?;
-        return Ok((MasterKey::from_bytes(&bytes, version)?, MasterKeySource::File));
+        return Ok((read_master_key_file(path, version, "KCA_MASTER_KEY_FILE")?, MasterKeySource::File));
     }
     let path = args.data_dir.join("master.key");
     if path.exists() {
@@ -79,6 +74,21 @@ pub fn load_master_key(args: &StoreArgs) -> Result<(MasterKey, MasterKeySource),
     write_private_file(&path, STANDARD.encode(&bytes).as_bytes())
         .map_err(|e| KeyringError::MasterKey(format!("cannot create {}: {e}", path.display())))?;
     Ok((key, MasterKeySource::GeneratedForDevelopment))
+}
+
+/// A master key from a file holding 32 bytes, raw or base64; `what` names the setting in errors.
+pub fn read_master_key_file(path: &Path, version: i32, what: &str) -> Result<MasterKey, KeyringError> {
+    let content = Zeroizing::new(
+        std::fs::read(path)
+            .map_err(|e| KeyringError::MasterKey(format!("cannot read {what} {}: {e}", path.display())))?,
+    );
+    let bytes = decode_key_text(&content).ok_or_else(|| {
+        KeyringError::MasterKey(format!(
+            "{what} {} must hold 32 bytes, raw or base64-encoded",
+            path.display()
+        ))
+    })?;
+    Ok(MasterKey::from_bytes(&bytes, version)?)
 }
 
 fn decode_key_text(content: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
@@ -116,6 +126,76 @@ pub fn service_account_aad(key_id: Uuid) -> Vec<u8> {
     aad
 }
 
+fn opens_check(master: &MasterKey, sealed: &[u8]) -> bool {
+    matches!(master.open(sealed, MASTER_KEY_CHECK.as_bytes()), Ok(plain) if plain.as_slice() == MASTER_KEY_CHECK_PLAINTEXT)
+}
+
+/// Open a key stored sealed, and perhaps also under a previous master key version (during a
+/// master-key change): the copy labelled with this master key's version is tried first, then
+/// the other (AES-GCM tells a wrong key, so a label is only a hint).
+pub fn open_sealed(
+    master: &MasterKey,
+    sealed: &[u8],
+    version: Option<i32>,
+    previous: Option<&PreviousSeal>,
+    aad: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, KeyringError> {
+    let mut copies = vec![(version, sealed)];
+    if let Some(previous) = previous {
+        copies.push((previous.key_version, previous.sealed_key.as_slice()));
+    }
+    copies.sort_by_key(|(version, _)| *version != Some(master.version()));
+    copies
+        .into_iter()
+        .find_map(|(_, sealed)| master.open(sealed, aad).ok())
+        .ok_or(KeyringError::WrongMasterKey)
+}
+
+/// The associated data a sealed value of `owner` is bound to.
+pub fn sealed_aad(owner: SealedOwner) -> Vec<u8> {
+    match owner {
+        SealedOwner::Authority(id) => authority_aad(id),
+        SealedOwner::TokenKey(id) => crate::token::key_aad(id),
+        SealedOwner::PendingAuthority(id) => authority_aad(id),
+        SealedOwner::ServiceAccountKey(id) => service_account_aad(id),
+        SealedOwner::MasterKeyCheck => MASTER_KEY_CHECK.as_bytes().to_vec(),
+    }
+}
+
+/// Seal every key in the database again under `new` (`kca keys rewrap`): what `current` opens is
+/// sealed under `new`, the value it replaces kept as the previous seal, in one audited
+/// transaction. What `new` opens already is left alone, so running it again after replicas still
+/// on `current` added keys seals just those. A value neither key opens stops it, changing nothing.
+pub async fn rewrap(
+    store: &dyn Store,
+    current: &MasterKey,
+    new: &MasterKey,
+    audit: &AuditEntry,
+) -> Result<RewrapCounts, KeyringError> {
+    let reseal = |owner: SealedOwner, sealed: &[u8]| -> Result<Option<Vec<u8>>, PkiError> {
+        let aad = sealed_aad(owner);
+        if new.open(sealed, &aad).is_ok() {
+            return Ok(None);
+        }
+        let plain = current.open(sealed, &aad)?;
+        new.seal(&plain, &aad).map(Some)
+    };
+    Ok(store.rewrap_sealed_keys(new.version(), &reseal, audit).await?)
+}
+
+/// Forget the copies a rewrap kept under the previous master key (`kca keys drop-previous`), once
+/// `master` opens every key; otherwise nothing changes.
+pub async fn drop_previous(
+    store: &dyn Store,
+    master: &MasterKey,
+    audit: &AuditEntry,
+) -> Result<RewrapCounts, KeyringError> {
+    let check = |owner: SealedOwner, sealed: &[u8]| -> Result<(), PkiError> {
+        master.open(sealed, &sealed_aad(owner)).map(drop)
+    };
+    Ok(store.drop_previous_seals(&check, audit).await?)
+}
+
 /// The master key and the unsealed CA signers, keyed by authority id.
 pub struct Keyring {
     master: MasterKey,
@@ -131,22 +211,27 @@ impl Keyring {
         &self.master
     }
 
-    /// At first start, seal a known value; later, check the master key opens it.
+    /// At first start, seal a known value; later, check the master key opens it (or, during a
+    /// master-key change, the copy a rewrap kept under the previous version).
     pub async fn verify_master_key(&self, store: &dyn Store) -> Result<(), KeyringError> {
         let sealed = self.master.seal(MASTER_KEY_CHECK_PLAINTEXT, MASTER_KEY_CHECK.as_bytes())?;
         let stored = store.insert_setting_if_absent(MASTER_KEY_CHECK, &sealed).await?;
-        match self.master.open(&stored, MASTER_KEY_CHECK.as_bytes()) {
-            Ok(plain) if plain.as_slice() == MASTER_KEY_CHECK_PLAINTEXT => Ok(()),
-            _ => Err(KeyringError::WrongMasterKey),
-        }
+        self.open_check(store, &stored).await
     }
 
     /// Check, reading only, that the master key opens the value sealed at first start: what
     /// `/readyz` asks on every probe.
     pub async fn check_master_key(&self, store: &dyn Store) -> Result<(), KeyringError> {
         let stored = store.get_setting(MASTER_KEY_CHECK).await?.ok_or(KeyringError::WrongMasterKey)?;
-        match self.master.open(&stored, MASTER_KEY_CHECK.as_bytes()) {
-            Ok(plain) if plain.as_slice() == MASTER_KEY_CHECK_PLAINTEXT => Ok(()),
+        self.open_check(store, &stored).await
+    }
+
+    async fn open_check(&self, store: &dyn Store, stored: &[u8]) -> Result<(), KeyringError> {
+        if opens_check(&self.master, stored) {
+            return Ok(());
+        }
+        match store.get_setting(MASTER_KEY_CHECK_PREVIOUS).await? {
+            Some(previous) if opens_check(&self.master, &previous) => Ok(()),
             _ => Err(KeyringError::WrongMasterKey),
         }
     }
@@ -156,10 +241,13 @@ impl Keyring {
         if let Some(signer) = self.signers.read().get(&authority.id) {
             return Ok(signer.clone());
         }
-        let pkcs8 = self
-            .master
-            .open(&authority.sealed_key, &authority_aad(authority.id))
-            .map_err(|_| KeyringError::WrongMasterKey)?;
+        let pkcs8 = open_sealed(
+            &self.master,
+            &authority.sealed_key,
+            Some(authority.key_version),
+            authority.previous_seal.as_ref(),
+            &authority_aad(authority.id),
+        )?;
         let signer = Arc::new(CaSigner::load(&authority.certificate_der, authority.key_algorithm, &pkcs8)?);
         self.signers.write().insert(authority.id, signer.clone());
         Ok(signer)

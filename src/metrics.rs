@@ -51,6 +51,7 @@ pub struct Metrics {
     latency: RwLock<BTreeMap<Labels, Histogram>>,
     issued: CounterFamily,
     revoked: CounterFamily,
+    crls_published: CounterFamily,
 }
 
 impl Metrics {
@@ -94,6 +95,12 @@ impl Metrics {
         self.revoked.add(vec![("cluster", cluster.to_string()), ("authority", kind.to_string())], count);
     }
 
+    /// A CRL signed and stored by this process (CRL Numbers follow the clock, so they no longer
+    /// count publications).
+    pub fn crl_published(&self) {
+        self.crls_published.add(vec![], 1);
+    }
+
     /// The counters and histograms, in text exposition format.
     pub fn render_counters(&self, out: &mut String) {
         self.requests.render(out, "kca_http_requests_total", "HTTP requests answered, by route and status.");
@@ -127,6 +134,11 @@ impl Metrics {
             out,
             "kca_certificates_revoked_total",
             "Certificates revoked, by cluster and authority.",
+        );
+        self.crls_published.render(
+            out,
+            "kca_crls_published_total",
+            "CRLs signed and stored by this process.",
         );
     }
 }

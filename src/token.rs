@@ -133,7 +133,7 @@ pub struct TokenService {
 }
 
 /// AAD binding a sealed signing key to its id; key 1 keeps the binding it was first sealed with.
-fn key_aad(id: i32) -> Vec<u8> {
+pub(crate) fn key_aad(id: i32) -> Vec<u8> {
     if id == 1 {
         b"kca:token-signing-key".to_vec()
     } else {
@@ -195,7 +195,7 @@ impl TokenService {
         let (_, pkcs8) = SigningKeyPair::generate(KeyAlgorithm::Ed25519).map_err(KeyringError::from)?;
         let sealed = master.seal(&pkcs8, &key_aad(next)).map_err(KeyringError::from)?;
         let audit = audit(next);
-        store.insert_token_key(next, &sealed, audit.at, Some(&audit)).await?;
+        store.insert_token_key(next, &sealed, master.version(), audit.at, Some(&audit)).await?;
         self.reload_keys(store, master).await?;
         Ok(next)
     }
@@ -386,7 +386,7 @@ async fn load_keys(
                 master.seal(&pkcs8, &key_aad(1)).map_err(KeyringError::from)?
             }
         };
-        match store.insert_token_key(1, &sealed, now, None).await {
+        match store.insert_token_key(1, &sealed, master.version(), now, None).await {
             Ok(()) | Err(StoreError::Conflict(_)) => {}
             Err(err) => return Err(err.into()),
         }
@@ -415,8 +415,13 @@ fn open_key(
     record: &TokenKeyRecord,
     master: &MasterKey,
 ) -> Result<(SigningKeyPair, zeroize::Zeroizing<Vec<u8>>), TokenError> {
-    let pkcs8 =
-        master.open(&record.sealed_key, &key_aad(record.id)).map_err(|_| KeyringError::WrongMasterKey)?;
+    let pkcs8 = crate::keyring::open_sealed(
+        master,
+        &record.sealed_key,
+        record.key_version,
+        record.previous_seal.as_ref(),
+        &key_aad(record.id),
+    )?;
     let key = SigningKeyPair::from_pkcs8(KeyAlgorithm::Ed25519, &pkcs8).map_err(KeyringError::from)?;
     Ok((key, pkcs8))
 }

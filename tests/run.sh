@@ -29,7 +29,7 @@ step() { echo "tests/run.sh: $* ($(($(date +%s) - started))s)"; }
 # --- Debian packages -------------------------------------------------------------------------
 export DEBIAN_FRONTEND=noninteractive
 packages=(curl jq openssl sqlite3 postgresql-client haproxy etcd-server etcd-client chromium
-    protobuf-compiler wrk golang-cfssl)
+    protobuf-compiler wrk golang-cfssl softhsm2 opensc)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

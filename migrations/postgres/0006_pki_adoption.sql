@@ -13,6 +13,9 @@ CREATE TABLE pending_authorities (
     sealed_key    BYTEA NOT NULL,
     key_version   INTEGER NOT NULL,
     csr_der       BYTEA NOT NULL,
+    -- The copy a master-key rewrap keeps under the previous master key (see 0008).
+    previous_sealed_key  BYTEA,
+    previous_key_version INTEGER,
     created_at    TIMESTAMPTZ NOT NULL,
     CONSTRAINT pending_authorities_kind_key UNIQUE (cluster_id, kind)
 );
@@ -29,6 +32,8 @@ CREATE TABLE service_account_keys (
     sealed_key    BYTEA NOT NULL,
     key_version   INTEGER NOT NULL,
     public_pem    TEXT NOT NULL,
+    previous_sealed_key  BYTEA,
+    previous_key_version INTEGER,
     created_at    TIMESTAMPTZ NOT NULL,
     CONSTRAINT service_account_keys_key_id_key UNIQUE (cluster_id, key_id)
 );

@@ -13,6 +13,9 @@ CREATE TABLE pending_authorities (
     sealed_key    BLOB NOT NULL,
     key_version   INTEGER NOT NULL,
     csr_der       BLOB NOT NULL,
+    -- The copy a master-key rewrap keeps under the previous master key (see 0008).
+    previous_sealed_key  BLOB,
+    previous_key_version INTEGER,
     created_at    INTEGER NOT NULL,
     CONSTRAINT pending_authorities_kind_key UNIQUE (cluster_id, kind)
 ) STRICT;
@@ -29,6 +32,8 @@ CREATE TABLE service_account_keys (
     sealed_key    BLOB NOT NULL,
     key_version   INTEGER NOT NULL,
     public_pem    TEXT NOT NULL,
+    previous_sealed_key  BLOB,
+    previous_key_version INTEGER,
     created_at    INTEGER NOT NULL,
     CONSTRAINT service_account_keys_key_id_key UNIQUE (cluster_id, key_id)
 ) STRICT;

@@ -7,12 +7,14 @@
 //! (`text` or `json`) on commands that return records, and the output *file* on the commands that
 //! return a document (`kubeconfig`, `authority-cert`).
 
+pub mod backup;
 pub mod cache;
 pub mod certificates;
 pub mod client;
 pub mod clusters;
 pub mod crl_sync;
 pub mod haproxy;
+pub mod keys;
 pub mod kubeconfig;
 pub mod output;
 pub mod pki_export;
@@ -47,6 +49,14 @@ pub enum Command {
     /// first admin; afterwards use `kca tokens`.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Write a consistent, integrity-checked archive of the database (keys sealed), on the
+    /// server host, while servers run.
+    Backup(backup::BackupArgs),
+    /// Restore an archive of `kca backup` into an empty database (SQLite or Postgres).
+    Restore(backup::RestoreArgs),
+    /// Master-key custody on the server host (same database and master key as `serve`).
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Mint, list and revoke API tokens over the API, and rotate their signing key.
     Tokens(tokens::TokensArgs),
     /// Print the OpenAPI document.
@@ -112,6 +122,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => serve(*args).await,
         Command::Migrate(args) => migrate(args).await,
         Command::Token(TokenCommand::Create(args)) => token_create(args).await,
+        Command::Keys(command) => keys::run(command).await,
+        Command::Backup(args) => backup::backup(args).await,
+        Command::Restore(args) => backup::restore(args).await,
         Command::Tokens(args) => tokens::run(args).await,
         Command::Openapi => {
             print!("{}", crate::http::openapi_json());
@@ -166,6 +179,13 @@ async fn migrate(args: StoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Who runs a command on the server host (whoever can read the database and the master key), as
+/// the audit trail names them: `host:$USER`.
+fn host_operator() -> String {
+    let operator = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    format!("host:{}", operator.chars().filter(|c| !c.is_control()).take(64).collect::<String>())
+}
+
 async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
     let (store, _, tokens) = crate::app::open_store_and_keys(&args.store).await?;
     if args.scopes.contains(&Scope::CertificatesIssue) {
@@ -190,10 +210,7 @@ async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
         max_ttl: args.max_ttl.map(|d| d.as_secs()),
         ttl: time::Duration::try_from(args.ttl)?,
     };
-    // Minted on the server host by whoever can read the database and the master key.
-    let operator = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let created_by =
-        format!("host:{}", operator.chars().filter(|c| !c.is_control()).take(64).collect::<String>());
+    let created_by = host_operator();
     let now = time::OffsetDateTime::now_utc();
     let (token, record) = tokens.mint(&request, &created_by, now)?;
     let audit = crate::store::AuditEntry {

@@ -80,6 +80,15 @@ pub struct RevokedEntry {
     pub reason: RevocationReason,
 }
 
+/// The lowest CRL Number a CRL signed at `at` may carry: its time in microseconds since the Unix
+/// epoch. Like Let's Encrypt's Boulder (which takes thisUpdate in nanoseconds), numbers follow
+/// the clock, so a server restored from a backup still publishes numbers above those the old
+/// server published after the backup was taken; the store raises the floor by one whenever its
+/// counter is already there, so numbers strictly increase even within a microsecond.
+pub fn crl_number_floor(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
+}
+
 /// What a CRL covers and for how long.
 #[derive(Clone, Copy, Debug)]
 pub struct CrlWindow {
@@ -150,6 +159,13 @@ fn from_crl_reason(reason: x509_cert::ext::pkix::CrlReason) -> RevocationReason 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crl_number_floors_follow_the_clock_in_microseconds() {
+        let at = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        assert_eq!(crl_number_floor(at), 1_700_000_000_000_000);
+        assert!(crl_number_floor(at + time::Duration::microseconds(1)) > crl_number_floor(at));
+    }
     use crate::pki::ca::{AuthorityIdentity, create_authority};
     use crate::pki::{AuthorityKind, KeyAlgorithm};
     use der::Decode;

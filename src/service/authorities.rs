@@ -170,11 +170,14 @@ pub async fn install_intermediate(
     let now = app.now();
     let (crl_validity, job_app) = (app.settings.crl_validity, app.clone());
     let built = tokio::task::spawn_blocking(move || {
-        let pkcs8 = job_app
-            .keyring
-            .master()
-            .open(&pending.sealed_key, &authority_aad(pending.id))
-            .map_err(|_| ApiError::internal("the pending key does not open with the master key"))?;
+        let pkcs8 = crate::keyring::open_sealed(
+            job_app.keyring.master(),
+            &pending.sealed_key,
+            Some(pending.key_version),
+            pending.previous_seal.as_ref(),
+            &authority_aad(pending.id),
+        )
+        .map_err(|_| ApiError::internal("the pending key does not open with the master key"))?;
         let accepted = accept_intermediate(&certificate_pem, &chain_pem, pending.key_algorithm, &pkcs8, now)
             .map_err(|e| import_refusal(e, ""))?;
         build_intermediate_authority(&pending, generation, accepted, now, crl_validity)

@@ -58,6 +58,7 @@ pub async fn add(
         key_version: master.version(),
         public_pem: key.public_pem.clone(),
         created_at: app.now(),
+        previous_seal: None,
     };
     let action = if was_imported { "service_account_key.import" } else { "service_account_key.rotate" };
     let audit = actor.audit(
@@ -107,11 +108,14 @@ pub async fn export_signing_key(
         list(app, cluster_id).await?.into_iter().find(|k| k.state == AuthorityState::Active).ok_or_else(
             || ApiError::not_found("the cluster has no service-account key yet: rotate or import one first"),
         )?;
-    let pkcs8 = app
-        .keyring
-        .master()
-        .open(&active.sealed_key, &service_account_aad(active.id))
-        .map_err(|_| ApiError::internal("a service-account key does not open with the master key"))?;
+    let pkcs8 = crate::keyring::open_sealed(
+        app.keyring.master(),
+        &active.sealed_key,
+        Some(active.key_version),
+        active.previous_seal.as_ref(),
+        &service_account_aad(active.id),
+    )
+    .map_err(|_| ApiError::internal("a service-account key does not open with the master key"))?;
     let key = ServiceAccountKey::load(active.key_algorithm, pkcs8)?;
     let audit = actor.audit(
         app.now(),

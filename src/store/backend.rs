@@ -27,6 +27,12 @@ pub(super) trait Connection: Send + Sized {
     /// (nothing where the transaction holds the database's write lock from its start).
     const FOR_UPDATE: &'static str;
 
+    /// What an `INSERT` that gives identity columns their values says after the column list.
+    const OVERRIDING_IDENTITY: &'static str;
+
+    /// After rows were written with their identity values, have new rows number after them.
+    async fn reset_identity(&mut self, table: &str, column: &str) -> StoreResult<()>;
+
     /// A condition: `column` is one of the UUIDs in the list bound as `$param`.
     fn in_list(column: &str, param: usize) -> String;
 
@@ -87,6 +93,9 @@ pub(super) trait Backend: Send + Sync + 'static {
     /// A transaction that will write: it must not fail later on a lock upgrade.
     async fn begin_write(&self) -> StoreResult<Tx<Self>>;
 
+    /// A read-only transaction whose reads all see one snapshot of the database.
+    async fn begin_snapshot(&self) -> StoreResult<Tx<Self>>;
+
     async fn migrate(&self) -> StoreResult<()>;
     async fn hold_leadership(&self) -> StoreResult<bool>;
     async fn subscribe(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<Change>>>;
@@ -131,7 +140,7 @@ async fn insert_authority(
     conn.execute(
         Stmt::new(format!(
             "INSERT INTO authorities ({AUTHORITY_COLUMNS}, crl_number) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
         ))
         .bind(a.id)
         .bind(a.cluster_id)
@@ -147,6 +156,8 @@ async fn insert_authority(
         .bind(a.not_before)
         .bind(a.not_after)
         .bind(a.created_at)
+        .bind(a.previous_seal.as_ref().map(|p| p.sealed_key.clone()))
+        .bind(a.previous_seal.as_ref().and_then(|p| p.key_version))
         .bind(a.chain_pem.as_str())
         .bind(crl.number),
     )
@@ -159,6 +170,61 @@ async fn insert_authority(
             .bind(crl.next_update)
             .bind(crl.entries)
             .bind(crl.der.as_slice()),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The tables holding sealed keys (`id`, `sealed_key`, `key_version` and the previous seal).
+const SEALED_TABLES: [&str; 4] = ["authorities", "token_keys", "pending_authorities", "service_account_keys"];
+
+/// Whose key a row of one of the [`SEALED_TABLES`] holds.
+fn sealed_owner(table: &str, row: &impl Columns) -> StoreResult<SealedOwner> {
+    Ok(match table {
+        "authorities" => SealedOwner::Authority(row.uuid("id")?),
+        "pending_authorities" => SealedOwner::PendingAuthority(row.uuid("id")?),
+        "service_account_keys" => SealedOwner::ServiceAccountKey(row.uuid("id")?),
+        _ => SealedOwner::TokenKey(row.get("id")?),
+    })
+}
+
+impl SealedOwner {
+    fn id_arg(self) -> Arg {
+        match self {
+            SealedOwner::Authority(id)
+            | SealedOwner::PendingAuthority(id)
+            | SealedOwner::ServiceAccountKey(id) => id.into(),
+            SealedOwner::TokenKey(id) => id.into(),
+            SealedOwner::MasterKeyCheck => MASTER_KEY_CHECK.into(),
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            SealedOwner::Authority(id) => format!("authority {id}"),
+            SealedOwner::TokenKey(id) => format!("token signing key {id}"),
+            SealedOwner::PendingAuthority(id) => format!("pending intermediate key {id}"),
+            SealedOwner::ServiceAccountKey(id) => format!("service-account key {id}"),
+            SealedOwner::MasterKeyCheck => "the master key check".into(),
+        }
+    }
+}
+
+fn reseal_one(reseal: Resealer<'_>, owner: SealedOwner, sealed: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+    reseal(owner, sealed).map_err(|source| StoreError::Sealed { owner: owner.describe(), source })
+}
+
+fn check_one(check: SealChecker<'_>, owner: SealedOwner, sealed: &[u8]) -> StoreResult<()> {
+    check(owner, sealed).map_err(|source| StoreError::Sealed { owner: owner.describe(), source })
+}
+
+async fn put_setting(conn: &mut impl Connection, key: &str, value: &[u8]) -> StoreResult<()> {
+    conn.execute(
+        Stmt::new(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value),
     )
     .await?;
     Ok(())
@@ -553,6 +619,7 @@ impl<B: Backend> Store for B {
         &self,
         authority_id: Uuid,
         expired_cutoff: OffsetDateTime,
+        number_floor: i64,
         sign: CrlSigner<'_>,
     ) -> StoreResult<CrlRecord> {
         let mut tx = self.begin_write().await?;
@@ -562,11 +629,12 @@ impl<B: Backend> Store for B {
         let number: i64 = tx
             .fetch_one(
                 Stmt::new(
-                    "UPDATE authorities SET crl_number = crl_number + 1 WHERE id = $1 AND state <> $2 \
-                     RETURNING crl_number",
+                    "UPDATE authorities SET crl_number = CASE WHEN crl_number >= $3 THEN crl_number + 1 ELSE $3 END \
+                     WHERE id = $1 AND state <> $2 RETURNING crl_number",
                 )
                 .bind(authority_id)
-                .bind(AuthorityState::Retired.as_str()),
+                .bind(AuthorityState::Retired.as_str())
+                .bind(number_floor),
             )
             .await?
             .get("crl_number")?;
@@ -716,7 +784,7 @@ impl<B: Backend> Store for B {
 
     async fn list_token_keys(&self) -> StoreResult<Vec<TokenKeyRecord>> {
         let stmt = Stmt::new(
-            "SELECT k.id, k.sealed_key, k.created_at, \
+            "SELECT k.id, k.sealed_key, k.key_version, k.previous_sealed_key, k.previous_key_version, k.created_at, \
              (SELECT max(t.expires_at) FROM api_tokens t WHERE t.key_id = k.id) AS last_token_expiry \
              FROM token_keys k ORDER BY k.id",
         );
@@ -727,15 +795,19 @@ impl<B: Backend> Store for B {
         &self,
         id: i32,
         sealed_key: &[u8],
+        key_version: i32,
         at: OffsetDateTime,
         audit: Option<&AuditEntry>,
     ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         tx.execute(
-            Stmt::new("INSERT INTO token_keys (id, sealed_key, created_at) VALUES ($1, $2, $3)")
-                .bind(id)
-                .bind(sealed_key)
-                .bind(at),
+            Stmt::new(
+                "INSERT INTO token_keys (id, sealed_key, key_version, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(id)
+            .bind(sealed_key)
+            .bind(key_version)
+            .bind(at),
         )
         .await?;
         if let Some(audit) = audit {
@@ -761,7 +833,7 @@ impl<B: Backend> Store for B {
         tx.execute(
             Stmt::new(format!(
                 "INSERT INTO pending_authorities ({PENDING_AUTHORITY_COLUMNS}) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
             ))
             .bind(pending.id)
             .bind(pending.cluster_id)
@@ -770,7 +842,9 @@ impl<B: Backend> Store for B {
             .bind(pending.sealed_key.as_slice())
             .bind(pending.key_version)
             .bind(pending.csr_der.as_slice())
-            .bind(pending.created_at),
+            .bind(pending.created_at)
+            .bind(pending.previous_seal.as_ref().map(|p| p.sealed_key.clone()))
+            .bind(pending.previous_seal.as_ref().and_then(|p| p.key_version)),
         )
         .await?;
         tx.execute(sql::insert_audit(audit)).await?;
@@ -859,7 +933,7 @@ impl<B: Backend> Store for B {
         tx.execute(
             Stmt::new(format!(
                 "INSERT INTO service_account_keys ({SERVICE_ACCOUNT_KEY_COLUMNS}) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
             ))
             .bind(key.id)
             .bind(key.cluster_id)
@@ -869,7 +943,9 @@ impl<B: Backend> Store for B {
             .bind(key.sealed_key.as_slice())
             .bind(key.key_version)
             .bind(key.public_pem.as_str())
-            .bind(key.created_at),
+            .bind(key.created_at)
+            .bind(key.previous_seal.as_ref().map(|p| p.sealed_key.clone()))
+            .bind(key.previous_seal.as_ref().and_then(|p| p.key_version)),
         )
         .await?;
         tx.execute(sql::insert_audit(audit)).await?;
@@ -938,5 +1014,172 @@ impl<B: Backend> Store for B {
             .iter()
             .map(|row| Ok((row.uuid("cluster_id")?, row.get("profile")?, row.time("earliest")?)))
             .collect()
+    }
+
+    async fn rewrap_sealed_keys(
+        &self,
+        new_version: i32,
+        reseal: Resealer<'_>,
+        audit: &AuditEntry,
+    ) -> StoreResult<RewrapCounts> {
+        let mut tx = self.begin_write().await?;
+        let mut counts = RewrapCounts::default();
+        for table in SEALED_TABLES {
+            let rows = tx
+                .fetch_all(Stmt::new(format!(
+                    "SELECT id, sealed_key FROM {table} ORDER BY id{}",
+                    <Conn<B> as Connection>::FOR_UPDATE
+                )))
+                .await?;
+            for row in rows {
+                let owner = sealed_owner(table, &row)?;
+                let sealed: Vec<u8> = row.get("sealed_key")?;
+                let Some(resealed) = reseal_one(reseal, owner, &sealed)? else { continue };
+                tx.execute(
+                    Stmt::new(format!(
+                        "UPDATE {table} SET previous_sealed_key = sealed_key, \
+                         previous_key_version = key_version, sealed_key = $2, key_version = $3 WHERE id = $1"
+                    ))
+                    .bind(owner.id_arg())
+                    .bind(resealed)
+                    .bind(new_version),
+                )
+                .await?;
+                match owner {
+                    SealedOwner::Authority(_) => counts.authorities += 1,
+                    SealedOwner::PendingAuthority(_) | SealedOwner::ServiceAccountKey(_) => {
+                        counts.cluster_keys += 1
+                    }
+                    _ => counts.token_keys += 1,
+                }
+            }
+        }
+        let check = tx
+            .fetch_optional(Stmt::new("SELECT value FROM settings WHERE key = $1").bind(MASTER_KEY_CHECK))
+            .await?;
+        if let Some(row) = check {
+            let sealed: Vec<u8> = row.get("value")?;
+            if let Some(resealed) = reseal_one(reseal, SealedOwner::MasterKeyCheck, &sealed)? {
+                put_setting(&mut *tx, MASTER_KEY_CHECK_PREVIOUS, &sealed).await?;
+                put_setting(&mut *tx, MASTER_KEY_CHECK, &resealed).await?;
+                counts.master_key_check = 1;
+            }
+        }
+        let mut entry = audit.clone();
+        entry.details["resealed"] = serde_json::json!(counts);
+        tx.execute(sql::insert_audit(&entry)).await?;
+        tx.notify(Change::TokenKeys).await?;
+        tx.commit().await?;
+        Ok(counts)
+    }
+
+    async fn drop_previous_seals(
+        &self,
+        check: SealChecker<'_>,
+        audit: &AuditEntry,
+    ) -> StoreResult<RewrapCounts> {
+        let mut tx = self.begin_write().await?;
+        let mut counts = RewrapCounts::default();
+        for table in SEALED_TABLES {
+            let rows = tx
+                .fetch_all(Stmt::new(format!(
+                    "SELECT id, sealed_key, previous_sealed_key FROM {table} ORDER BY id{}",
+                    <Conn<B> as Connection>::FOR_UPDATE
+                )))
+                .await?;
+            for row in rows {
+                let owner = sealed_owner(table, &row)?;
+                check_one(check, owner, &row.get::<Vec<u8>>("sealed_key")?)?;
+                if row.get::<Option<Vec<u8>>>("previous_sealed_key")?.is_some() {
+                    match owner {
+                        SealedOwner::Authority(_) => counts.authorities += 1,
+                        SealedOwner::PendingAuthority(_) | SealedOwner::ServiceAccountKey(_) => {
+                            counts.cluster_keys += 1
+                        }
+                        _ => counts.token_keys += 1,
+                    }
+                }
+            }
+            tx.execute(Stmt::new(format!(
+                "UPDATE {table} SET previous_sealed_key = NULL, previous_key_version = NULL \
+                 WHERE previous_sealed_key IS NOT NULL"
+            )))
+            .await?;
+        }
+        if let Some(row) = tx
+            .fetch_optional(Stmt::new("SELECT value FROM settings WHERE key = $1").bind(MASTER_KEY_CHECK))
+            .await?
+        {
+            check_one(check, SealedOwner::MasterKeyCheck, &row.get::<Vec<u8>>("value")?)?;
+        }
+        counts.master_key_check = tx
+            .execute(Stmt::new("DELETE FROM settings WHERE key = $1").bind(MASTER_KEY_CHECK_PREVIOUS))
+            .await?;
+        let mut entry = audit.clone();
+        entry.details["dropped"] = serde_json::json!(counts);
+        tx.execute(sql::insert_audit(&entry)).await?;
+        tx.commit().await?;
+        Ok(counts)
+    }
+
+    async fn backup_rows(&self) -> StoreResult<Vec<BackupRow>> {
+        let mut tx = self.begin_snapshot().await?;
+        let mut out = Vec::new();
+        for (table, columns, identity) in BACKUP_TABLES {
+            let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
+            let order = identity.unwrap_or(names[0]);
+            let rows = tx
+                .fetch_all(Stmt::new(format!("SELECT {} FROM {table} ORDER BY {order}", names.join(", "))))
+                .await?;
+            for row in rows {
+                let mut values = serde_json::Map::new();
+                for (name, kind) in columns.iter() {
+                    values.insert(name.to_string(), sql::backup_value(&row, name, *kind)?);
+                }
+                out.push((table.to_string(), values));
+            }
+        }
+        tx.rollback().await?;
+        Ok(out)
+    }
+
+    async fn restore_rows(&self, rows: &[BackupRow]) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        for (table, _, _) in BACKUP_TABLES {
+            let present =
+                tx.fetch_optional(Stmt::new(format!("SELECT 1 AS present FROM {table} LIMIT 1"))).await?;
+            if present.is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "the database is not empty (table {table} has rows): restore into an empty database"
+                )));
+            }
+        }
+        for (table, values) in rows {
+            let (table, columns, _) = BACKUP_TABLES
+                .iter()
+                .find(|(name, _, _)| name == table)
+                .ok_or_else(|| StoreError::Invalid(format!("the backup holds an unknown table {table:?}")))?;
+            let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
+            let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
+            let mut stmt = Stmt::new(format!(
+                "INSERT INTO {table} ({}){} VALUES ({})",
+                names.join(", "),
+                <Conn<B> as Connection>::OVERRIDING_IDENTITY,
+                placeholders.join(", ")
+            ));
+            for (name, kind) in columns.iter() {
+                let value = values.get(*name).unwrap_or(&serde_json::Value::Null);
+                stmt = stmt.bind(sql::restore_arg(value, name, *kind)?);
+            }
+            tx.execute(stmt).await?;
+        }
+        for (table, _, identity) in BACKUP_TABLES {
+            if let Some(column) = identity {
+                tx.reset_identity(table, column).await?;
+            }
+        }
+        tx.notify(Change::Resync).await?;
+        tx.commit().await?;
+        Ok(rows.len() as u64)
     }
 }

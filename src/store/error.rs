@@ -24,6 +24,13 @@ pub enum StoreError {
     Config(String),
     #[error(transparent)]
     Pki(#[from] PkiError),
+    /// A sealed value a rewrap or its check could not open (named, never shown).
+    #[error("the key of {owner}: {source}")]
+    Sealed {
+        owner: String,
+        #[source]
+        source: PkiError,
+    },
 }
 
 impl StoreError {

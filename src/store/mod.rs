@@ -85,6 +85,9 @@ pub struct AuthorityRecord {
     pub key_algorithm: KeyAlgorithm,
     pub sealed_key: Vec<u8>,
     pub key_version: i32,
+    /// The same key sealed under the previous master key version, kept by a rewrap until
+    /// `kca keys drop-previous`.
+    pub previous_seal: Option<PreviousSeal>,
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
     pub created_at: OffsetDateTime,
@@ -105,6 +108,8 @@ pub struct PendingAuthorityRecord {
     pub key_version: i32,
     pub csr_der: Vec<u8>,
     pub created_at: OffsetDateTime,
+    /// The copy a master-key rewrap kept under the previous master key.
+    pub previous_seal: Option<PreviousSeal>,
 }
 
 /// A service-account token signing key of a cluster, sealed under the master key. The active one
@@ -122,7 +127,52 @@ pub struct ServiceAccountKeyRecord {
     /// `PUBLIC KEY` (SubjectPublicKeyInfo) PEM.
     pub public_pem: String,
     pub created_at: OffsetDateTime,
+    /// The copy a master-key rewrap kept under the previous master key.
+    pub previous_seal: Option<PreviousSeal>,
 }
+
+/// A key sealed under a previous master key version, kept during a master-key change.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PreviousSeal {
+    pub key_version: Option<i32>,
+    pub sealed_key: Vec<u8>,
+}
+
+/// What a sealed value belongs to; its associated data derives from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SealedOwner {
+    Authority(Uuid),
+    TokenKey(i32),
+    /// The key of an intermediate waiting for its certificate (bound like an authority's).
+    PendingAuthority(Uuid),
+    ServiceAccountKey(Uuid),
+    /// The value sealed at first start to tell a wrong master key.
+    MasterKeyCheck,
+}
+
+/// Given a sealed value and its owner, answers it sealed under the new master key, or `None`
+/// when the new master key opens it already. Called by the store inside its transaction.
+pub type Resealer<'a> = &'a (dyn Fn(SealedOwner, &[u8]) -> Result<Option<Vec<u8>>, PkiError> + Send + Sync);
+
+/// Checks that the current master key opens a sealed value.
+pub type SealChecker<'a> = &'a (dyn Fn(SealedOwner, &[u8]) -> Result<(), PkiError> + Send + Sync);
+
+/// How many values a rewrap sealed again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RewrapCounts {
+    pub authorities: u64,
+    pub token_keys: u64,
+    /// Service-account keys and pending intermediate keys.
+    pub cluster_keys: u64,
+    pub master_key_check: u64,
+}
+
+/// One row of a backup: its table and its columns.
+pub type BackupRow = (String, serde_json::Map<String, serde_json::Value>);
+
+/// Settings key of the master key check, and of its copy under the previous master key.
+pub const MASTER_KEY_CHECK: &str = "master_key_check";
+pub const MASTER_KEY_CHECK_PREVIOUS: &str = "master_key_check:previous";
 
 /// The current CRL of one CA generation.
 #[derive(Clone, Debug, PartialEq)]
@@ -233,6 +283,10 @@ pub struct TokenRecord {
 pub struct TokenKeyRecord {
     pub id: i32,
     pub sealed_key: Vec<u8>,
+    /// The master key version it is sealed under; none for keys sealed before versions were
+    /// recorded (under the master key the database was created with).
+    pub key_version: Option<i32>,
+    pub previous_seal: Option<PreviousSeal>,
     pub created_at: OffsetDateTime,
     /// When the last token signed with it expires (none: it signed no registered token).
     pub last_token_expiry: Option<OffsetDateTime>,
@@ -409,13 +463,15 @@ pub trait Store: Send + Sync + 'static {
         audit: &AuditEntry,
     ) -> StoreResult<Vec<CertificateRecord>>;
 
-    /// Allocate the next CRL Number of an authority, read its revoked certificates that expired
+    /// Allocate the next CRL Number of an authority (the stored one plus one, or `number_floor`
+    /// if higher: see `pki::crl::crl_number_floor`), read its revoked certificates that expired
     /// after `expired_cutoff`, have `sign` make the CRL, and store it, all in one transaction that
     /// holds the authority's row lock.
     async fn publish_crl(
         &self,
         authority_id: Uuid,
         expired_cutoff: OffsetDateTime,
+        number_floor: i64,
         sign: CrlSigner<'_>,
     ) -> StoreResult<CrlRecord>;
 
@@ -469,6 +525,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: i32,
         sealed_key: &[u8],
+        key_version: i32,
         at: OffsetDateTime,
         audit: Option<&AuditEntry>,
     ) -> StoreResult<()>;
@@ -524,6 +581,33 @@ pub trait Store: Send + Sync + 'static {
         &self,
         now: OffsetDateTime,
     ) -> StoreResult<Vec<(Uuid, String, OffsetDateTime)>>;
+    /// Seal every key (authorities of every state, token keys, the master key check) again, in
+    /// one transaction: `reseal` gives the value under the new master key, and the value it
+    /// replaces is kept as the previous seal, so that replicas running with the previous master
+    /// key keep opening it. Values the new key opens already are left alone (running it again
+    /// seals only what was added meanwhile). Audited.
+    async fn rewrap_sealed_keys(
+        &self,
+        new_version: i32,
+        reseal: Resealer<'_>,
+        audit: &AuditEntry,
+    ) -> StoreResult<RewrapCounts>;
+
+    /// Every row of every table, read in one consistent snapshot (one read transaction), tables
+    /// in the order a restore writes them; values in the backend-neutral form of a backup.
+    async fn backup_rows(&self) -> StoreResult<Vec<BackupRow>>;
+
+    /// Write a backup's rows into this database, in one transaction; `Conflict` (and nothing
+    /// written) unless it is empty. Answers the number of rows written.
+    async fn restore_rows(&self, rows: &[BackupRow]) -> StoreResult<u64>;
+
+    /// Forget the previous seals, once `check` says the current master key opens every value
+    /// (else nothing changes and the error names what does not open). Audited.
+    async fn drop_previous_seals(
+        &self,
+        check: SealChecker<'_>,
+        audit: &AuditEntry,
+    ) -> StoreResult<RewrapCounts>;
 }
 
 /// Open the store a database URL names: `postgres://…` or `sqlite://…`.

@@ -22,6 +22,7 @@ pub(crate) const MIGRATIONS: &[EmbeddedMigration] = &[
     (4, "api tokens", include_str!("../../migrations/postgres/0004_api_tokens.sql")),
     (5, "cluster version", include_str!("../../migrations/postgres/0005_cluster_version.sql")),
     (6, "pki adoption", include_str!("../../migrations/postgres/0006_pki_adoption.sql")),
+    (8, "key custody", include_str!("../../migrations/postgres/0008_key_custody.sql")),
 ];
 
 /// Channel on which replicas announce changes (see [`Change`]), delivered at commit.
@@ -79,12 +80,24 @@ impl Connection for PgConnection {
     const FOR_UPDATE: &'static str = " FOR UPDATE";
 
     /// Arguments bound in Postgres's own types.
+    const OVERRIDING_IDENTITY: &'static str = " OVERRIDING SYSTEM VALUE";
+
+    async fn reset_identity(&mut self, table: &str, column: &str) -> StoreResult<()> {
+        self.execute(Stmt::new(format!(
+            "SELECT setval(pg_get_serial_sequence('{table}', '{column}'), \
+             COALESCE((SELECT max({column}) FROM {table}), 0) + 1, false)"
+        )))
+        .await?;
+        Ok(())
+    }
+
     fn bind(query: Query<Self>, arg: Arg) -> Query<Self> {
         match arg {
             Arg::Uuid(v) => query.bind(v),
             Arg::OptUuid(v) => query.bind(v),
             Arg::UuidList(v) => query.bind(v),
             Arg::Time(v) => query.bind(v),
+            Arg::OptTime(v) => query.bind(v),
             Arg::Plain(v) => v.bind(query),
         }
     }
@@ -151,6 +164,10 @@ impl Backend for PostgresStore {
 
     async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, Postgres>> {
         Ok(self.pool.begin().await?)
+    }
+
+    async fn begin_snapshot(&self) -> StoreResult<sqlx::Transaction<'static, Postgres>> {
+        Ok(self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?)
     }
 
     async fn migrate(&self) -> StoreResult<()> {

@@ -21,11 +21,12 @@ use super::*;
 pub(super) const CLUSTER_COLUMNS: &str =
     "id, name, server, key_algorithm, policy, labels, created_at, updated_at, version";
 pub(super) const AUTHORITY_COLUMNS: &str = "id, cluster_id, kind, generation, state, subject, certificate_der, \
-     fingerprint, key_algorithm, sealed_key, key_version, not_before, not_after, created_at, chain_pem";
-pub(super) const SERVICE_ACCOUNT_KEY_COLUMNS: &str =
-    "id, cluster_id, key_id, state, key_algorithm, sealed_key, key_version, public_pem, created_at";
-pub(super) const PENDING_AUTHORITY_COLUMNS: &str =
-    "id, cluster_id, kind, key_algorithm, sealed_key, key_version, csr_der, created_at";
+     fingerprint, key_algorithm, sealed_key, key_version, not_before, not_after, created_at, previous_sealed_key, \
+     previous_key_version, chain_pem";
+pub(super) const SERVICE_ACCOUNT_KEY_COLUMNS: &str = "id, cluster_id, key_id, state, key_algorithm, sealed_key, key_version, public_pem, created_at, \
+     previous_sealed_key, previous_key_version";
+pub(super) const PENDING_AUTHORITY_COLUMNS: &str = "id, cluster_id, kind, key_algorithm, sealed_key, key_version, csr_der, created_at, previous_sealed_key, \
+     previous_key_version";
 pub(super) const CERTIFICATE_COLUMNS: &str = "seq, serial, cluster_id, authority_id, kind, generation, profile, \
      common_name, groups, dns_names, ip_addresses, not_before, not_after, fingerprint, certificate_der, issued_by, \
      created_at, revoked_at, revocation_reason";
@@ -42,6 +43,7 @@ pub(super) enum Arg {
     OptUuid(Option<Uuid>),
     UuidList(Vec<Uuid>),
     Time(OffsetDateTime),
+    OptTime(Option<OffsetDateTime>),
     /// Stored alike by both backends.
     Plain(PlainArg),
 }
@@ -53,7 +55,9 @@ pub(super) enum PlainArg {
     Int(i64),
     OptInt(Option<i64>),
     Int32(i32),
+    OptInt32(Option<i32>),
     Bytes(Vec<u8>),
+    OptBytes(Option<Vec<u8>>),
     Json(serde_json::Value),
     OptJson(Option<serde_json::Value>),
 }
@@ -69,7 +73,9 @@ impl PlainArg {
         for<'t> i64: Encode<'t, DB> + Type<DB>,
         for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
         for<'t> i32: Encode<'t, DB> + Type<DB>,
+        for<'t> Option<i32>: Encode<'t, DB> + Type<DB>,
         for<'t> Vec<u8>: Encode<'t, DB> + Type<DB>,
+        for<'t> Option<Vec<u8>>: Encode<'t, DB> + Type<DB>,
         for<'t> Json<serde_json::Value>: Encode<'t, DB> + Type<DB>,
         for<'t> Option<Json<serde_json::Value>>: Encode<'t, DB> + Type<DB>,
     {
@@ -79,7 +85,9 @@ impl PlainArg {
             PlainArg::Int(v) => query.bind(v),
             PlainArg::OptInt(v) => query.bind(v),
             PlainArg::Int32(v) => query.bind(v),
+            PlainArg::OptInt32(v) => query.bind(v),
             PlainArg::Bytes(v) => query.bind(v),
+            PlainArg::OptBytes(v) => query.bind(v),
             PlainArg::Json(v) => query.bind(Json(v)),
             PlainArg::OptJson(v) => query.bind(v.map(Json)),
         }
@@ -109,7 +117,9 @@ arg_from!(
     i64 => Plain::Int,
     Option<i64> => Plain::OptInt,
     i32 => Plain::Int32,
+    Option<i32> => Plain::OptInt32,
     Vec<u8> => Plain::Bytes,
+    Option<Vec<u8>> => Plain::OptBytes,
     &[u8] => Plain::Bytes,
     serde_json::Value => Plain::Json,
     Option<serde_json::Value> => Plain::OptJson,
@@ -179,6 +189,237 @@ pub(super) trait Columns {
     }
 }
 
+/// How a column of a backed-up table is read and written, whatever the backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Kind {
+    Uuid,
+    Time,
+    Text,
+    Int,
+    Int32,
+    Bytes,
+    Json,
+}
+
+/// Every table a backup holds, in an order that restores (referenced rows first), with its
+/// columns (`?` marks a nullable one) and its identity column, if any.
+pub(super) type BackupTable = (&'static str, &'static [(&'static str, Kind)], Option<&'static str>);
+
+pub(super) const BACKUP_TABLES: &[BackupTable] = &[
+    ("settings", &[("key", Kind::Text), ("value", Kind::Bytes), ("created_at", Kind::Time)], None),
+    (
+        "clusters",
+        &[
+            ("id", Kind::Uuid),
+            ("name", Kind::Text),
+            ("server", Kind::Text),
+            ("key_algorithm", Kind::Text),
+            ("policy", Kind::Json),
+            ("labels", Kind::Json),
+            ("created_at", Kind::Time),
+            ("updated_at", Kind::Time),
+            ("version", Kind::Int),
+        ],
+        None,
+    ),
+    (
+        "authorities",
+        &[
+            ("id", Kind::Uuid),
+            ("cluster_id", Kind::Uuid),
+            ("kind", Kind::Text),
+            ("generation", Kind::Int32),
+            ("state", Kind::Text),
+            ("subject", Kind::Text),
+            ("certificate_der", Kind::Bytes),
+            ("fingerprint", Kind::Text),
+            ("key_algorithm", Kind::Text),
+            ("sealed_key", Kind::Bytes),
+            ("key_version", Kind::Int32),
+            ("not_before", Kind::Time),
+            ("not_after", Kind::Time),
+            ("crl_number", Kind::Int),
+            ("created_at", Kind::Time),
+            ("previous_sealed_key", Kind::Bytes),
+            ("previous_key_version", Kind::Int32),
+            ("chain_pem", Kind::Text),
+        ],
+        None,
+    ),
+    (
+        "crls",
+        &[
+            ("authority_id", Kind::Uuid),
+            ("crl_number", Kind::Int),
+            ("this_update", Kind::Time),
+            ("next_update", Kind::Time),
+            ("entries", Kind::Int),
+            ("der", Kind::Bytes),
+        ],
+        None,
+    ),
+    (
+        "certificates",
+        &[
+            ("seq", Kind::Int),
+            ("serial", Kind::Text),
+            ("cluster_id", Kind::Uuid),
+            ("authority_id", Kind::Uuid),
+            ("kind", Kind::Text),
+            ("generation", Kind::Int32),
+            ("profile", Kind::Text),
+            ("common_name", Kind::Text),
+            ("groups", Kind::Json),
+            ("dns_names", Kind::Json),
+            ("ip_addresses", Kind::Json),
+            ("not_before", Kind::Time),
+            ("not_after", Kind::Time),
+            ("fingerprint", Kind::Text),
+            ("certificate_der", Kind::Bytes),
+            ("issued_by", Kind::Text),
+            ("created_at", Kind::Time),
+            ("revoked_at", Kind::Time),
+            ("revocation_reason", Kind::Text),
+        ],
+        Some("seq"),
+    ),
+    (
+        "audit_events",
+        &[
+            ("id", Kind::Int),
+            ("at", Kind::Time),
+            ("actor", Kind::Text),
+            ("action", Kind::Text),
+            ("object_type", Kind::Text),
+            ("object_id", Kind::Text),
+            ("cluster_id", Kind::Uuid),
+            ("remote_addr", Kind::Text),
+            ("details", Kind::Json),
+        ],
+        Some("id"),
+    ),
+    (
+        "token_keys",
+        &[
+            ("id", Kind::Int32),
+            ("sealed_key", Kind::Bytes),
+            ("created_at", Kind::Time),
+            ("key_version", Kind::Int32),
+            ("previous_sealed_key", Kind::Bytes),
+            ("previous_key_version", Kind::Int32),
+        ],
+        None,
+    ),
+    (
+        "api_tokens",
+        &[
+            ("seq", Kind::Int),
+            ("id", Kind::Uuid),
+            ("subject", Kind::Text),
+            ("scopes", Kind::Json),
+            ("clusters", Kind::Json),
+            ("groups", Kind::Json),
+            ("max_ttl_seconds", Kind::Int),
+            ("key_id", Kind::Int32),
+            ("created_by", Kind::Text),
+            ("created_at", Kind::Time),
+            ("expires_at", Kind::Time),
+            ("last_used_at", Kind::Time),
+            ("revoked_at", Kind::Time),
+        ],
+        Some("seq"),
+    ),
+    (
+        "pending_authorities",
+        &[
+            ("id", Kind::Uuid),
+            ("cluster_id", Kind::Uuid),
+            ("kind", Kind::Text),
+            ("key_algorithm", Kind::Text),
+            ("sealed_key", Kind::Bytes),
+            ("key_version", Kind::Int32),
+            ("csr_der", Kind::Bytes),
+            ("created_at", Kind::Time),
+            ("previous_sealed_key", Kind::Bytes),
+            ("previous_key_version", Kind::Int32),
+        ],
+        None,
+    ),
+    (
+        "service_account_keys",
+        &[
+            ("id", Kind::Uuid),
+            ("cluster_id", Kind::Uuid),
+            ("key_id", Kind::Text),
+            ("state", Kind::Text),
+            ("key_algorithm", Kind::Text),
+            ("sealed_key", Kind::Bytes),
+            ("key_version", Kind::Int32),
+            ("public_pem", Kind::Text),
+            ("created_at", Kind::Time),
+            ("previous_sealed_key", Kind::Bytes),
+            ("previous_key_version", Kind::Int32),
+        ],
+        None,
+    ),
+];
+
+/// One column of a row as a backup keeps it: UUIDs and text as strings, times as microseconds
+/// since the epoch, bytes as base64, JSON as it is, SQL NULL as null.
+pub(super) fn backup_value(row: &impl Columns, column: &str, kind: Kind) -> StoreResult<serde_json::Value> {
+    use base64::Engine;
+    use serde_json::Value;
+    let value = match kind {
+        Kind::Uuid => row.opt_uuid(column)?.map(|v| Value::String(v.to_string())),
+        Kind::Time => row.opt_time(column)?.map(|t| Value::from((t.unix_timestamp_nanos() / 1_000) as i64)),
+        Kind::Text => row.get::<Option<String>>(column)?.map(Value::String),
+        Kind::Int => row.get::<Option<i64>>(column)?.map(Value::from),
+        Kind::Int32 => row.get::<Option<i32>>(column)?.map(Value::from),
+        Kind::Bytes => row
+            .get::<Option<Vec<u8>>>(column)?
+            .map(|b| Value::String(base64::engine::general_purpose::STANDARD.encode(b))),
+        Kind::Json => row.get::<Option<Json<Value>>>(column)?.map(|j| j.0),
+    };
+    Ok(value.unwrap_or(Value::Null))
+}
+
+/// The argument that writes a backed-up value back.
+pub(super) fn restore_arg(value: &serde_json::Value, column: &str, kind: Kind) -> StoreResult<Arg> {
+    use base64::Engine;
+    let bad = || StoreError::Invalid(format!("backup column {column}: not a {kind:?} value"));
+    if value.is_null() {
+        return Ok(match kind {
+            Kind::Uuid => Arg::OptUuid(None),
+            Kind::Time => Arg::OptTime(None),
+            Kind::Text => Arg::Plain(PlainArg::OptText(None)),
+            Kind::Int => Arg::Plain(PlainArg::OptInt(None)),
+            Kind::Int32 => Arg::Plain(PlainArg::OptInt32(None)),
+            Kind::Bytes => Arg::Plain(PlainArg::OptBytes(None)),
+            Kind::Json => Arg::Plain(PlainArg::OptJson(None)),
+        });
+    }
+    Ok(match kind {
+        Kind::Uuid => Arg::Uuid(value.as_str().and_then(|v| Uuid::parse_str(v).ok()).ok_or_else(bad)?),
+        Kind::Time => {
+            let micros = value.as_i64().ok_or_else(bad)?;
+            Arg::Time(
+                OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000).map_err(|_| bad())?,
+            )
+        }
+        Kind::Text => Arg::Plain(PlainArg::Text(value.as_str().ok_or_else(bad)?.to_string())),
+        Kind::Int => Arg::Plain(PlainArg::Int(value.as_i64().ok_or_else(bad)?)),
+        Kind::Int32 => {
+            Arg::Plain(PlainArg::Int32(value.as_i64().and_then(|v| i32::try_from(v).ok()).ok_or_else(bad)?))
+        }
+        Kind::Bytes => Arg::Plain(PlainArg::Bytes(
+            base64::engine::general_purpose::STANDARD
+                .decode(value.as_str().ok_or_else(bad)?)
+                .map_err(|_| bad())?,
+        )),
+        Kind::Json => Arg::Plain(PlainArg::Json(value.clone())),
+    })
+}
+
 /// The precision both databases keep: what a time reads back as.
 pub(super) fn stored_time(at: OffsetDateTime) -> OffsetDateTime {
     at.replace_nanosecond(at.nanosecond() / 1_000 * 1_000).expect("a smaller nanosecond is valid")
@@ -211,6 +452,7 @@ pub(super) fn authority_from_row(row: &impl Columns) -> StoreResult<AuthorityRec
         key_algorithm: parse_key_algorithm(row.get("key_algorithm")?)?,
         sealed_key: row.get("sealed_key")?,
         key_version: row.get("key_version")?,
+        previous_seal: previous_seal(row)?,
         not_before: row.time("not_before")?,
         not_after: row.time("not_after")?,
         created_at: row.time("created_at")?,
@@ -228,6 +470,7 @@ pub(super) fn pending_authority_from_row(row: &impl Columns) -> StoreResult<Pend
         key_version: row.get("key_version")?,
         csr_der: row.get("csr_der")?,
         created_at: row.time("created_at")?,
+        previous_seal: previous_seal(row)?,
     })
 }
 
@@ -242,6 +485,7 @@ pub(super) fn service_account_key_from_row(row: &impl Columns) -> StoreResult<Se
         key_version: row.get("key_version")?,
         public_pem: row.get("public_pem")?,
         created_at: row.time("created_at")?,
+        previous_seal: previous_seal(row)?,
     })
 }
 
@@ -325,9 +569,19 @@ pub(super) fn token_key_from_row(row: &impl Columns) -> StoreResult<TokenKeyReco
     Ok(TokenKeyRecord {
         id: row.get("id")?,
         sealed_key: row.get("sealed_key")?,
+        key_version: row.get("key_version")?,
+        previous_seal: previous_seal(row)?,
         created_at: row.time("created_at")?,
         last_token_expiry: row.opt_time("last_token_expiry")?,
     })
+}
+
+/// The seal a rewrap kept, from `previous_sealed_key` and `previous_key_version` columns.
+pub(super) fn previous_seal(row: &impl Columns) -> StoreResult<Option<PreviousSeal>> {
+    let key_version: Option<i32> = row.get("previous_key_version")?;
+    Ok(row
+        .get::<Option<Vec<u8>>>("previous_sealed_key")?
+        .map(|sealed_key| PreviousSeal { key_version, sealed_key }))
 }
 
 /// A revoked serial and its reason, from `serial` and `revocation_reason` columns.

@@ -174,7 +174,7 @@ async fn crl_sync_refuses_forged_stale_and_older_crls_and_keeps_the_files() {
     let admin = server.token(&[Scope::Admin]).await;
     server.create_cluster(&admin, "prod").await;
     let cacert = server.data_dir.path().join("tls/dev-cert.pem");
-    // One revocation: the operators CRL is number 2 and the map has a line.
+    // One revocation: the operators CRL gets a higher number and the map has a line.
     let revoked = issue_user(&server, &admin, "prod", "mallory", &["dev"]).await;
     let serial = revoked["serial"].as_str().unwrap();
     let path = format!("/v1/clusters/prod/certificates/{serial}/revoke");
@@ -196,7 +196,9 @@ async fn crl_sync_refuses_forged_stale_and_older_crls_and_keeps_the_files() {
     let numbers: Vec<u64> =
         state["crl_numbers"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).collect();
     assert_eq!(numbers.len(), 3);
-    assert!(numbers.contains(&2), "{state}");
+    let operators = server.app.snapshot("prod").await.unwrap().signer(AuthorityKind::Operators).unwrap().id;
+    let operators_number = server.app.published.crl(operators).unwrap().record.number as u64;
+    assert!(numbers.contains(&operators_number), "{state}");
     let again = crl_sync(&server.url, Some(&cacert), &outputs.flags(), &[]).await;
     assert!(again.success && again.stderr.contains("unchanged"), "{}", again.stderr);
     // Without KCA_CACERT the dev certificate is not trusted: a clear error, nothing changed.
@@ -232,6 +234,7 @@ async fn crl_sync_refuses_forged_stale_and_older_crls_and_keeps_the_files() {
     let snapshot = server.app.snapshot("prod").await.unwrap();
     let operators = server.app.keyring.signer(snapshot.signer(AuthorityKind::Operators).unwrap()).unwrap();
     let genuine = pem::parse_many(&crl_bundle).unwrap()[0].contents().to_vec();
+    let number = crate::revocation::crl_facts(&genuine).0;
     let now = time::OffsetDateTime::now_utc();
     let week = std::time::Duration::from_secs(7 * 86_400);
 
@@ -253,14 +256,16 @@ async fn crl_sync_refuses_forged_stale_and_older_crls_and_keeps_the_files() {
     let forged = forged.to_der().unwrap();
     // 2. Signed by the real CA, with a higher number, but a week and a day old.
     let expired =
-        kca::clusters::sign_crl_now(&operators, 50, &[], now - time::Duration::days(8), week).unwrap();
-    // 3. Signed by the real CA, current, but numbered 1 after 2 was accepted.
-    let older = kca::clusters::sign_crl_now(&operators, 1, &[], now, week).unwrap();
+        kca::clusters::sign_crl_now(&operators, number + 50, &[], now - time::Duration::days(8), week)
+            .unwrap();
+    // 3. Signed by the real CA, current, but numbered lower than the one accepted.
+    let older = kca::clusters::sign_crl_now(&operators, number - 1, &[], now, week).unwrap();
+    let lower_than = format!("lower than {number}");
 
     let cases: [(&str, Vec<u8>, &str); 4] = [
         ("signed by the wrong key", with_first_crl(&crl_bundle, &forged), "does not verify"),
         ("expired", with_first_crl(&crl_bundle, &expired.der), "expired at"),
-        ("a lower CRL Number", with_first_crl(&crl_bundle, &older.der), "lower than 2"),
+        ("a lower CRL Number", with_first_crl(&crl_bundle, &older.der), lower_than.as_str()),
         (
             "one CRL short",
             pem::parse_many(&crl_bundle).unwrap()[1..]
@@ -285,15 +290,15 @@ async fn crl_sync_refuses_forged_stale_and_older_crls_and_keeps_the_files() {
     let ran = crl_sync(&fake.url, None, &outputs.flags(), &[]).await;
     assert!(ran.success, "{}", ran.stderr);
     assert_eq!(outputs.snapshot(), good);
-    let newer = kca::clusters::sign_crl_now(&operators, 9, &[], now, week).unwrap();
+    let newer = kca::clusters::sign_crl_now(&operators, number + 9, &[], now, week).unwrap();
     fake.serve("client-crl.pem", with_first_crl(&crl_bundle, &newer.der));
     let ran = crl_sync(&fake.url, None, &outputs.flags(), &[]).await;
     assert!(ran.success, "{}", ran.stderr);
     assert!(ran.stderr.contains(r#""updated":"client-crl.pem""#), "{}", ran.stderr);
-    // And from then on the server's own number 2 counts as going back.
+    // And from then on the server's own number counts as going back.
     fake.serve("client-crl.pem", crl_bundle.clone().into_bytes());
     let ran = crl_sync(&fake.url, None, &outputs.flags(), &[]).await;
-    assert!(!ran.success && ran.stderr.contains("lower than 9"), "{}", ran.stderr);
+    assert!(!ran.success && ran.stderr.contains(&format!("lower than {}", number + 9)), "{}", ran.stderr);
 
     // A map line that is not `<SERIAL> <reason>` is refused as well.
     let before = outputs.snapshot();

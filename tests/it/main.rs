@@ -3,6 +3,7 @@
 mod common;
 
 mod auth;
+mod backup;
 mod browser;
 mod cli;
 mod clusters;
@@ -31,6 +32,7 @@ mod privileged;
 mod replicas;
 mod resilience;
 mod revocation;
+mod rewrap;
 mod rotation;
 mod routes;
 mod schemathesis;

@@ -112,7 +112,24 @@ async fn metrics_are_prometheus_text() {
         Some(2.0)
     );
     let crl_labels = [issued, ("authority", "operators"), ("generation", "1")];
-    assert_eq!(sample(&families, "kca_crl_number", "kca_crl_number", &crl_labels), Some(2.0));
+    let published = server
+        .app
+        .published
+        .crl(
+            server
+                .app
+                .snapshot(issued.1)
+                .await
+                .unwrap()
+                .signer(kca::pki::AuthorityKind::Operators)
+                .unwrap()
+                .id,
+        )
+        .unwrap();
+    assert_eq!(
+        sample(&families, "kca_crl_number", "kca_crl_number", &crl_labels),
+        Some(published.record.number as f64)
+    );
     let age = sample(&families, "kca_crl_age_seconds", "kca_crl_age_seconds", &crl_labels).unwrap();
     assert!((300.0..400.0).contains(&age), "thisUpdate is backdated five minutes: {age}");
     assert!(

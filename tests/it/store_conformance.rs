@@ -10,7 +10,7 @@ use kca::pki::seal::MasterKey;
 use kca::pki::{AuthorityKind, KeyAlgorithm, Serial};
 use kca::store::{
     AuditEntry, AuthorityState, CertificateFilter, CertificateRecord, CertificateStatus, NewCluster,
-    SignedCrl, Store, StoreError, TokenRecord,
+    PreviousSeal, RewrapCounts, SealedOwner, SignedCrl, Store, StoreError, TokenRecord,
 };
 use kca::token::Scope;
 use time::OffsetDateTime;
@@ -29,6 +29,8 @@ on_both_backends!(
     tokens_and_their_keys,
     pending_intermediates_are_replaced_and_installed_once,
     service_account_keys_overlap_and_retire,
+    sealed_keys_are_rewrapped_and_previous_seals_dropped,
+    backup_rows_restore_into_an_empty_store_of_either_backend,
 );
 
 /// A fresh, migrated store of `backend`, kept alive with what it lives in.
@@ -151,6 +153,14 @@ async fn clusters_are_created_found_listed_changed_and_deleted(backend: Backend)
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(audit_count(store).await, before, "a refused change writes no audit event");
+    // An authority without its first CRL is refused, not stored without one.
+    let mut incomplete = new_cluster("incomplete");
+    incomplete.crls.pop();
+    assert!(matches!(
+        store.create_cluster(&incomplete, &audit("create", None)).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(store.find_cluster("incomplete").await, Err(StoreError::NotFound)));
     // Found by id and by name, equal to what was stored.
     assert_eq!(store.find_cluster(&a.cluster.id.to_string()).await.unwrap(), a.cluster);
     assert_eq!(store.find_cluster("alpha").await.unwrap(), a.cluster);
@@ -404,9 +414,15 @@ async fn crl_numbers_strictly_increase_and_list_what_is_revoked(backend: Backend
     let seen = std::sync::Mutex::new(Vec::new());
     let signer = fake_signer(&seen);
     let cutoff = now() - time::Duration::days(1);
-    let first = store.publish_crl(operators.id, cutoff, &signer).await.unwrap();
-    let second = store.publish_crl(operators.id, cutoff, &signer).await.unwrap();
-    assert!(first.number > 1 && second.number == first.number + 1);
+    // The number is the stored one plus one, or the floor given when that is higher.
+    let floor = kca::pki::crl::crl_number_floor(now()) + 1_000_000;
+    let first = store.publish_crl(operators.id, cutoff, floor, &signer).await.unwrap();
+    let second = store.publish_crl(operators.id, cutoff, floor, &signer).await.unwrap();
+    assert_eq!((first.number, second.number), (floor, floor + 1));
+    let third = store.publish_crl(operators.id, cutoff, floor + 10, &signer).await.unwrap();
+    assert_eq!(third.number, floor + 10);
+    let second = store.publish_crl(operators.id, cutoff, 1, &signer).await.unwrap();
+    assert_eq!(second.number, floor + 11);
     assert_eq!(second.entries, 1);
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen[0].1[0].serial.to_hex(), cert.serial);
@@ -414,7 +430,7 @@ async fn crl_numbers_strictly_increase_and_list_what_is_revoked(backend: Backend
     let current = store.current_crls(&[operators.id]).await.unwrap();
     assert_eq!(current[0].number, second.number);
     assert_eq!(current[0].der, format!("crl {}", second.number).into_bytes());
-    assert!(matches!(store.publish_crl(Uuid::new_v4(), cutoff, &signer).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.publish_crl(Uuid::new_v4(), cutoff, 1, &signer).await, Err(StoreError::NotFound)));
 }
 
 async fn the_audit_trail_filters_by_cluster_and_pages(backend: Backend) {
@@ -452,9 +468,12 @@ async fn tokens_and_their_keys(backend: Backend) {
     let f = open(backend).await;
     let store = f.store.as_ref();
     assert!(store.list_token_keys().await.unwrap().is_empty());
-    store.insert_token_key(1, b"sealed-1", now(), None).await.unwrap();
-    assert!(matches!(store.insert_token_key(1, b"again", now(), None).await, Err(StoreError::Conflict(_))));
-    store.insert_token_key(2, b"sealed-2", now(), Some(&audit("token_key.rotate", None))).await.unwrap();
+    store.insert_token_key(1, b"sealed-1", 1, now(), None).await.unwrap();
+    assert!(matches!(
+        store.insert_token_key(1, b"again", 1, now(), None).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store.insert_token_key(2, b"sealed-2", 1, now(), Some(&audit("token_key.rotate", None))).await.unwrap();
     let token = |key_id: i32, expires_at: OffsetDateTime| TokenRecord {
         id: Uuid::new_v4(),
         subject: "ci".into(),
@@ -581,6 +600,7 @@ async fn service_account_keys_overlap_and_retire(backend: Backend) {
         key_version: 1,
         public_pem: format!("pem {key_id}\n"),
         created_at: now(),
+        previous_seal: None,
     };
     let states = || async {
         store
@@ -616,4 +636,182 @@ async fn service_account_keys_overlap_and_retire(backend: Backend) {
     let before = audit_count(store).await;
     store.record_audit(&audit("export", None)).await.unwrap();
     assert_eq!(audit_count(store).await, before + 1);
+
+    // A master-key rewrap seals service-account keys (and pending intermediate keys) again too,
+    // keeping the previous seal; dropping the previous seals then forgets it.
+    let (master, _) = MasterKey::generate().unwrap();
+    let pending =
+        kca::clusters::build_pending_authority(&new.cluster, AuthorityKind::Etcd, 2, &master, now()).unwrap();
+    store.save_pending_authority(&pending, &audit("request", None)).await.unwrap();
+    let reseal = |owner: SealedOwner, sealed: &[u8]| -> Result<Option<Vec<u8>>, kca::pki::PkiError> {
+        match owner {
+            SealedOwner::ServiceAccountKey(_) | SealedOwner::PendingAuthority(_)
+                if !sealed.starts_with(b"v2:") =>
+            {
+                Ok(Some([b"v2:".as_slice(), sealed].concat()))
+            }
+            _ => Ok(None),
+        }
+    };
+    let counts = store.rewrap_sealed_keys(2, &reseal, &audit("keys.rewrap", None)).await.unwrap();
+    assert_eq!(counts.cluster_keys, 3, "two service-account keys and one pending key");
+    let rewrapped = store.list_service_account_keys(new.cluster.id).await.unwrap();
+    assert!(rewrapped.iter().all(|k| k.sealed_key.starts_with(b"v2:") && k.key_version == 2));
+    assert_eq!(rewrapped[1].previous_seal.as_ref().unwrap().sealed_key, vec![1, 2, 3]);
+    let pending_now = store.get_pending_authority(new.cluster.id, AuthorityKind::Etcd).await.unwrap();
+    assert_eq!(pending_now.previous_seal.unwrap().sealed_key, pending.sealed_key);
+    let check = |_: SealedOwner, _: &[u8]| -> Result<(), kca::pki::PkiError> { Ok(()) };
+    store.drop_previous_seals(&check, &audit("keys.drop-previous", None)).await.unwrap();
+    assert!(
+        store
+            .list_service_account_keys(new.cluster.id)
+            .await
+            .unwrap()
+            .iter()
+            .all(|k| k.previous_seal.is_none())
+    );
+}
+
+/// A rewrap seals every key again (here: prefixes it with the new version), keeps the value it
+/// replaced as the previous seal, leaves alone what is sealed already, changes nothing when one
+/// value does not open; dropping the previous seals checks every current one first.
+async fn sealed_keys_are_rewrapped_and_previous_seals_dropped(backend: Backend) {
+    let f = open(backend).await;
+    let store = f.store.as_ref();
+    let new = new_cluster("rewrapped");
+    store.create_cluster(&new, &audit("cluster.create", Some(new.cluster.id))).await.unwrap();
+    store.insert_token_key(1, b"t1", 1, now(), None).await.unwrap();
+    store.insert_setting_if_absent(kca::store::MASTER_KEY_CHECK, b"check").await.unwrap();
+    let reseal_to = |version: &'static str| {
+        move |_: SealedOwner, sealed: &[u8]| -> Result<Option<Vec<u8>>, kca::pki::PkiError> {
+            if sealed.starts_with(version.as_bytes()) {
+                return Ok(None);
+            }
+            Ok(Some([version.as_bytes(), sealed].concat()))
+        }
+    };
+    let audited = audit_count(store).await;
+    let counts = store.rewrap_sealed_keys(2, &reseal_to("v2:"), &audit("keys.rewrap", None)).await.unwrap();
+    assert_eq!(counts, RewrapCounts { authorities: 5, token_keys: 1, master_key_check: 1, cluster_keys: 0 });
+    assert_eq!(audit_count(store).await, audited + 1);
+    let rewrapped = store.list_authorities(new.cluster.id).await.unwrap();
+    for authority in &rewrapped {
+        let original = new.authorities.iter().find(|a| a.id == authority.id).unwrap();
+        assert_eq!(authority.sealed_key, [b"v2:".as_slice(), &original.sealed_key].concat());
+        assert_eq!(authority.key_version, 2);
+        assert_eq!(
+            authority.previous_seal,
+            Some(PreviousSeal {
+                key_version: Some(original.key_version),
+                sealed_key: original.sealed_key.clone()
+            })
+        );
+    }
+    let keys = store.list_token_keys().await.unwrap();
+    assert_eq!((keys[0].sealed_key.as_slice(), keys[0].key_version), (&b"v2:t1"[..], Some(2)));
+    assert_eq!(
+        keys[0].previous_seal,
+        Some(PreviousSeal { key_version: Some(1), sealed_key: b"t1".to_vec() })
+    );
+    assert_eq!(store.get_setting(kca::store::MASTER_KEY_CHECK).await.unwrap().unwrap(), b"v2:check");
+    assert_eq!(store.get_setting(kca::store::MASTER_KEY_CHECK_PREVIOUS).await.unwrap().unwrap(), b"check");
+
+    // Again: nothing to do, and the previous seals stay those of the previous key. A key added
+    // meanwhile under the previous key is sealed again.
+    store.insert_token_key(2, b"t2", 1, now(), None).await.unwrap();
+    let counts = store.rewrap_sealed_keys(2, &reseal_to("v2:"), &audit("keys.rewrap", None)).await.unwrap();
+    assert_eq!(counts, RewrapCounts { authorities: 0, token_keys: 1, master_key_check: 0, cluster_keys: 0 });
+    assert_eq!(store.list_authorities(new.cluster.id).await.unwrap(), rewrapped);
+
+    // One value that does not open: an error naming it, and nothing changed.
+    let broken = new.authorities[3].id;
+    let failing = |owner: SealedOwner, sealed: &[u8]| -> Result<Option<Vec<u8>>, kca::pki::PkiError> {
+        if owner == SealedOwner::Authority(broken) {
+            return Err(kca::pki::PkiError::Unseal);
+        }
+        Ok(Some([b"v3:".as_slice(), sealed].concat()))
+    };
+    let err = store.rewrap_sealed_keys(3, &failing, &audit("keys.rewrap", None)).await.unwrap_err();
+    assert!(matches!(&err, StoreError::Sealed { owner, .. } if owner.contains(&broken.to_string())), "{err}");
+    assert_eq!(store.list_authorities(new.cluster.id).await.unwrap(), rewrapped);
+
+    // Dropping the previous seals: refused while a current one does not open, then done.
+    let audited = audit_count(store).await;
+    let only_v2 = |_: SealedOwner, sealed: &[u8]| -> Result<(), kca::pki::PkiError> {
+        sealed.starts_with(b"v2:").then_some(()).ok_or(kca::pki::PkiError::Unseal)
+    };
+    store.insert_token_key(3, b"t3", 1, now(), None).await.unwrap();
+    assert!(matches!(
+        store.drop_previous_seals(&only_v2, &audit("keys.drop_previous", None)).await,
+        Err(StoreError::Sealed { .. })
+    ));
+    assert!(store.list_token_keys().await.unwrap()[0].previous_seal.is_some());
+    store.rewrap_sealed_keys(2, &reseal_to("v2:"), &audit("keys.rewrap", None)).await.unwrap();
+    let counts = store.drop_previous_seals(&only_v2, &audit("keys.drop_previous", None)).await.unwrap();
+    assert_eq!(counts, RewrapCounts { authorities: 5, token_keys: 3, master_key_check: 1, cluster_keys: 0 });
+    assert_eq!(audit_count(store).await, audited + 2);
+    assert!(store.list_authorities(new.cluster.id).await.unwrap().iter().all(|a| a.previous_seal.is_none()));
+    assert!(store.list_token_keys().await.unwrap().iter().all(|k| k.previous_seal.is_none()));
+    assert_eq!(store.get_setting(kca::store::MASTER_KEY_CHECK_PREVIOUS).await.unwrap(), None);
+}
+
+/// What one store backs up restores into an empty store of either backend, record for record,
+/// with identity columns kept and continued; a store with data refuses a restore.
+async fn backup_rows_restore_into_an_empty_store_of_either_backend(backend: Backend) {
+    let source = open(backend).await;
+    let store = source.store.as_ref();
+    let new = new_cluster("backed-up");
+    store.create_cluster(&new, &audit("cluster.create", Some(new.cluster.id))).await.unwrap();
+    let cert = certificate(&new, AuthorityKind::Operators, "alice", now() + time::Duration::hours(1));
+    store.record_certificates(&[(cert.clone(), audit("certificate.issue", None))]).await.unwrap();
+    store
+        .revoke_certificate(
+            new.cluster.id,
+            &cert.serial,
+            RevocationReason::KeyCompromise,
+            &audit("revoke", None),
+        )
+        .await
+        .unwrap();
+    store.insert_token_key(1, b"t1", 1, now(), None).await.unwrap();
+    store.insert_setting_if_absent("k", b"v").await.unwrap();
+    let rows = store.backup_rows().await.unwrap();
+    for target in [Backend::Sqlite, Backend::Postgres] {
+        let restored = open(target).await;
+        let into = restored.store.as_ref();
+        assert_eq!(into.restore_rows(&rows).await.unwrap(), rows.len() as u64);
+        assert_eq!(
+            into.find_cluster("backed-up").await.unwrap(),
+            store.find_cluster("backed-up").await.unwrap()
+        );
+        assert_eq!(
+            into.list_authorities(new.cluster.id).await.unwrap(),
+            store.list_authorities(new.cluster.id).await.unwrap()
+        );
+        let ids: Vec<Uuid> = new.authorities.iter().map(|a| a.id).collect();
+        assert_eq!(into.current_crls(&ids).await.unwrap().len(), 5);
+        let filter = CertificateFilter { limit: 10, ..Default::default() };
+        assert_eq!(
+            into.list_certificates(new.cluster.id, &filter, now()).await.unwrap(),
+            store.list_certificates(new.cluster.id, &filter, now()).await.unwrap()
+        );
+        assert_eq!(
+            into.list_audit(None, None, 100).await.unwrap(),
+            store.list_audit(None, None, 100).await.unwrap()
+        );
+        assert_eq!(into.list_token_keys().await.unwrap(), store.list_token_keys().await.unwrap());
+        assert_eq!(into.get_setting("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+        // New rows number after the restored ones.
+        let last_audit = into.list_audit(None, None, 1).await.unwrap()[0].id;
+        into.record_certificates(&[(
+            certificate(&new, AuthorityKind::Operators, "bob", now() + time::Duration::hours(1)),
+            audit("certificate.issue", None),
+        )])
+        .await
+        .unwrap();
+        assert!(into.list_audit(None, None, 1).await.unwrap()[0].id > last_audit);
+        let page = into.list_certificates(new.cluster.id, &filter, now()).await.unwrap();
+        assert!(page[0].0 > page[1].0);
+        assert!(matches!(into.restore_rows(&rows).await, Err(StoreError::Conflict(_))), "{target:?}");
+    }
 }
