@@ -272,6 +272,28 @@ async fn a_kubeadm_pki_is_adopted_and_what_kca_issues_verifies_against_the_origi
     let (ok, text) = verify(&["-CAfile", served_cp.to_str().unwrap(), old.to_str().unwrap()]);
     assert!(ok, "a kubeadm-era certificate under the served bundle: {text}");
 
+    // `kca pki renew` takes over kubeadm's own certificate: same RSA key and names, now signed
+    // by kca, still under the original ca.crt.
+    let etc = path.join("etc-kubernetes");
+    std::fs::create_dir_all(etc.join("pki")).unwrap();
+    std::fs::copy(&old, etc.join("pki/apiserver.crt")).unwrap();
+    std::fs::copy(&old_key, etc.join("pki/apiserver.key")).unwrap();
+    let renewed =
+        kca(&server, &admin, &["pki", "renew", "adopted", "apiserver", "--dir", etc.to_str().unwrap()]);
+    assert!(renewed.status.success(), "{}", String::from_utf8_lossy(&renewed.stderr));
+    let renewed_cert = etc.join("pki/apiserver.crt");
+    let (ok, text) = verify(&["-CAfile", &file("ca.crt"), renewed_cert.to_str().unwrap()]);
+    assert!(ok, "the renewed apiserver certificate against the original ca.crt: {text}");
+    let pubkey = |args: &[&str]| openssl(args);
+    assert_eq!(
+        pubkey(&["x509", "-in", renewed_cert.to_str().unwrap(), "-noout", "-pubkey"]),
+        pubkey(&["pkey", "-in", old_key.to_str().unwrap(), "-pubout"]),
+        "the same key"
+    );
+    let sans = openssl(&["x509", "-in", renewed_cert.to_str().unwrap(), "-noout", "-ext", "subjectAltName"]);
+    assert!(sans.contains("DNS:cp-1") && sans.contains("DNS:kubernetes.default.svc.cluster.local"), "{sans}");
+    assert_ne!(std::fs::read(&renewed_cert).unwrap(), std::fs::read(&old).unwrap());
+
     // Revocation: the CRL of a CA without cRLSign is refused by OpenSSL against the original
     // certificate, and accepted against the served one.
     let (revoked_name, revoked, revoked_cert) = &leaves[1];
