@@ -114,7 +114,7 @@ pub fn verify(args: &[&str]) -> (bool, String) {
     (output.status.success(), text)
 }
 
-/// The DER inside a PEM file, as the hex `sqlite3 .dump` writes blobs in (upper case).
+/// The DER inside a PEM file, in upper-case hex (as the dumps write binary columns, upper-cased).
 fn der_hex(path: &Path) -> String {
     let block = pem::parse(std::fs::read(path).unwrap()).unwrap();
     hex::encode_upper(block.contents())
@@ -128,9 +128,22 @@ async fn issue(server: &TestServer, admin: &str, body: Value, dir: &Path, name: 
     (issued, cert)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kubeadm_pki_is_adopted_and_what_kca_issues_verifies_against_the_original_cas() {
-    let server = TestServer::start(Backend::Sqlite).await;
+crate::on_both_backends!(a_kubeadm_pki_is_adopted_and_what_kca_issues_verifies_against_the_original_cas);
+
+/// Everything the database holds, as text: `sqlite3 .dump` (blobs in hex) or `pg_dump` (bytea in
+/// hex), upper-cased.
+fn database_dump(server: &TestServer, backend: Backend) -> String {
+    match backend {
+        Backend::Postgres => run_ok("pg_dump", &[&server.database_url()]),
+        Backend::Sqlite => {
+            run_ok("sqlite3", &[server.data_dir.path().join("kca.db").to_str().unwrap(), ".dump"])
+        }
+    }
+    .to_uppercase()
+}
+
+async fn a_kubeadm_pki_is_adopted_and_what_kca_issues_verifies_against_the_original_cas(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let admin = server.token(&[Scope::Admin]).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path();
@@ -350,8 +363,10 @@ async fn a_kubeadm_pki_is_adopted_and_what_kca_issues_verifies_against_the_origi
 
     // The imported keys appear in no answer and in no database dump.
     server.transcript.assert_no_private_key_except("/certificates");
-    let dump =
-        run_ok("sqlite3", &[server.data_dir.path().join("kca.db").to_str().unwrap(), ".dump"]).to_uppercase();
+    let dump = database_dump(&server, backend);
+    // The search can find what the database holds: the served CA certificate is there.
+    let served_hex = hex::encode_upper(pem::parse(&bundles["control-plane"]).unwrap().contents());
+    assert!(dump.contains(&served_hex[200..264]), "the dump shows binary columns as hex");
     // kubeadm's sa.key came along: the cluster's one service-account key, RSA.
     let sa =
         server.json(Method::GET, "/v1/clusters/adopted/service-account/keys", Some(&admin), None, 200).await;
