@@ -8,17 +8,19 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::keyring::authority_aad;
+use crate::keyring::{authority_aad, service_account_aad};
 use crate::names::{FieldError, validate_cluster_name};
 use crate::pki::ca::{AuthorityIdentity, BACKDATE, create_authority};
 use crate::pki::crl::{CrlWindow, RevokedEntry, sign_crl};
 use crate::pki::import::ImportedAuthority;
 use crate::pki::intermediate::{AcceptedIntermediate, chain_pem, request_intermediate};
 use crate::pki::seal::MasterKey;
+use crate::pki::service_account::ServiceAccountKey;
 use crate::pki::{AuthorityKind, CaSigner, KeyAlgorithm, PkiError, fingerprint_sha256};
 use crate::policy::IssuancePolicy;
 use crate::store::{
-    AuthorityRecord, AuthorityState, ClusterRecord, CrlRecord, NewCluster, PendingAuthorityRecord, SignedCrl,
+    AuthorityRecord, AuthorityState, ClusterRecord, CrlRecord, NewCluster, PendingAuthorityRecord,
+    ServiceAccountKeyRecord, SignedCrl,
 };
 
 /// The CRL window starting now: thisUpdate backdated for clock skew, nextUpdate `validity` later.
@@ -113,6 +115,18 @@ pub struct ClusterDraft {
     pub key_algorithm: KeyAlgorithm,
     /// Existing CAs to adopt instead of generating those kinds.
     pub imports: Vec<(AuthorityKind, CaImport)>,
+    /// An existing service-account signing key (`sa.key`) to start with.
+    pub service_account_key: Option<SecretPem>,
+}
+
+/// A private key as PEM: wiped from memory when dropped, never printed.
+#[derive(Clone)]
+pub struct SecretPem(pub zeroize::Zeroizing<String>);
+
+impl std::fmt::Debug for SecretPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretPem(..)")
+    }
 }
 
 /// An existing CA offered for import, as PEM. The key is wiped from memory when dropped and never
@@ -320,6 +334,7 @@ fn assemble_authority(
 pub fn build_cluster(
     draft: ClusterDraft,
     mut imported: Vec<(AuthorityKind, ImportedAuthority)>,
+    service_account: Option<ServiceAccountKey>,
     master: &MasterKey,
     now: OffsetDateTime,
     crl_validity: Duration,
@@ -350,7 +365,35 @@ pub fn build_cluster(
         authorities.push(built.record);
         crls.push(built.crl);
     }
-    Ok(BuiltCluster { new: NewCluster { cluster, authorities, crls }, signers })
+    let service_account_keys = service_account
+        .map(|key| service_account_key_record(cluster.id, &key, master, now))
+        .transpose()?
+        .into_iter()
+        .collect();
+    Ok(BuiltCluster { new: NewCluster { cluster, authorities, crls, service_account_keys }, signers })
+}
+
+/// The record of a cluster's new signing service-account key, sealed under `master` bound to a
+/// new id.
+pub fn service_account_key_record(
+    cluster_id: Uuid,
+    key: &ServiceAccountKey,
+    master: &MasterKey,
+    now: OffsetDateTime,
+) -> Result<ServiceAccountKeyRecord, PkiError> {
+    let id = Uuid::new_v4();
+    Ok(ServiceAccountKeyRecord {
+        id,
+        cluster_id,
+        key_id: key.key_id.clone(),
+        state: AuthorityState::Active,
+        key_algorithm: key.algorithm,
+        sealed_key: master.seal(&key.pkcs8, &service_account_aad(id))?,
+        key_version: master.version(),
+        public_pem: key.public_pem.clone(),
+        created_at: now,
+        previous_seal: None,
+    })
 }
 
 /// A change of a cluster: JSON merge patches (RFC 7396) of its policy and labels, and a new server.
@@ -473,6 +516,7 @@ mod tests {
             labels: BTreeMap::new(),
             key_algorithm: KeyAlgorithm::P256,
             imports: Vec::new(),
+            service_account_key: None,
         };
         draft.validate().unwrap();
         assert_eq!(draft.server, "https://k8s:6443");
@@ -488,9 +532,11 @@ mod tests {
             labels: BTreeMap::new(),
             key_algorithm: KeyAlgorithm::P256,
             imports: Vec::new(),
+            service_account_key: None,
         };
         let now = OffsetDateTime::now_utc();
-        let built = build_cluster(draft, Vec::new(), &master, now, Duration::from_secs(86_400)).unwrap();
+        let built =
+            build_cluster(draft, Vec::new(), None, &master, now, Duration::from_secs(86_400)).unwrap();
         assert_eq!(built.new.authorities.len(), 5);
         assert_eq!(built.new.crls.len(), 5);
         for authority in &built.new.authorities {

@@ -26,9 +26,9 @@ pub enum ClustersCommand {
     /// Create a cluster and its five CAs.
     Create(CreateArgs),
     /// Create a cluster that adopts an existing kubeadm PKI (`/etc/kubernetes/pki`): `ca.*` becomes
-    /// its control-plane CA, `front-proxy-ca.*` its aggregation CA, `etcd/ca.*` its etcd CA; the
-    /// operators and kubelet CAs are made fresh unless given. One call: nothing is created when a
-    /// CA is refused.
+    /// its control-plane CA, `front-proxy-ca.*` its aggregation CA, `etcd/ca.*` its etcd CA, and
+    /// `sa.key` its service-account signing key; the operators and kubelet CAs are made fresh
+    /// unless given. One call: nothing is created when a key is refused.
     Import(ImportArgs),
     /// Show a cluster: its server, policy, labels and CAs.
     Show {
@@ -140,6 +140,11 @@ impl ImportArgs {
         }
         let mut body = self.create.body();
         body["authorities"] = authorities.into();
+        // kubeadm's service-account signing key, when there: tokens it signed keep verifying.
+        let sa_key = self.pki_dir.join("sa.key");
+        if sa_key.exists() {
+            body["service_account_key_pem"] = read(&sa_key)?.into();
+        }
         Ok(body)
     }
 }
@@ -205,23 +210,6 @@ pub async fn run(args: ClustersArgs) -> anyhow::Result<()> {
         ClustersCommand::Import(import) => {
             let body = import.body()?;
             let cluster: Value = client.post_json(&["v1", "clusters"], &body).await?;
-            // kubeadm's service-account signing key, when there: tokens it signed keep verifying.
-            let sa_key = import.pki_dir.join("sa.key");
-            if sa_key.exists() {
-                let pem = zeroize::Zeroizing::new(std::fs::read_to_string(&sa_key)?);
-                let id = cluster["id"].as_str().unwrap_or_default().to_string();
-                let path = ["v1", "clusters", id.as_str(), "service-account", "keys", "import"];
-                let imported: Value = client
-                    .post_json(&path, &json!({"private_key_pem": pem.as_str()}))
-                    .await
-                    .map_err(|e| {
-                        anyhow::anyhow!(
-                            "the cluster was created, but importing {} failed: {e}",
-                            sa_key.display()
-                        )
-                    })?;
-                eprintln!("kca: imported {} (key id {})", sa_key.display(), cell(&imported["key_id"]));
-            }
             show(&cluster, import.create.format.format)?;
         }
         ClustersCommand::Show { cluster, format } => {

@@ -25,7 +25,7 @@ use crate::store::StoreError;
 use crate::token::Scope;
 
 /// A cluster to create.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewClusterRequest {
     /// Unique name, a DNS label.
@@ -42,6 +42,24 @@ pub struct NewClusterRequest {
     /// Existing CAs to adopt instead of generating them, by kind (e.g. kubeadm's `ca.*` as
     /// `control-plane`): admin only; see `POST .../authorities/{kind}/import`.
     pub authorities: Option<BTreeMap<AuthorityKind, ImportAuthorityRequest>>,
+    /// An existing service-account signing key (kubeadm's `sa.key`, PEM) to start with: admin
+    /// only; sealed at once, never returned.
+    pub service_account_key_pem: Option<String>,
+}
+
+/// Without the service-account key (the CAs' keys are redacted by their own type).
+impl std::fmt::Debug for NewClusterRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewClusterRequest")
+            .field("name", &self.name)
+            .field("server", &self.server)
+            .field("policy", &self.policy)
+            .field("labels", &self.labels)
+            .field("key_algorithm", &self.key_algorithm)
+            .field("authorities", &self.authorities)
+            .field("service_account_key_pem", &self.service_account_key_pem.as_ref().map(|_| ".."))
+            .finish()
+    }
 }
 
 impl From<NewClusterRequest> for ClusterDraft {
@@ -59,6 +77,9 @@ impl From<NewClusterRequest> for ClusterDraft {
                 .into_iter()
                 .map(|(kind, ca)| (kind, CaImport::from(ca)))
                 .collect(),
+            service_account_key: request
+                .service_account_key_pem
+                .map(|pem| crate::clusters::SecretPem(zeroize::Zeroizing::new(pem))),
         }
     }
 }

@@ -9,6 +9,7 @@ use crate::app::App;
 use crate::clusters::{ClusterChange, ClusterDraft, build_cluster};
 use crate::error::ApiError;
 use crate::pki::import::import_authority;
+use crate::pki::service_account::ServiceAccountKey;
 use crate::policy::IssuancePolicy;
 use crate::published::ClusterSnapshot;
 use crate::store::StoreError;
@@ -27,7 +28,7 @@ pub async fn create(
 ) -> Result<Arc<ClusterSnapshot>, ApiError> {
     draft.validate()?;
     require_admin_for_privileged(claims, &IssuancePolicy::default(), &draft.policy)?;
-    if !draft.imports.is_empty() && !claims.is_admin() {
+    if (!draft.imports.is_empty() || draft.service_account_key.is_some()) && !claims.is_admin() {
         return Err(ApiError::policy(
             "admin_required",
             "authorities",
@@ -45,7 +46,19 @@ pub async fn create(
             summary.push(super::authorities::import_summary(kind, &checked));
             imported.push((kind, checked));
         }
-        build_cluster(draft, imported, build_app.keyring.master(), now, crl_validity)
+        let service_account = match draft.service_account_key.take() {
+            Some(pem) => Some(ServiceAccountKey::import(&pem.0).map_err(|e| match e {
+                crate::pki::PkiError::ImportRefused { detail, .. } => {
+                    ApiError::invalid("service_account_key_pem", detail)
+                }
+                other => other.into(),
+            })?),
+            None => None,
+        };
+        if let Some(key) = &service_account {
+            summary.push(serde_json::json!({"service_account_key_id": key.key_id, "imported": true}));
+        }
+        build_cluster(draft, imported, service_account, build_app.keyring.master(), now, crl_validity)
             .map(|built| (built, summary))
             .map_err(ApiError::from)
     })

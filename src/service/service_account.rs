@@ -46,20 +46,9 @@ pub async fn add(
     .await
     .map_err(ApiError::internal)?
     .map_err(|e| super::authorities::import_refusal(e, ""))?;
-    let id = Uuid::new_v4();
-    let master = app.keyring.master();
-    let record = ServiceAccountKeyRecord {
-        id,
-        cluster_id,
-        key_id: key.key_id.clone(),
-        state: AuthorityState::Active,
-        key_algorithm: key.algorithm,
-        sealed_key: master.seal(&key.pkcs8, &service_account_aad(id)).map_err(ApiError::internal)?,
-        key_version: master.version(),
-        public_pem: key.public_pem.clone(),
-        created_at: app.now(),
-        previous_seal: None,
-    };
+    let record =
+        crate::clusters::service_account_key_record(cluster_id, &key, app.keyring.master(), app.now())
+            .map_err(ApiError::internal)?;
     let action = if was_imported { "service_account_key.import" } else { "service_account_key.rotate" };
     let audit = actor.audit(
         record.created_at,

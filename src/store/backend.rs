@@ -309,6 +309,9 @@ impl<B: Backend> Store for B {
                 })?;
             insert_authority(&mut *tx, authority, crl).await?;
         }
+        for key in &new.service_account_keys {
+            tx.execute(sql::insert_service_account_key(key)).await?;
+        }
         tx.execute(sql::insert_audit(audit)).await?;
         tx.notify(Change::Cluster(c.id)).await?;
         tx.commit().await?;
@@ -930,24 +933,7 @@ impl<B: Backend> Store for B {
                 .bind(AuthorityState::Active.as_str()),
         )
         .await?;
-        tx.execute(
-            Stmt::new(format!(
-                "INSERT INTO service_account_keys ({SERVICE_ACCOUNT_KEY_COLUMNS}) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-            ))
-            .bind(key.id)
-            .bind(key.cluster_id)
-            .bind(key.key_id.as_str())
-            .bind(key.state.as_str())
-            .bind(key.key_algorithm.as_str())
-            .bind(key.sealed_key.as_slice())
-            .bind(key.key_version)
-            .bind(key.public_pem.as_str())
-            .bind(key.created_at)
-            .bind(key.previous_seal.as_ref().map(|p| p.sealed_key.clone()))
-            .bind(key.previous_seal.as_ref().and_then(|p| p.key_version)),
-        )
-        .await?;
+        tx.execute(sql::insert_service_account_key(key)).await?;
         tx.execute(sql::insert_audit(audit)).await?;
         tx.notify(Change::Cluster(key.cluster_id)).await?;
         tx.commit().await?;

@@ -191,6 +191,8 @@ pub struct NewCluster {
     pub cluster: ClusterRecord,
     pub authorities: Vec<AuthorityRecord>,
     pub crls: Vec<CrlRecord>,
+    /// Service-account keys it starts with (an imported `sa.key`), if any.
+    pub service_account_keys: Vec<ServiceAccountKeyRecord>,
 }
 
 /// An issued certificate, as recorded before it is handed out.

@@ -605,6 +605,24 @@ pub(super) fn insert_audit(entry: &AuditEntry) -> Stmt {
     .bind(entry.details.clone())
 }
 
+pub(super) fn insert_service_account_key(key: &ServiceAccountKeyRecord) -> Stmt {
+    Stmt::new(format!(
+        "INSERT INTO service_account_keys ({SERVICE_ACCOUNT_KEY_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+    ))
+    .bind(key.id)
+    .bind(key.cluster_id)
+    .bind(key.key_id.as_str())
+    .bind(key.state.as_str())
+    .bind(key.key_algorithm.as_str())
+    .bind(key.sealed_key.as_slice())
+    .bind(key.key_version)
+    .bind(key.public_pem.as_str())
+    .bind(key.created_at)
+    .bind(key.previous_seal.as_ref().map(|p| p.sealed_key.clone()))
+    .bind(key.previous_seal.as_ref().and_then(|p| p.key_version))
+}
+
 pub(super) fn insert_certificate(c: &CertificateRecord) -> Stmt {
     Stmt::new(
         "INSERT INTO certificates (serial, cluster_id, authority_id, kind, generation, profile, common_name, \

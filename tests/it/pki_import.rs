@@ -464,7 +464,7 @@ async fn bad_imports_are_422_and_change_nothing() {
         ),
         ("not a CA", leaf, leaf_key, "certificate_pem", "not a CA"),
         ("expired", old, old_key, "certificate_pem", "expired"),
-        ("P-521", p521, p521_key, "certificate_pem", "unsupported"),
+        ("P-521", p521, p521_key.clone(), "certificate_pem", "unsupported"),
     ] {
         let body = json!({"certificate_pem": read(&cert), "private_key_pem": read(&key)});
         let problem = server
@@ -485,6 +485,13 @@ async fn bad_imports_are_422_and_change_nothing() {
                            "authorities": {"control-plane": read(&pki.join("ca.key"))}});
     let (status, _, problem) = server.send(Method::POST, "/v1/clusters", Some(&admin), Some(misplaced)).await;
     assert!(status.is_client_error() && !problem.contains("PRIVATE KEY"), "{status} {problem}");
+
+    // A bad service-account key refuses the whole cluster.
+    let bad_sa = json!({"name": "with-sa", "server": "https://k8s.example:6443",
+                        "service_account_key_pem": read(&p521_key)});
+    let problem = server.json(Method::POST, "/v1/clusters", Some(&admin), Some(bad_sa), 422).await;
+    assert_eq!(problem["field"], "service_account_key_pem", "{problem}");
+    server.json(Method::GET, "/v1/clusters/with-sa", Some(&admin), None, 404).await;
 
     // Not for a narrower token, valid import or not.
     let good =

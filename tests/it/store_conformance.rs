@@ -80,8 +80,9 @@ fn new_cluster(name: &str) -> NewCluster {
         labels: [("env".to_string(), "test".to_string())].into(),
         key_algorithm: KeyAlgorithm::P256,
         imports: Vec::new(),
+        service_account_key: None,
     };
-    build_cluster(draft, Vec::new(), &master, now(), Duration::from_secs(86_400)).unwrap().new
+    build_cluster(draft, Vec::new(), None, &master, now(), Duration::from_secs(86_400)).unwrap().new
 }
 
 fn certificate(
