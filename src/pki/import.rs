@@ -111,7 +111,8 @@ pub fn import_authority(
     } else {
         original_der.clone()
     };
-    let signer = CaSigner::load(&certificate_der, algorithm, &pkcs8)?;
+    let signer = CaSigner::load(&certificate_der, algorithm, &pkcs8)
+        .map_err(|e| refuse("certificate_pem", format!("kca cannot sign under this certificate: {e}")))?;
     Ok(ImportedAuthority {
         original_fingerprint: super::fingerprint_sha256(&original_der),
         certificate_der,
@@ -367,5 +368,19 @@ mod tests {
         assert!(field(&cert_pem, &key_pem, datetime!(2024-01-01 00:00:00 UTC)).contains("not valid yet"));
         assert!(field(&format!("{cert_pem}{cert_pem}"), &key_pem, NOW).contains("exactly one"));
         assert!(field(&cert_pem, "garbage", NOW).starts_with("private_key_pem"));
+        // A subject kca cannot rebuild for its CRLs (an IA5String CN) is refused too.
+        let (key, pkcs8) = SigningKeyPair::generate(KeyAlgorithm::P256).unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(
+            DnType::CommonName,
+            rcgen::DnValue::Ia5String(rcgen::string::Ia5String::try_from("odd").unwrap()),
+        );
+        params.is_ca = IsCa::Ca(RcgenBc::Unconstrained);
+        params.key_usages = kubeadm_usages();
+        params.not_before = datetime!(2025-01-01 00:00:00 UTC);
+        params.not_after = datetime!(2035-01-01 00:00:00 UTC);
+        let odd = params.self_signed(&key).unwrap().pem();
+        let odd_key = super::super::to_pem("PRIVATE KEY", &pkcs8);
+        assert!(field(&odd, &odd_key, NOW).starts_with("certificate_pem: kca cannot sign"));
     }
 }

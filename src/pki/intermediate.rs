@@ -103,7 +103,8 @@ pub fn accept_intermediate(
             .map_err(|detail| refuse("chain_pem", format!("certificate {i}: {detail}")))?;
         child = issuer;
     }
-    let signer = CaSigner::load(&certificate_der, algorithm, pkcs8)?;
+    let signer = CaSigner::load(&certificate_der, algorithm, pkcs8)
+        .map_err(|e| refuse("certificate_pem", format!("kca cannot sign under this certificate: {e}")))?;
     Ok(AcceptedIntermediate { certificate_der, chain_der, signer })
 }
 
