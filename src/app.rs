@@ -30,6 +30,8 @@ pub struct Settings {
     pub cors_origins: Vec<String>,
     /// Send `Strict-Transport-Security` (when serving HTTPS).
     pub hsts: bool,
+    /// Single sign-on, when configured.
+    pub oidc: Option<crate::oidc::OidcSettings>,
 }
 
 pub struct App {
@@ -42,6 +44,8 @@ pub struct App {
     pub issue_limiter: RateLimiter,
     pub crl_publisher: CrlPublisher,
     pub metrics: Metrics,
+    /// The OpenID Connect relying party, when single sign-on is configured.
+    pub oidc: Option<Arc<crate::oidc::Oidc>>,
 }
 
 pub type AppState = Arc<App>;
@@ -120,6 +124,10 @@ impl App {
         // which costs the database less than two half-size batches.
         let recorder = Recorder::start(store.clone());
         let issue_limiter = RateLimiter::per_minute(settings.issue_rate_limit);
+        let oidc = match &settings.oidc {
+            Some(oidc) => Some(Arc::new(crate::oidc::Oidc::new(oidc.clone()).map_err(StartupError::Other)?)),
+            None => None,
+        };
         let app = Arc::new(App {
             settings,
             store,
@@ -130,6 +138,7 @@ impl App {
             issue_limiter,
             crl_publisher: CrlPublisher::default(),
             metrics: Metrics::default(),
+            oidc,
         });
         app.preload().await?;
         Ok(app)

@@ -132,6 +132,83 @@ pub struct ServeArgs {
     /// Allow browsers on these origins to call the API (CORS); none by default.
     #[arg(long, env = "KCA_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+
+    #[command(flatten)]
+    pub oidc: OidcArgs,
+}
+
+/// Single sign-on: people sign in through the organisation's OpenID Provider. Off unless
+/// `KCA_OIDC_ISSUER` is set.
+#[derive(clap::Args, Clone, Debug)]
+pub struct OidcArgs {
+    /// The OpenID Provider's issuer URL (https; its discovery document is read from
+    /// `<issuer>/.well-known/openid-configuration`). Single sign-on is off without it.
+    #[arg(long = "oidc-issuer", env = "KCA_OIDC_ISSUER", value_name = "URL")]
+    pub issuer: Option<String>,
+
+    /// The client id kca is registered under at the provider.
+    #[arg(long = "oidc-client-id", env = "KCA_OIDC_CLIENT_ID", requires = "issuer")]
+    pub client_id: Option<String>,
+
+    /// File holding the client secret (a confidential client). Without it kca is a public client
+    /// and relies on PKCE alone.
+    #[arg(long = "oidc-client-secret-file", env = "KCA_OIDC_CLIENT_SECRET_FILE", value_name = "FILE")]
+    pub client_secret_file: Option<PathBuf>,
+
+    /// The ID-token claim that names the person; the certificate's CN is the prefix and this.
+    #[arg(long = "oidc-username-claim", env = "KCA_OIDC_USERNAME_CLAIM", default_value = "email")]
+    pub username_claim: String,
+
+    /// The ID-token claim that lists the person's groups at the provider.
+    #[arg(long = "oidc-groups-claim", env = "KCA_OIDC_GROUPS_CLAIM", default_value = "groups")]
+    pub groups_claim: String,
+
+    /// The scopes kca asks for (space-separated; `openid` is always asked for). Dex gives groups
+    /// only with the `groups` scope; Keycloak refuses scopes the client does not have.
+    #[arg(long = "oidc-scopes", env = "KCA_OIDC_SCOPES", default_value = "openid email profile groups")]
+    pub scopes: String,
+
+    /// Put before the username in the CN, so that people cannot collide with other users.
+    #[arg(long = "oidc-username-prefix", env = "KCA_OIDC_USERNAME_PREFIX", default_value = "oidc:")]
+    pub username_prefix: String,
+
+    /// A PEM file of CA certificates to trust for the provider, beside the system roots (its
+    /// private CA).
+    #[arg(long = "oidc-extra-ca-file", env = "KCA_OIDC_EXTRA_CA_FILE", value_name = "FILE")]
+    pub extra_ca_file: Option<PathBuf>,
+
+    /// kca's external base URL (e.g. https://kca.example.com); the redirect URI is
+    /// `<url>/auth/callback`. When unset it is built from the URL each request reached.
+    #[arg(long = "public-url", env = "KCA_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+
+    /// How long a sign-in lasts (the session token's lifetime).
+    #[arg(long = "oidc-session-ttl", env = "KCA_OIDC_SESSION_TTL", default_value = "8h", value_parser = parse_duration)]
+    pub session_ttl: Duration,
+
+    /// How long after signing in at the provider a session may still be renewed (by
+    /// `POST /v1/auth/session/refresh`, which `kca` does before its session ends); then the
+    /// person signs in again.
+    #[arg(long = "oidc-session-max", env = "KCA_OIDC_SESSION_MAX", default_value = "7d", value_parser = parse_duration)]
+    pub session_max: Duration,
+}
+
+impl Default for OidcArgs {
+    fn default() -> Self {
+        Self {
+            issuer: None,
+            client_id: None,
+            client_secret_file: None,
+            username_claim: "email".into(),
+            groups_claim: "groups".into(),
+            scopes: "openid email profile groups".into(),
+            username_prefix: "oidc:".into(),
+            extra_ca_file: None,
+            public_url: None,
+            session_ttl: Duration::from_secs(8 * 3600),
+            session_max: Duration::from_secs(7 * 86_400),
+        }
+    }
 }
 
 /// The longest duration [`parse_duration`] accepts: 100 years.

@@ -14,6 +14,7 @@ pub mod issuance;
 pub mod keyring;
 pub mod metrics;
 pub mod names;
+pub mod oidc;
 pub mod pki;
 pub mod policy;
 pub mod profiles;

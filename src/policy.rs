@@ -56,6 +56,28 @@ pub struct IssuancePolicy {
     pub control_plane_names: Vec<String>,
     /// Glob patterns of node names (and kubelet serving SANs): they bound `system:node:<name>`.
     pub node_names: Vec<String>,
+    /// What people signed in through single sign-on may be issued, by their groups at the
+    /// identity provider. A person matching no rule does not see the cluster. Changing it needs
+    /// an admin token.
+    pub access_rules: Vec<AccessRule>,
+}
+
+/// One access rule: members of `idp_group` at the identity provider may have kubeconfigs for
+/// themselves with some of `groups`, for at most `max_ttl_seconds`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessRule {
+    /// A group as the identity provider's groups claim names it (exact match).
+    #[schema(example = "platform")]
+    pub idp_group: String,
+    /// The Kubernetes groups (O entries) its members may have; none privileged.
+    #[serde(default)]
+    #[schema(example = json!(["team-platform", "viewers"]))]
+    pub groups: Vec<String>,
+    /// Longest TTL its members may have (the policy's `max_ttl_seconds` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, example = 28800)]
+    pub max_ttl_seconds: Option<u64>,
 }
 
 impl Default for IssuancePolicy {
@@ -73,6 +95,7 @@ impl Default for IssuancePolicy {
             component_max_ttl_seconds: 365 * 24 * 3600,
             control_plane_names: Vec::new(),
             node_names: Vec::new(),
+            access_rules: Vec::new(),
         }
     }
 }
@@ -161,6 +184,49 @@ impl IssuancePolicy {
                 ));
             }
         }
+        if self.access_rules.len() > LIST_CEILING {
+            return Err(FieldError::new(field("access_rules"), format!("at most {LIST_CEILING} entries")));
+        }
+        for (i, rule) in self.access_rules.iter().enumerate() {
+            let at = |name: &str| field(&format!("access_rules[{i}].{name}"));
+            let g = &rule.idp_group;
+            if g.is_empty() || g.chars().count() > 256 || g.chars().any(char::is_control) {
+                return Err(FieldError::new(at("idp_group"), "1-256 printable characters"));
+            }
+            if rule.groups.len() > self.max_groups as usize {
+                return Err(FieldError::new(
+                    at("groups"),
+                    format!("at most max_groups ({}) groups", self.max_groups),
+                ));
+            }
+            for (j, group) in rule.groups.iter().enumerate() {
+                let at = field(&format!("access_rules[{i}].groups[{j}]"));
+                validate_identity(&at, group)?;
+                // Only an admin token obtains a privileged group; a person never does.
+                if is_privileged_group(group) {
+                    return Err(FieldError::new(
+                        at,
+                        format!(
+                            "{group:?} is privileged: people signed in through single sign-on never obtain it"
+                        ),
+                    ));
+                }
+                if !self.allows_group(group) {
+                    return Err(FieldError::new(at, format!("{group:?} matches none of allowed_groups")));
+                }
+                if rule.groups[..j].contains(group) {
+                    return Err(FieldError::new(at, format!("{group:?} is listed twice")));
+                }
+            }
+            if let Some(ttl) = rule.max_ttl_seconds
+                && !(1..=self.max_ttl_seconds).contains(&ttl)
+            {
+                return Err(FieldError::new(
+                    at("max_ttl_seconds"),
+                    format!("must be between 1 and the policy's max_ttl_seconds ({})", self.max_ttl_seconds),
+                ));
+            }
+        }
         for (i, pattern) in self.node_names.iter().enumerate() {
             let ok = !pattern.is_empty()
                 && pattern.len() <= 253
@@ -197,9 +263,41 @@ impl IssuancePolicy {
             Some("allowed_privileged_users")
         } else if self.allowed_profiles != other.allowed_profiles {
             Some("allowed_profiles")
+        } else if self.access_rules != other.access_rules {
+            Some("access_rules")
         } else {
             None
         }
+    }
+}
+
+/// What a person may be issued in a cluster, and by which rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant<'a> {
+    pub rule: &'a AccessRule,
+    /// The groups the certificate gets.
+    pub groups: Vec<String>,
+    /// The longest TTL.
+    pub max_ttl_seconds: u64,
+}
+
+impl IssuancePolicy {
+    /// Whether a person with these identity-provider groups sees the cluster at all.
+    pub fn admits(&self, idp_groups: &[String]) -> bool {
+        self.access_rules.iter().any(|rule| idp_groups.contains(&rule.idp_group))
+    }
+
+    /// The rule a person's certificate comes from: the first rule matching one of `idp_groups`
+    /// that grants every group asked for. With none asked, the first matching rule's groups.
+    pub fn grant(&self, idp_groups: &[String], requested: &[String]) -> Option<Grant<'_>> {
+        let rule = self
+            .access_rules
+            .iter()
+            .filter(|rule| idp_groups.contains(&rule.idp_group))
+            .find(|rule| requested.iter().all(|g| rule.groups.contains(g)))?;
+        let groups = if requested.is_empty() { rule.groups.clone() } else { requested.to_vec() };
+        let max_ttl_seconds = rule.max_ttl_seconds.unwrap_or(self.max_ttl_seconds).min(self.max_ttl_seconds);
+        Some(Grant { rule, groups, max_ttl_seconds })
     }
 }
 
@@ -258,6 +356,48 @@ mod tests {
         assert_eq!(
             good.privileged_fields_differ(&IssuancePolicy::default()),
             Some("allowed_privileged_groups")
+        );
+    }
+
+    #[test]
+    fn access_rules_grant_from_the_first_matching_rule_and_never_privileged_groups() {
+        let rule = |idp: &str, groups: &[&str], ttl: Option<u64>| AccessRule {
+            idp_group: idp.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            max_ttl_seconds: ttl,
+        };
+        let policy = IssuancePolicy {
+            access_rules: vec![
+                rule("platform", &["team-platform", "viewers"], Some(28_800)),
+                rule("dev", &["viewers"], None),
+            ],
+            ..Default::default()
+        };
+        assert!(policy.validate().is_ok());
+        let groups = |list: &[&str]| list.iter().map(|g| g.to_string()).collect::<Vec<_>>();
+        assert!(policy.admits(&groups(&["dev"])));
+        assert!(!policy.admits(&groups(&["sales"])));
+        let grant = policy.grant(&groups(&["platform"]), &[]).unwrap();
+        assert_eq!(grant.groups, ["team-platform", "viewers"]);
+        assert_eq!(grant.max_ttl_seconds, 28_800);
+        let grant = policy.grant(&groups(&["dev"]), &groups(&["viewers"])).unwrap();
+        assert_eq!((grant.rule.idp_group.as_str(), grant.max_ttl_seconds), ("dev", 86_400));
+        assert!(policy.grant(&groups(&["dev"]), &groups(&["team-platform"])).is_none());
+        assert!(policy.grant(&groups(&["sales"]), &[]).is_none());
+
+        let privileged = IssuancePolicy {
+            access_rules: vec![rule("admins", &["system:masters"], None)],
+            allowed_privileged_groups: vec!["system:masters".into()],
+            ..Default::default()
+        };
+        assert_eq!(privileged.validate().unwrap_err().field, "policy.access_rules[0].groups[0]");
+        let long =
+            IssuancePolicy { access_rules: vec![rule("dev", &[], Some(86_401))], ..Default::default() };
+        assert_eq!(long.validate().unwrap_err().field, "policy.access_rules[0].max_ttl_seconds");
+        assert_eq!(
+            policy.privileged_fields_differ(&IssuancePolicy::default()),
+            Some("access_rules"),
+            "only an admin changes who may sign in"
         );
     }
 }

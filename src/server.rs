@@ -57,7 +57,11 @@ impl Application {
             issue_rate_limit: args.issue_rate_limit,
             cors_origins: args.cors_origins.clone(),
             hsts: matches!(transport, Transport::Tls { .. }),
+            oidc: crate::oidc::OidcSettings::from_args(&args.oidc).map_err(StartupError::Other)?,
         };
+        if let Some(oidc) = &settings.oidc {
+            tracing::info!(oidc.issuer = %oidc.issuer, oidc.client_id = %oidc.client_id, "single sign-on enabled");
+        }
         let app = App::open(&args.store, settings).await?;
         let listener = std::net::TcpListener::bind(args.listen)
             .map_err(|e| StartupError::Other(format!("cannot listen on {}: {e}", args.listen)))?;

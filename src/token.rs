@@ -57,6 +57,27 @@ pub struct Claims {
     /// Longest TTL in seconds this token may issue (on top of the cluster policy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ttl: Option<u64>,
+    /// Set on the session of a person signed in through single sign-on: who the identity
+    /// provider says they are. Such a token issues only for that person, under the access rules
+    /// of each cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person: Option<Person>,
+}
+
+/// A person as the identity provider asserted them at sign-in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Person {
+    /// The provider (`iss` of the ID token).
+    pub iss: String,
+    /// The provider's id of the person (`sub` of the ID token).
+    pub sub: String,
+    /// Their Kubernetes user name: the username prefix and the username claim; the CN of every
+    /// certificate they obtain.
+    pub user: String,
+    /// Their groups at the provider, matched against each cluster's access rules.
+    pub idp_groups: Vec<String>,
+    /// When they signed in at the provider (seconds since the epoch).
+    pub auth_time: i64,
 }
 
 impl Claims {
@@ -91,6 +112,8 @@ pub struct TokenRequest {
     pub groups: Option<Vec<String>>,
     pub max_ttl: Option<u64>,
     pub ttl: time::Duration,
+    /// For a single sign-on session: the person it speaks for.
+    pub person: Option<Person>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,15 +153,6 @@ pub struct TokenService {
     registered: RwLock<HashMap<Uuid, Registered>>,
     /// When each token was last used, not yet written to the database.
     last_used: Mutex<HashMap<Uuid, OffsetDateTime>>,
-}
-
-/// AAD binding a sealed signing key to its id; key 1 keeps the binding it was first sealed with.
-pub(crate) fn key_aad(id: i32) -> Vec<u8> {
-    if id == 1 {
-        b"kca:token-signing-key".to_vec()
-    } else {
-        format!("kca:token-signing-key:{id}").into_bytes()
-    }
 }
 
 impl TokenService {
@@ -193,7 +207,7 @@ impl TokenService {
     ) -> Result<i32, TokenError> {
         let next = self.keys.read().current_id + 1;
         let (_, pkcs8) = SigningKeyPair::generate(KeyAlgorithm::Ed25519).map_err(KeyringError::from)?;
-        let sealed = master.seal(&pkcs8, &key_aad(next)).map_err(KeyringError::from)?;
+        let sealed = master.seal(&pkcs8, &crate::keyring::token_key_aad(next)).map_err(KeyringError::from)?;
         let audit = audit(next);
         store.insert_token_key(next, &sealed, master.version(), audit.at, Some(&audit)).await?;
         self.reload_keys(store, master).await?;
@@ -230,6 +244,7 @@ impl TokenService {
             clusters: request.clusters.clone(),
             groups: request.groups.clone(),
             max_ttl: request.max_ttl,
+            person: request.person.clone(),
         };
         let keys = self.keys.read();
         let mut header = Header::new(Algorithm::EdDSA);
@@ -383,7 +398,7 @@ async fn load_keys(
             None => {
                 let (_, pkcs8) =
                     SigningKeyPair::generate(KeyAlgorithm::Ed25519).map_err(KeyringError::from)?;
-                master.seal(&pkcs8, &key_aad(1)).map_err(KeyringError::from)?
+                master.seal(&pkcs8, &crate::keyring::token_key_aad(1)).map_err(KeyringError::from)?
             }
         };
         match store.insert_token_key(1, &sealed, master.version(), now, None).await {
@@ -420,7 +435,7 @@ fn open_key(
         &record.sealed_key,
         record.key_version,
         record.previous_seal.as_ref(),
-        &key_aad(record.id),
+        &crate::keyring::token_key_aad(record.id),
     )?;
     let key = SigningKeyPair::from_pkcs8(KeyAlgorithm::Ed25519, &pkcs8).map_err(KeyringError::from)?;
     Ok((key, pkcs8))

@@ -10,8 +10,9 @@
 #     `apt-get update` runs only when one is missing;
 #   - Python tools from tests/requirements.txt, every package pinned with `==` (pkilint,
 #     prometheus-client, schemathesis and what they depend on);
-#   - tests/browser's node modules (playwright-core) with `npm ci` from its package-lock.json,
-#     again whenever the lock file changes;
+#   - tests/browser's node modules (playwright-core) and tests/oidc's (oidc-provider, the OpenID
+#     Provider of the single sign-on tests) with `npm ci` from their package-lock.json, again
+#     whenever a lock file changes;
 #   - Postgres on 127.0.0.1:5432, started if it is down.
 # Once that is done, `cargo nextest run` alone runs the suite too.
 set -euo pipefail
@@ -51,15 +52,17 @@ done
 python3 -m pip install -q --disable-pip-version-check --no-input --root-user-action=ignore \
     -r tests/requirements.txt
 
-# --- Node modules of the browser test (pinned by package-lock.json) --------------------------
+# --- Node modules of the browser and single sign-on tests (pinned by package-lock.json) ------
 # npm ci starts from scratch each time, so it runs only when the lock file differs from the one
 # last installed (kept beside the modules).
-browser=tests/browser
-if ! cmp -s "$browser/package-lock.json" "$browser/node_modules/.kca-installed-lock.json"; then
-    step "installing $browser node modules"
-    npm ci --no-audit --no-fund --prefix "$browser" >/dev/null
-    cp "$browser/package-lock.json" "$browser/node_modules/.kca-installed-lock.json"
-fi
+# tests/oidc holds the OpenID Provider of the single sign-on tests (oidc-provider), the same way.
+for modules in tests/browser tests/oidc; do
+    if ! cmp -s "$modules/package-lock.json" "$modules/node_modules/.kca-installed-lock.json"; then
+        step "installing $modules node modules"
+        npm ci --no-audit --no-fund --prefix "$modules" >/dev/null
+        cp "$modules/package-lock.json" "$modules/node_modules/.kca-installed-lock.json"
+    fi
+done
 
 # --- Postgres --------------------------------------------------------------------------------
 if ! pg_isready -h 127.0.0.1 -p 5432 -q; then

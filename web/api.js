@@ -24,10 +24,20 @@ export class ApiError extends Error {
   }
 }
 
+/** The CSRF token of the single sign-on session (the `kca_csrf` cookie), or null. */
+export function csrfToken() {
+  const entry = document.cookie.split(';').map((c) => c.trim()).find((c) => c.startsWith('kca_csrf='));
+  return entry ? entry.slice('kca_csrf='.length) : null;
+}
+
 async function send(method, path, body, accept) {
   const headers = { Accept: accept };
   const token = session.token();
   if (token) headers.Authorization = `Bearer ${token}`;
+  // Without a pasted token, the single sign-on session cookie authenticates; every call that
+  // changes something proves it comes from this page with the CSRF token.
+  const csrf = token ? null : csrfToken();
+  if (csrf && method !== 'GET' && method !== 'HEAD') headers['X-CSRF-Token'] = csrf;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   let response;
   try {
@@ -36,7 +46,7 @@ async function send(method, path, body, accept) {
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
       cache: 'no-store',
-      credentials: 'omit',
+      credentials: token ? 'omit' : 'same-origin',
     });
   } catch (err) {
     throw new ApiError(0, { detail: `The server could not be reached (${err.message}).` });

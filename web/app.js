@@ -1,7 +1,7 @@
 // The kca web UI: sign in, clusters and their CAs, issuing kubeconfigs, listing and revoking
 // certificates. Hash routes (#/clusters/prod/issue) keep it one static page with no server routes.
 
-import { api, ApiError, can, decodeToken, download, hooks, listAll, seg, session } from './api.js';
+import { api, ApiError, can, csrfToken, decodeToken, download, hooks, listAll, seg, session } from './api.js';
 import { announce, chipInput, clearErrors, formatDuration, h, parseDuration, relative, showError, timeEl, view } from './ui.js';
 
 const REASONS = [
@@ -24,6 +24,7 @@ const ABILITIES = [
 
 const main = document.getElementById('main');
 let claims = null; // decoded token, for display and to hide what the token cannot do
+let person = null; // the single sign-on identity (GET /v1/me) when signed in through it
 let clusterNames = null; // every cluster name, for the issue form's select; null = not loaded
 let objectUrl = null; // the issued kubeconfig's Blob URL, released when replaced
 
@@ -39,10 +40,18 @@ function showSession() {
   document.getElementById('who-scopes').textContent = `${claims.scopes.join(', ')} on ${clusters}`;
   const abilities = ABILITIES.filter(([scope]) => can(claims, scope)).map(([, what]) => what);
   document.getElementById('who-can').textContent = abilities.length ? `may ${abilities.join(', ')}` : 'may do nothing here';
-  document.getElementById('who-exp').textContent = claims.exp ? `token expires ${relative(new Date(claims.exp * 1000).toISOString())}` : '';
+  document.getElementById('who-exp').textContent = claims.exp ? `${person ? 'session' : 'token'} expires ${relative(new Date(claims.exp * 1000).toISOString())}` : '';
+  if (person) {
+    document.getElementById('who-scopes').textContent =
+      `signed in through ${person.iss}; identity provider groups: ${person.idp_groups.join(', ') || 'none'}`;
+    document.getElementById('who-can').textContent = 'may issue kubeconfigs for yourself';
+  }
 }
 
 function signOut(message) {
+  // A single sign-on session is revoked on the server (the cookie alone cannot be forgotten here).
+  if (person && csrfToken()) api('POST', '/auth/logout').catch(() => {});
+  person = null;
   session.signOut();
   claims = null;
   clusterNames = null;
@@ -255,6 +264,15 @@ function issueTab(cluster) {
   select.addEventListener('change', () => { location.hash = `#/clusters/${seg(select.value)}/issue`; });
 
   const groups = chipInput(refs.chips, form.querySelector('#i-group'));
+  if (person) {
+    // A person's certificate is always theirs, with groups from the cluster's access rules.
+    const user = form.querySelector('#i-user');
+    user.value = person.user;
+    user.readOnly = true;
+    user.required = false;
+    form.querySelector('#i-user-hint').textContent =
+      'Your own name (single sign-on); groups come from the access rules your identity provider groups match (leave empty for all of the first rule).';
+  }
 
   // Presets outside the policy cannot succeed, so they are offered disabled; a custom value is
   // sent as typed and the server's refusal explains the bound.
@@ -275,7 +293,8 @@ function issueTab(cluster) {
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     clearErrors(form);
-    const body = { user: form.querySelector('#i-user').value.trim(), groups: groups() };
+    const body = { groups: groups() };
+    if (!person) body.user = form.querySelector('#i-user').value.trim();
     const choice = form.querySelector('input[name=ttl]:checked').value;
     try {
       const seconds = choice === 'custom' ? parseDuration(custom.value) : choice ? Number(choice) : null;
@@ -300,7 +319,7 @@ function issueTab(cluster) {
 }
 
 function showIssued(refs, clusterName, request, issued) {
-  const filename = `kubeconfig-${clusterName}-${request.user}.yaml`;
+  const filename = `kubeconfig-${clusterName}-${request.user ?? person?.user}.yaml`;
   if (objectUrl) URL.revokeObjectURL(objectUrl);
   objectUrl = URL.createObjectURL(new Blob([issued.kubeconfig], { type: 'application/yaml' }));
   refs.download.href = objectUrl;
@@ -308,11 +327,11 @@ function showIssued(refs, clusterName, request, issued) {
   refs.download.textContent = `Download ${filename}`;
   refs.facts.replaceChildren(
     h('dt', {}, 'Serial'), h('dd', {}, h('code', { 'data-serial': issued.serial }, issued.serial)),
-    h('dt', {}, 'User'), h('dd', {}, request.user),
+    h('dt', {}, 'User'), h('dd', {}, request.user ?? person?.user),
     h('dt', {}, 'Groups'), h('dd', {}, request.groups.join(', ') || 'none'),
     h('dt', {}, 'Expires'), h('dd', {}, timeEl(issued.not_after), ` (${new Date(issued.not_after).toLocaleString()})`));
   refs.result.hidden = false;
-  announce(`Kubeconfig issued for ${request.user}, serial ${issued.serial}.`);
+  announce(`Kubeconfig issued for ${request.user ?? person?.user}, serial ${issued.serial}.`);
   refs.download.focus();
 }
 
@@ -449,12 +468,29 @@ function render(fragment, title) {
   firstRender = false;
 }
 
-// A reload keeps the session: the token is still in sessionStorage.
-const stored = session.token();
-if (stored) {
-  try { claims = decodeToken(stored); } catch { session.signOut(); }
+// A reload keeps the session: the token is still in sessionStorage, or the single sign-on
+// session cookie still works (GET /v1/me tells).
+async function restoreSession() {
+  const stored = session.token();
+  if (stored) {
+    try { claims = decodeToken(stored); } catch { session.signOut(); }
+    return;
+  }
+  if (!csrfToken()) return;
+  try {
+    const me = await api('GET', '/v1/me');
+    if (me.person) {
+      person = me.person;
+      claims = { sub: me.subject, scopes: me.scopes, clusters: me.visible_clusters ?? [], exp: Date.parse(me.expires_at) / 1000 };
+    }
+  } catch {
+    // Ended or revoked: the sign-in page offers to sign in again.
+  }
 }
+
 fillReasons(document.getElementById('confirm-reason'));
-showSession();
-window.addEventListener('hashchange', route);
-route();
+restoreSession().then(() => {
+  showSession();
+  window.addEventListener('hashchange', route);
+  route();
+});

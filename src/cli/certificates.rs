@@ -1,4 +1,5 @@
-//! `kca certificates list|show|revoke|expiring` and `kca revoke-user`.
+//! `kca certificates list|show|revoke|issue|expiring` (issue: [`super::components`]) and
+//! `kca revoke-user`.
 
 use serde_json::{Value, json};
 
@@ -78,6 +79,8 @@ pub enum CertificatesCommand {
         #[command(flatten)]
         format: FormatArg,
     },
+    /// Issue a component certificate (key generated here) into files, mode 0600.
+    Issue(Box<super::components::IssueArgs>),
     /// Revoke one certificate; the CRLs listing it are published before this returns.
     Revoke {
         /// Cluster name or id.
@@ -147,6 +150,7 @@ pub async fn run(args: CertificatesArgs) -> anyhow::Result<()> {
                 client.get_json(&["v1", "clusters", &cluster, "certificates", &serial]).await?;
             show(&certificate, format.format)?;
         }
+        CertificatesCommand::Issue(issue) => super::components::issue(&client, &issue).await?,
         CertificatesCommand::Revoke { cluster, serial, reason, format } => {
             let certificate: Value = client
                 .post_json(

@@ -1,4 +1,4 @@
-//! `kca clusters list|create|import|show|delete`.
+//! `kca clusters list|create|import|show|update|delete` (update: [`super::cluster_update`]).
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -37,6 +37,9 @@ pub enum ClustersCommand {
         #[command(flatten)]
         format: FormatArg,
     },
+    /// Change a cluster's server, labels or policy (access rules included), safely against
+    /// concurrent changes (If-Match).
+    Update(Box<super::cluster_update::UpdateArgs>),
     /// Delete a cluster and its CAs; its certificates stop being published.
     Delete {
         /// Cluster name or id.
@@ -149,7 +152,7 @@ impl ImportArgs {
     }
 }
 
-fn parse_label(text: &str) -> Result<(String, String), String> {
+pub(super) fn parse_label(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| format!("{text:?} is not key=value"))
@@ -216,6 +219,7 @@ pub async fn run(args: ClustersArgs) -> anyhow::Result<()> {
             let cluster: Value = client.get_json(&["v1", "clusters", &cluster]).await?;
             show(&cluster, format.format)?;
         }
+        ClustersCommand::Update(update) => super::cluster_update::update(&client, &update).await?,
         ClustersCommand::Delete { cluster, yes } => {
             if !yes {
                 confirm(&format!("Delete cluster {cluster:?}, its five CAs and its records?"))?;
@@ -257,7 +261,7 @@ fn cluster_table(items: &[Value]) -> String {
     render_table(&["NAME", "SERVER", "KEY", "LABELS", "CREATED"], &rows)
 }
 
-fn show(cluster: &Value, format: Format) -> anyhow::Result<()> {
+pub(super) fn show(cluster: &Value, format: Format) -> anyhow::Result<()> {
     if format == Format::Json {
         return print_json(cluster);
     }

@@ -3,19 +3,25 @@
 //! `clusters`, `certificates`, `revoke-user`, and `crl-sync` on the proxy host).
 //!
 //! Client commands find the server, token and trusted CA in flags, then `KCA_URL`, `KCA_TOKEN`,
-//! `KCA_CACERT`, then the config file (see [`settings`]). `-o` names the output *format*
-//! (`text` or `json`) on commands that return records, and the output *file* on the commands that
-//! return a document (`kubeconfig`, `authority-cert`).
+//! `KCA_CACERT`, then the config file (see [`settings`]). `-o/--output` names the output
+//! *format* on every command (`text` or `json` for records; `yaml`/`json` for kubeconfigs,
+//! `pem`/`json` for CA bundles); files are named with `--file` (`-o FILE` on `kubeconfig` and
+//! `authority-cert` still works for one release, with a warning).
 
+pub mod audit;
+pub mod authorities;
 pub mod backup;
 pub mod cache;
 pub mod certificates;
 pub mod client;
+pub mod cluster_update;
 pub mod clusters;
+pub mod components;
 pub mod crl_sync;
 pub mod haproxy;
 pub mod keys;
 pub mod kubeconfig;
+pub mod login;
 pub mod output;
 pub mod pki_export;
 pub mod pki_renew;
@@ -61,6 +67,11 @@ pub enum Command {
     Tokens(tokens::TokensArgs),
     /// Print the OpenAPI document.
     Openapi,
+    /// Sign in through the organisation's identity provider (single sign-on, device grant run by
+    /// kca); the session is kept in the config directory and used when no token is given.
+    Login(login::LoginArgs),
+    /// End the single sign-on session: revoke it and forget it.
+    Logout(login::LogoutArgs),
     /// Issue a user kubeconfig, an exec credential (-x), or an exec-plugin kubeconfig (--exec).
     Kubeconfig(Box<kubeconfig::KubeconfigArgs>),
     /// Print the PEM bundle of one of a cluster's CAs (every live generation).
@@ -69,6 +80,10 @@ pub enum Command {
     Clusters(clusters::ClustersArgs),
     /// List, show and revoke a cluster's certificates.
     Certificates(certificates::CertificatesArgs),
+    /// List a cluster's CAs, rotate one, retire an old generation.
+    Authorities(authorities::AuthoritiesArgs),
+    /// The audit trail, newest first, filtered by cluster, time, actor and action.
+    Audit(audit::AuditArgs),
     /// Revoke every unexpired certificate of a user.
     RevokeUser(certificates::RevokeUserArgs),
     /// Write a control plane's CA files and component certificates in kubeadm's layout.
@@ -130,10 +145,14 @@ pub async fn run(cli: Cli) -> ExitCode {
             print!("{}", crate::http::openapi_json());
             Ok(())
         }
+        Command::Login(args) => login::login(args).await,
+        Command::Logout(args) => login::logout(args).await,
         Command::Kubeconfig(args) => kubeconfig::run(*args).await,
         Command::AuthorityCert(args) => kubeconfig::authority_cert(args).await,
         Command::Clusters(args) => clusters::run(args).await,
         Command::Certificates(args) => certificates::run(args).await,
+        Command::Authorities(args) => authorities::run(args).await,
+        Command::Audit(args) => audit::run(args).await,
         Command::RevokeUser(args) => certificates::revoke_user(args).await,
         Command::Pki(args) => pki_export::run(args).await,
         Command::CrlSync(args) => crl_sync::run(*args).await,
@@ -209,6 +228,7 @@ async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
         groups: (!args.groups.is_empty()).then_some(args.groups),
         max_ttl: args.max_ttl.map(|d| d.as_secs()),
         ttl: time::Duration::try_from(args.ttl)?,
+        person: None,
     };
     let created_by = host_operator();
     let now = time::OffsetDateTime::now_utc();

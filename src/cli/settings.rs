@@ -64,6 +64,8 @@ pub struct Settings {
     pub token: Option<Token>,
     /// The config file, when one was named explicitly (flag or KCA_CONFIG).
     pub explicit_config: Option<PathBuf>,
+    /// Where the token came from when it is the stored single sign-on session.
+    pub session_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -132,6 +134,14 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
 }
 
+/// The token of the single sign-on session `kca login` stored for `url`, if it has not ended, and
+/// the file it is kept in.
+fn session_token(explicit_config: Option<&Path>, url: &url::Url) -> Option<(Token, PathBuf)> {
+    let path = super::login::session_path(explicit_config)?;
+    let session = super::login::load_session(&path, url, time::OffsetDateTime::now_utc())?;
+    Some((Token::new(&session.token)?, path))
+}
+
 /// Parse and check a server URL: http(s) only, and a token goes in clear to loopback only.
 pub fn parse_server_url(text: &str) -> anyhow::Result<url::Url> {
     let mut url = url::Url::parse(text.trim()).with_context(|| format!("{text:?} is not a URL"))?;
@@ -189,18 +199,25 @@ impl ConnectionArgs {
             _ => None,
         };
 
+        let mut session_file = None;
         let token = match &self.token_file {
             Some(path) => Some(read_token_file(path)?),
             None => std::env::var("KCA_TOKEN")
                 .ok()
                 .and_then(|t| Token::new(&t))
-                .or_else(|| file.token.as_deref().and_then(Token::new)),
+                .or_else(|| file.token.as_deref().and_then(Token::new))
+                // Last, the session `kca login` stored for this server.
+                .or_else(|| {
+                    let (token, path) = session_token(named.map(PathBuf::as_path), &url)?;
+                    session_file = Some(path);
+                    Some(token)
+                }),
         };
         let explicit_config = match named {
             Some(path) => Some(absolute(path)?),
             None => None,
         };
-        Ok(Settings { url, cacert, token, explicit_config })
+        Ok(Settings { url, cacert, token, explicit_config, session_file })
     }
 }
 

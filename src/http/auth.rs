@@ -1,6 +1,8 @@
 //! Who is calling, and which cluster they may touch.
 //!
-//! One middleware ([`guard`]) runs before every handler: it authenticates the bearer token, and on
+//! One middleware ([`guard`]) runs before every handler: it authenticates the bearer token (or,
+//! without one, the single sign-on session cookie, whose state-changing calls must echo the CSRF
+//! token in `X-CSRF-Token`), and on
 //! every route under `/v1/clusters/{cluster}` it resolves the cluster and refuses a token that is
 //! not valid for it. Handlers of those routes get the cluster only through [`ClusterAccess`],
 //! which exists only once the guard has passed, so a new route cannot skip the check.
@@ -29,6 +31,8 @@ pub const CLUSTER_ROUTE_PREFIX: &str = "/v1/clusters/{cluster}";
 pub struct Caller {
     claims: Option<Arc<Claims>>,
     pub remote_addr: Option<String>,
+    /// Authenticated by the session cookie rather than a bearer token.
+    pub via_cookie: bool,
 }
 
 /// The cluster a request names, resolved, with the guarantee that the caller's token (if any) is
@@ -40,10 +44,22 @@ pub struct ClusterAccess {
 
 /// Authenticate the caller and, on a cluster's routes, check the token against that cluster.
 pub async fn guard(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
-    let caller = match Caller::authenticate(&app, request.headers(), request.extensions()).await {
+    let api = request.uri().path().starts_with("/v1/");
+    let caller = match Caller::authenticate(&app, request.headers(), request.extensions(), api).await {
         Ok(caller) => caller,
         Err(err) => return err.into_response(),
     };
+    // A cookie is sent by the browser whoever made the page: a state-changing call made with it
+    // must prove it comes from kca's own page.
+    if caller.via_cookie
+        && !request.method().is_safe()
+        && !super::session::csrf_header_matches(request.headers())
+    {
+        return ApiError::forbidden(
+            "a call authenticated by the session cookie must carry the X-CSRF-Token header (the kca_csrf cookie's value)",
+        )
+        .into_response();
+    }
     let cluster_route = request
         .extensions()
         .get::<MatchedPath>()
@@ -63,7 +79,7 @@ pub async fn guard(State(app): State<AppState>, mut request: Request, next: Next
 
 async fn cluster_access(app: &AppState, caller: &Caller, cluster: &str) -> Result<ClusterAccess, ApiError> {
     let refused = || ApiError::forbidden(format!("the token is not valid for cluster {cluster:?}"));
-    let restricted = caller.claims().is_some_and(|c| c.cluster_restriction().is_some());
+    let restricted = caller.claims().is_some_and(|c| c.cluster_restriction().is_some() || c.person.is_some());
     let snapshot = match app.snapshot(cluster).await {
         Ok(snapshot) => snapshot,
         // A token limited to some clusters learns nothing about the others, not even whether
@@ -77,6 +93,14 @@ async fn cluster_access(app: &AppState, caller: &Caller, cluster: &str) -> Resul
     {
         return Err(refused());
     }
+    // A person sees only the clusters whose access rules admit one of their groups.
+    if let Some(person) = caller.claims().and_then(|c| c.person.as_ref())
+        && !snapshot.cluster.policy.admits(&person.idp_groups)
+    {
+        return Err(ApiError::forbidden(format!(
+            "no access rule of cluster {cluster:?} matches your identity provider groups"
+        )));
+    }
     Ok(ClusterAccess { snapshot })
 }
 
@@ -86,7 +110,10 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         match parts.extensions.get::<Caller>() {
             Some(caller) => Ok(caller.clone()),
-            None => Caller::authenticate(state, &parts.headers, &parts.extensions).await,
+            None => {
+                let api = parts.uri.path().starts_with("/v1/");
+                Caller::authenticate(state, &parts.headers, &parts.extensions, api).await
+            }
         }
     }
 }
@@ -104,14 +131,35 @@ impl<S: Send + Sync> FromRequestParts<S> for ClusterAccess {
 }
 
 impl Caller {
+    /// `api`: the request is for the API (`/v1/…`), where a session cookie that no longer works
+    /// is refused; elsewhere (the UI's files, the sign-in pages) it is ignored, so that a person
+    /// whose session was revoked can load the page and sign in again.
     async fn authenticate(
         app: &AppState,
         headers: &axum::http::HeaderMap,
         extensions: &axum::http::Extensions,
+        api: bool,
     ) -> Result<Self, ApiError> {
         let remote_addr = extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip().to_string());
+        let mut via_cookie = false;
         let claims = match headers.get(AUTHORIZATION) {
-            None => None,
+            // No bearer token: the session cookie, if any. One that no longer works (signed out,
+            // expired) is refused like a bad token.
+            None => match super::session::session_cookie(headers) {
+                Some(token) => match app.authenticate(&token).await {
+                    Ok(claims) => {
+                        via_cookie = true;
+                        Some(claims)
+                    }
+                    Err(e) if api => {
+                        return Err(ApiError::unauthorized(format!(
+                            "the session has ended; sign in again ({e})"
+                        )));
+                    }
+                    Err(_) => None,
+                },
+                None => None,
+            },
             Some(value) => {
                 let text =
                     value.to_str().map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
@@ -122,7 +170,7 @@ impl Caller {
                 Some(app.authenticate(token.trim()).await?)
             }
         };
-        Ok(Caller { claims, remote_addr })
+        Ok(Caller { claims, remote_addr, via_cookie })
     }
 
     pub fn claims(&self) -> Option<&Claims> {
@@ -139,6 +187,15 @@ impl Caller {
             return Err(ApiError::forbidden(format!("the token lacks the {} scope", scope.as_str())));
         }
         Ok(claims)
+    }
+
+    /// The `read` scope, or a person signed in through single sign-on (who reads only the
+    /// clusters their access rules admit: the guard and the list narrow them).
+    pub fn require_read_or_person(&self) -> Result<&Claims, ApiError> {
+        match self.claims() {
+            Some(claims) if claims.person.is_some() => Ok(claims),
+            _ => self.require(Scope::Read),
+        }
     }
 
     /// A token with `scope` valid for every cluster (creating clusters, signing keys).

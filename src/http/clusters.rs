@@ -214,10 +214,21 @@ pub async fn list_clusters(
     caller: Caller,
     Query(page): Query<PageParams>,
 ) -> Result<Json<ClusterList>, ApiError> {
-    let claims = caller.require(Scope::Read)?;
+    let claims = caller.require_read_or_person()?;
     let limit = page.limit()?;
     let after = page.cursor()?;
-    let only = claims.cluster_restriction();
+    let only = match &claims.person {
+        // A person lists the clusters whose access rules admit them.
+        Some(person) => Some(
+            app.published
+                .snapshots()
+                .iter()
+                .filter(|s| s.cluster.policy.admits(&person.idp_groups))
+                .map(|s| s.cluster.id)
+                .collect(),
+        ),
+        None => claims.cluster_restriction(),
+    };
     let clusters = app.store.list_clusters(after.as_deref(), only.as_deref(), limit).await?;
     let next = next_cursor(clusters.len(), limit, clusters.last().map(|c| c.name.clone()));
     let mut items = Vec::with_capacity(clusters.len());
@@ -248,7 +259,7 @@ pub async fn get_cluster(
     caller: Caller,
     access: ClusterAccess,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::Read)?;
+    caller.require_read_or_person()?;
     let snapshot = load_cluster(&app, &access.snapshot.cluster.id.to_string()).await?;
     Ok(cluster_response(StatusCode::OK, &snapshot))
 }

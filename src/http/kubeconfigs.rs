@@ -23,9 +23,10 @@ use crate::token::Scope;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewKubeconfigRequest {
-    /// The Kubernetes user: the certificate's CN.
+    /// The Kubernetes user: the certificate's CN. Required, except from a person signed in
+    /// through single sign-on, whose CN is always their own (prefix and username claim).
     #[schema(example = "alice", min_length = 1, max_length = 64)]
-    pub user: String,
+    pub user: Option<String>,
     /// The Kubernetes groups: one O per group, in this order.
     #[serde(default)]
     #[schema(example = json!(["dev", "ops"]))]

@@ -16,6 +16,7 @@ pub mod health;
 pub mod kubeconfigs;
 pub mod pagination;
 pub mod service_account;
+pub mod session;
 pub mod tokens;
 pub mod web;
 
@@ -58,6 +59,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
         (name = "audit", description = "The audit trail"),
         (name = "tokens", description = "API tokens and their signing key"),
         (name = "operations", description = "Health and readiness"),
+        (name = "auth", description = "Single sign-on through the organisation's OpenID Provider, and who the caller is"),
     )
 )]
 struct ApiDoc;
@@ -110,6 +112,14 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(tokens::create_token, tokens::list_tokens))
         .routes(routes!(tokens::revoke_token))
         .routes(routes!(tokens::rotate_signing_key))
+        .routes(routes!(session::me))
+        .routes(routes!(session::login))
+        .routes(routes!(session::callback))
+        .routes(routes!(session::logout))
+        .routes(routes!(session::device_start))
+        .routes(routes!(session::device_token))
+        .routes(routes!(session::refresh))
+        .routes(routes!(session::cli_token))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
@@ -240,6 +250,7 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
                 header::CONTENT_TYPE,
                 header::ACCEPT,
                 header::IF_NONE_MATCH,
+                HeaderName::from_static(session::CSRF_HEADER),
             ])
             .expose_headers([header::ETAG, header::LOCATION, header::RETRY_AFTER]),
     )

@@ -245,6 +245,7 @@ async fn narrow(app: &AppState, claims: &Claims, request: NewTokenRequest) -> Re
         groups,
         max_ttl,
         ttl: time::Duration::seconds(ttl as i64),
+        person: None,
     })
 }
 

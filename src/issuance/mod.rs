@@ -187,6 +187,7 @@ pub(crate) fn test_claims(scopes: &[crate::token::Scope]) -> Claims {
         clusters: vec!["*".into()],
         groups: None,
         max_ttl: None,
+        person: None,
     }
 }
 

@@ -1,6 +1,8 @@
 //! Issuing a user or component certificate: decide, sign, record with its audit entry, count.
 //! Both follow one sequence; only the decision differs.
 
+use std::borrow::Cow;
+
 use crate::app::App;
 use crate::error::ApiError;
 use crate::issuance::{
@@ -24,7 +26,8 @@ pub struct Issued {
 
 /// What a user certificate request asks for, parsed.
 pub struct UserCertificate {
-    pub user: String,
+    /// The CN; a person signed in through single sign-on may leave it out (it is theirs).
+    pub user: Option<String>,
     pub groups: Vec<String>,
     pub ttl_seconds: Option<u64>,
     pub key: SubjectKey,
@@ -38,13 +41,63 @@ pub async fn user_certificate(
     snapshot: &ClusterSnapshot,
     request: UserCertificate,
 ) -> Result<Issued, ApiError> {
+    let policy = &snapshot.cluster.policy;
+    let (user, groups, sso, claims) = match &claims.person {
+        None => {
+            let user = request.user.ok_or_else(|| ApiError::invalid("user", "the user (CN) is required"))?;
+            (user, request.groups, None, Cow::Borrowed(claims))
+        }
+        // A person issues for themselves only, with groups from one access rule of the cluster.
+        Some(person) => {
+            if let Some(user) = &request.user
+                && user != &person.user
+            {
+                return Err(ApiError::policy(
+                    "sso_identity",
+                    "user",
+                    format!(
+                        "signed in through single sign-on, you obtain certificates for yourself ({:?}) only",
+                        person.user
+                    ),
+                ));
+            }
+            let grant = policy.grant(&person.idp_groups, &request.groups).ok_or_else(|| {
+                ApiError::policy(
+                    "access_rules",
+                    "groups",
+                    format!(
+                        "no access rule of cluster {:?} matching your identity provider groups grants {}",
+                        snapshot.cluster.name,
+                        if request.groups.is_empty() {
+                            "you access".to_string()
+                        } else {
+                            format!("{:?}", request.groups)
+                        }
+                    ),
+                )
+            })?;
+            let mut narrowed = claims.clone();
+            narrowed.groups = Some(grant.groups.clone());
+            narrowed.max_ttl = Some(grant.max_ttl_seconds);
+            let sso = serde_json::json!({
+                "idp_issuer": person.iss,
+                "idp_subject": person.sub,
+                "rule": {
+                    "idp_group": grant.rule.idp_group,
+                    "groups": grant.rule.groups,
+                    "max_ttl_seconds": grant.rule.max_ttl_seconds,
+                },
+            });
+            (person.user.clone(), grant.groups, Some(sso), Cow::Owned(narrowed))
+        }
+    };
     let ttl = decide_user_certificate(
-        &snapshot.cluster.policy,
-        claims,
-        &UserRequest { user: &request.user, groups: &request.groups, ttl_seconds: request.ttl_seconds },
+        policy,
+        &claims,
+        &UserRequest { user: &user, groups: &groups, ttl_seconds: request.ttl_seconds },
     )?;
-    let usage = Usage::user(request.user, request.groups, ttl);
-    issue(app, actor, snapshot, AuthorityKind::Operators, "user", usage, &request.key).await
+    let usage = Usage::user(user, groups, ttl);
+    issue(app, actor, snapshot, AuthorityKind::Operators, "user", usage, &request.key, sso).await
 }
 
 /// A component certificate under `profile`, for the names the cluster declared.
@@ -66,9 +119,10 @@ pub async fn component_certificate(
         node_names: &policy.node_names,
     };
     let usage = decide_component(policy, claims, profile, request, &names)?;
-    issue(app, actor, snapshot, profile.authority, profile.name, usage, key).await
+    issue(app, actor, snapshot, profile.authority, profile.name, usage, key, None).await
 }
 
+#[expect(clippy::too_many_arguments, reason = "the one sequence every issuance follows")]
 async fn issue(
     app: &App,
     actor: &Actor,
@@ -77,6 +131,7 @@ async fn issue(
     profile: &str,
     usage: Usage,
     key: &SubjectKey,
+    sso: Option<serde_json::Value>,
 ) -> Result<Issued, ApiError> {
     app.check_issue_rate(&actor.token_id).map_err(ApiError::too_many_requests)?;
     let authority = snapshot.signer(kind).ok_or_else(|| {
@@ -85,7 +140,7 @@ async fn issue(
     let ca = app.keyring.signer(authority)?;
     let now = app.now();
     let signed = sign(&ca, key, &usage, now)?;
-    record(app, actor, &snapshot.cluster, authority, profile, &usage, &signed, now).await?;
+    record(app, actor, &snapshot.cluster, authority, profile, &usage, &signed, now, sso).await?;
     Ok(Issued { signed, usage })
 }
 
@@ -100,6 +155,7 @@ async fn record(
     usage: &Usage,
     signed: &Signed,
     now: time::OffsetDateTime,
+    sso: Option<serde_json::Value>,
 ) -> Result<(), ApiError> {
     let record = CertificateRecord {
         serial: signed.serial.to_hex(),
@@ -121,20 +177,26 @@ async fn record(
         revoked_at: None,
         revocation_reason: None,
     };
+    let mut details = serde_json::json!({
+        "profile": profile,
+        "kind": authority.kind,
+        "generation": authority.generation,
+        "common_name": record.common_name,
+        "groups": record.groups,
+        "not_after": signed.not_after.unix_timestamp(),
+    });
+    // Issued through single sign-on: who the identity provider said the person is, and the
+    // access rule that allowed it.
+    if let Some(sso) = sso {
+        details["sso"] = sso;
+    }
     let audit = actor.audit(
         now,
         "certificate.issue",
         "certificate",
         record.serial.clone(),
         Some(cluster.id),
-        serde_json::json!({
-            "profile": profile,
-            "kind": authority.kind,
-            "generation": authority.generation,
-            "common_name": record.common_name,
-            "groups": record.groups,
-            "not_after": signed.not_after.unix_timestamp(),
-        }),
+        details,
     );
     // The writer logged a failed batch once; each request only answers it.
     app.recorder.record(record, audit).await.map_err(|err| match err {

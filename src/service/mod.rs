@@ -8,6 +8,7 @@ pub mod issuance;
 pub mod publish;
 pub mod revocation;
 pub mod service_account;
+pub mod sessions;
 pub mod tokens;
 
 use time::OffsetDateTime;

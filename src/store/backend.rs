@@ -119,6 +119,13 @@ pub(super) trait Backend: Send + Sync + 'static {
     }
 }
 
+/// Append `AND column is one of ids`, in the connection's dialect.
+fn push_in_list<C: Connection>(stmt: &mut Stmt, column: &str, ids: &[Uuid]) {
+    stmt.args.push(ids.to_vec().into());
+    let condition = C::in_list(column, stmt.args.len());
+    stmt.push(" AND ").push(&condition);
+}
+
 /// Why a versioned change of a cluster matched no row: it is gone, or another change came first.
 async fn stale_or_gone(conn: &mut impl Connection, id: Uuid) -> StoreError {
     let current = conn.fetch_optional(Stmt::new("SELECT version FROM clusters WHERE id = $1").bind(id)).await;
@@ -339,9 +346,7 @@ impl<B: Backend> Store for B {
             stmt.push(" AND name > ").push_bind(after);
         }
         if let Some(ids) = only {
-            let param = stmt.args.len() + 1;
-            stmt = stmt.bind(ids.to_vec());
-            stmt.push(&format!(" AND {}", <Conn<B> as Connection>::in_list("id", param)));
+            push_in_list::<Conn<B>>(&mut stmt, "id", ids);
         }
         stmt.push(" ORDER BY name LIMIT ").push_bind(i64::from(limit));
         self.read().await?.fetch_all(stmt).await?.iter().map(cluster_from_row).collect()
@@ -707,9 +712,7 @@ impl<B: Backend> Store for B {
             stmt.push(" AND id < ").push_bind(before);
         }
         if let Some(ids) = clusters {
-            let param = stmt.args.len() + 1;
-            stmt = stmt.bind(ids.to_vec());
-            stmt.push(&format!(" AND {}", <Conn<B> as Connection>::in_list("cluster_id", param)));
+            push_in_list::<Conn<B>>(&mut stmt, "cluster_id", ids);
         }
         stmt.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit));
         self.read().await?.fetch_all(stmt).await?.iter().map(audit_from_row).collect()

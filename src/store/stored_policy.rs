@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::IssuancePolicy;
+use crate::policy::{AccessRule, IssuancePolicy};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -21,6 +21,16 @@ pub(crate) struct StoredPolicy {
     component_max_ttl_seconds: u64,
     control_plane_names: Vec<String>,
     node_names: Vec<String>,
+    access_rules: Vec<StoredAccessRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StoredAccessRule {
+    idp_group: String,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    max_ttl_seconds: Option<u64>,
 }
 
 impl Default for StoredPolicy {
@@ -44,6 +54,15 @@ impl From<&IssuancePolicy> for StoredPolicy {
             component_max_ttl_seconds: p.component_max_ttl_seconds,
             control_plane_names: p.control_plane_names.clone(),
             node_names: p.node_names.clone(),
+            access_rules: p
+                .access_rules
+                .iter()
+                .map(|r| StoredAccessRule {
+                    idp_group: r.idp_group.clone(),
+                    groups: r.groups.clone(),
+                    max_ttl_seconds: r.max_ttl_seconds,
+                })
+                .collect(),
         }
     }
 }
@@ -63,6 +82,15 @@ impl From<StoredPolicy> for IssuancePolicy {
             component_max_ttl_seconds: s.component_max_ttl_seconds,
             control_plane_names: s.control_plane_names,
             node_names: s.node_names,
+            access_rules: s
+                .access_rules
+                .into_iter()
+                .map(|r| AccessRule {
+                    idp_group: r.idp_group,
+                    groups: r.groups,
+                    max_ttl_seconds: r.max_ttl_seconds,
+                })
+                .collect(),
         }
     }
 }
@@ -78,7 +106,7 @@ mod tests {
         let stored = serde_json::to_string(&StoredPolicy::from(&IssuancePolicy::default())).unwrap();
         assert_eq!(
             stored,
-            r#"{"default_ttl_seconds":3600,"min_ttl_seconds":60,"max_ttl_seconds":86400,"max_groups":16,"allowed_groups":["*"],"allow_system_masters":false,"allowed_privileged_groups":[],"allowed_privileged_users":[],"allowed_profiles":[],"component_max_ttl_seconds":31536000,"control_plane_names":[],"node_names":[]}"#
+            r#"{"default_ttl_seconds":3600,"min_ttl_seconds":60,"max_ttl_seconds":86400,"max_groups":16,"allowed_groups":["*"],"allow_system_masters":false,"allowed_privileged_groups":[],"allowed_privileged_users":[],"allowed_profiles":[],"component_max_ttl_seconds":31536000,"control_plane_names":[],"node_names":[],"access_rules":[]}"#
         );
     }
 
@@ -98,5 +126,27 @@ mod tests {
                 ..Default::default()
             }
         );
+    }
+
+    /// Access rules (single sign-on) have a stored form of their own, pinned too.
+    #[test]
+    fn access_rules_are_stored_in_a_pinned_form() {
+        let policy = IssuancePolicy {
+            access_rules: vec![AccessRule {
+                idp_group: "platform".into(),
+                groups: vec!["team-platform".into(), "viewers".into()],
+                max_ttl_seconds: Some(28_800),
+            }],
+            ..Default::default()
+        };
+        let stored = serde_json::to_string(&StoredPolicy::from(&policy)).unwrap();
+        assert!(
+            stored.ends_with(
+                r#","access_rules":[{"idp_group":"platform","groups":["team-platform","viewers"],"max_ttl_seconds":28800}]}"#
+            ),
+            "{stored}"
+        );
+        let back = IssuancePolicy::from(serde_json::from_str::<StoredPolicy>(&stored).unwrap());
+        assert_eq!(back, policy);
     }
 }

@@ -49,6 +49,7 @@ async fn authentication_and_authorization(backend: Backend) {
         groups: None,
         max_ttl: None,
         ttl,
+        person: None,
     };
     let mint = |service: &TokenService, ttl, at| service.mint(&request(ttl), "t", at).unwrap().0;
     let hour = time::Duration::hours(1);

@@ -115,6 +115,7 @@ pub fn serve_args(data_dir: &std::path::Path, database_url: Option<String>) -> S
         request_timeout: std::time::Duration::from_secs(30),
         issue_rate_limit: 0,
         cors_origins: vec![],
+        oidc: Default::default(),
     }
 }
 
@@ -175,6 +176,7 @@ impl TestServer {
             groups: None,
             max_ttl: None,
             ttl: time::Duration::hours(1),
+            person: None,
         })
         .await
     }

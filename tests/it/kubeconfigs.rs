@@ -311,6 +311,7 @@ async fn every_policy_rule_refuses_and_records_nothing(backend: Backend) {
             groups: Some(vec!["team-a".into()]),
             max_ttl: Some(900),
             ttl: time::Duration::hours(1),
+            person: None,
         })
         .await;
 

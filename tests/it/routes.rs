@@ -22,6 +22,10 @@ enum Need {
     Scope(Scope),
     /// A token with this scope (or admin) valid for every cluster.
     Unrestricted(Scope),
+    /// Any valid token.
+    Authenticated,
+    /// Single sign-on, which this server has not configured: 404 for everyone.
+    SingleSignOn,
 }
 
 fn need(method: &str, path: &str) -> Need {
@@ -73,6 +77,12 @@ fn need(method: &str, path: &str) -> Need {
         ("GET", "/v1/audit") => Scope(kca::token::Scope::Admin),
         ("GET" | "POST", "/v1/tokens") | ("DELETE", "/v1/tokens/{id}") => Scope(kca::token::Scope::Admin),
         ("POST", "/v1/token-keys/rotate") => Unrestricted(kca::token::Scope::Admin),
+        ("GET", "/v1/me") | ("POST", "/auth/logout") => Authenticated,
+        ("GET", "/auth/login" | "/auth/callback")
+        | (
+            "POST",
+            "/v1/auth/device" | "/v1/auth/device/token" | "/v1/auth/session/refresh" | "/v1/auth/cli/token",
+        ) => SingleSignOn,
         _ => panic!("{method} {path} has no entry in the permission table of tests/it/routes.rs"),
     }
 }
@@ -93,11 +103,12 @@ enum Holder {
 fn expected(need: Need, holder: Holder, cluster_route: bool) -> Option<u16> {
     match holder {
         Holder::Revoked => Some(401),
+        _ if need == Need::SingleSignOn => Some(404),
         Holder::Nobody => (need != Need::Public).then_some(401),
         Holder::OtherCluster | Holder::Recreated if cluster_route => Some(403),
         Holder::OtherCluster | Holder::Recreated => matches!(need, Need::Unrestricted(_)).then_some(403),
         Holder::Scoped(scope) => match need {
-            Need::Public => None,
+            Need::Public | Need::Authenticated | Need::SingleSignOn => None,
             Need::Scope(needed) | Need::Unrestricted(needed) => {
                 (scope != Scope::Admin && scope != needed).then_some(403)
             }
@@ -126,6 +137,8 @@ fn body(method: &str, path: &str) -> Option<Value> {
         ("POST", "/v1/clusters/{cluster}/authorities/{kind}/intermediate/certificate") => {
             SIGNED_INTERMEDIATE.get().expect("signed before the walk").clone()
         }
+        ("POST", "/v1/auth/device/token") => json!({"handle": "x"}),
+        ("POST", "/v1/auth/cli/token") => json!({"code": "x", "verifier": "y"}),
         _ => return None,
     })
 }
@@ -332,7 +345,10 @@ async fn every_route_checks_the_token_and_its_cluster(backend: Backend) {
                     let (got, headers, text) =
                         server.send(http_method, &url, token.as_deref(), body(method, path)).await;
                     assert_eq!(got.as_u16(), status, "{method} {path} as {holder:?}: {text}");
-                    assert_eq!(headers["content-type"], "application/problem+json", "{method} {path}");
+                    // The browser's sign-in routes answer people with a page.
+                    let page = path.starts_with("/auth/") && method == "GET" && status == 404;
+                    let expected = if page { "text/html; charset=utf-8" } else { "application/problem+json" };
+                    assert_eq!(headers["content-type"], expected, "{method} {path}");
                     checked += 1;
                 }
                 None if method == "GET" => {
@@ -340,6 +356,8 @@ async fn every_route_checks_the_token_and_its_cluster(backend: Backend) {
                     assert!(got.is_success(), "{method} {path} as {holder:?}: {got} {text}");
                     checked += 1;
                 }
+                // Signing out revokes the caller's own token: tried last, with a token of its own.
+                None if path == "/auth/logout" => {}
                 None => {
                     if !allowed_changes.iter().any(|(m, p, _)| m == method && p == path) {
                         allowed_changes.push((method.clone(), path.clone(), token.clone()));
@@ -368,4 +386,8 @@ async fn every_route_checks_the_token_and_its_cluster(backend: Backend) {
     }
     // The victim token was revoked by the one allowed call, and is refused now.
     server.json(Method::GET, "/v1/clusters", Some(&victim), None, 401).await;
+    // Signing out revokes the caller's own token, whatever its scopes.
+    let leaving = server.token(&[Scope::Read]).await;
+    server.json(Method::POST, "/auth/logout", Some(&leaving), None, 204).await;
+    server.json(Method::GET, "/v1/me", Some(&leaving), None, 401).await;
 }
