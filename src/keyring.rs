@@ -119,6 +119,13 @@ pub fn authority_aad(authority_id: Uuid) -> Vec<u8> {
     aad
 }
 
+/// Associated data binding a sealed service-account key to its row.
+pub fn service_account_aad(key_id: Uuid) -> Vec<u8> {
+    let mut aad = b"kca:service-account-key:".to_vec();
+    aad.extend_from_slice(key_id.as_bytes());
+    aad
+}
+
 /// Associated data binding a sealed token signing key to its id; key 1 keeps the binding it was
 /// first sealed with.
 pub fn token_key_aad(id: i32) -> Vec<u8> {
@@ -159,6 +166,8 @@ pub fn sealed_aad(owner: SealedOwner) -> Vec<u8> {
     match owner {
         SealedOwner::Authority(id) => authority_aad(id),
         SealedOwner::TokenKey(id) => token_key_aad(id),
+        SealedOwner::PendingAuthority(id) => authority_aad(id),
+        SealedOwner::ServiceAccountKey(id) => service_account_aad(id),
         SealedOwner::MasterKeyCheck => MASTER_KEY_CHECK.as_bytes().to_vec(),
     }
 }

@@ -66,7 +66,10 @@ pub struct KubeconfigArgs {
 }
 
 pub(super) fn parse_key_algorithm(text: &str) -> Result<KeyAlgorithm, String> {
-    KeyAlgorithm::parse(text).ok_or_else(|| format!("{text:?}: use p256, p384 or ed25519"))
+    KeyAlgorithm::GENERATED
+        .into_iter()
+        .find(|alg| alg.as_str() == text)
+        .ok_or_else(|| format!("{text:?}: use p256, p384 or ed25519"))
 }
 
 #[derive(Debug, clap::Args)]

@@ -24,6 +24,7 @@ pub mod kubeconfig;
 pub mod login;
 pub mod output;
 pub mod pki_export;
+pub mod pki_renew;
 pub mod settings;
 pub mod tokens;
 
