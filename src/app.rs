@@ -205,8 +205,20 @@ impl App {
         warnings
     }
 
-    /// Every metric, in Prometheus text format.
-    pub fn render_metrics(&self, now: OffsetDateTime) -> String {
+    /// Every metric, in Prometheus text format, the leaf expiries read from the database.
+    pub async fn metrics_text(&self, now: OffsetDateTime) -> Result<String, crate::store::StoreError> {
+        let expiries = self.store.earliest_leaf_expiries(now).await?;
+        Ok(self.render_metrics(now, &expiries))
+    }
+
+    /// Every metric, in Prometheus text format. `expiries`: the earliest leaf expiry per cluster
+    /// and profile; label values are the cluster's validated name and a known profile name, never
+    /// a string a client sent.
+    pub fn render_metrics(
+        &self,
+        now: OffsetDateTime,
+        expiries: &[(uuid::Uuid, String, OffsetDateTime)],
+    ) -> String {
         let mut out = String::new();
         self.metrics.render_counters(&mut out);
         let (mut crl_age, mut crl_next, mut crl_number, mut ca_expiry) = (vec![], vec![], vec![], vec![]);
@@ -245,6 +257,30 @@ impl App {
             "kca_authority_not_after_timestamp_seconds",
             "Expiry of each live CA generation.",
             &ca_expiry,
+        );
+        let known = crate::profiles::profiles();
+        let names: std::collections::HashMap<uuid::Uuid, String> =
+            self.published.snapshots().iter().map(|s| (s.cluster.id, s.cluster.name.clone())).collect();
+        let mut leaf_expiry = Vec::new();
+        for (cluster_id, profile, earliest) in expiries {
+            let Some(cluster) = names.get(cluster_id) else {
+                continue;
+            };
+            let Some(profile) = known.iter().map(|p| p.name).chain(["user"]).find(|name| name == profile)
+            else {
+                continue;
+            };
+            leaf_expiry.push((
+                vec![("cluster", cluster.clone()), ("profile", profile.to_string())],
+                earliest.unix_timestamp() as f64,
+            ));
+        }
+        leaf_expiry.sort_by(|a, b| a.0.cmp(&b.0));
+        render_gauges(
+            &mut out,
+            "kca_certificate_earliest_expiry_timestamp_seconds",
+            "Earliest notAfter of the unexpired, unrevoked certificates, by cluster and profile.",
+            &leaf_expiry,
         );
         let pool = self.store.pool_state();
         render_gauges(

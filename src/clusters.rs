@@ -8,13 +8,20 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::keyring::{Keyring, KeyringError};
+use crate::keyring::{Keyring, KeyringError, StoredKey, authority_aad, service_account_aad};
 use crate::names::{FieldError, validate_cluster_name};
 use crate::pki::ca::{AuthorityIdentity, BACKDATE};
 use crate::pki::crl::{CrlWindow, RevokedEntry, sign_crl};
+use crate::pki::import::ImportedAuthority;
+use crate::pki::intermediate::{AcceptedIntermediate, chain_pem, request_intermediate};
+use crate::pki::seal::MasterKey;
+use crate::pki::service_account::ServiceAccountKey;
 use crate::pki::{AuthorityKind, CaSigner, KeyAlgorithm, KeyStorage, PkiError, fingerprint_sha256};
 use crate::policy::IssuancePolicy;
-use crate::store::{AuthorityRecord, AuthorityState, ClusterRecord, CrlRecord, NewCluster, SignedCrl};
+use crate::store::{
+    AuthorityRecord, AuthorityState, ClusterRecord, CrlRecord, NewCluster, PendingAuthorityRecord,
+    ServiceAccountKeyRecord, SignedCrl,
+};
 
 /// The CRL window starting now: thisUpdate backdated for clock skew, nextUpdate `validity` later.
 pub fn crl_window(number: u64, now: OffsetDateTime, validity: Duration) -> CrlWindow {
@@ -106,7 +113,36 @@ pub struct ClusterDraft {
     pub policy: IssuancePolicy,
     pub labels: BTreeMap<String, String>,
     pub key_algorithm: KeyAlgorithm,
+    /// Where the keys kca generates for the cluster's CAs are kept (imported CAs stay sealed).
     pub key_storage: KeyStorage,
+    /// Existing CAs to adopt instead of generating those kinds.
+    pub imports: Vec<(AuthorityKind, CaImport)>,
+    /// An existing service-account signing key (`sa.key`) to start with.
+    pub service_account_key: Option<SecretPem>,
+}
+
+/// A private key as PEM: wiped from memory when dropped, never printed.
+#[derive(Clone)]
+pub struct SecretPem(pub zeroize::Zeroizing<String>);
+
+impl std::fmt::Debug for SecretPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretPem(..)")
+    }
+}
+
+/// An existing CA offered for import, as PEM. The key is wiped from memory when dropped and never
+/// printed.
+#[derive(Clone)]
+pub struct CaImport {
+    pub certificate_pem: String,
+    pub private_key_pem: zeroize::Zeroizing<String>,
+}
+
+impl std::fmt::Debug for CaImport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaImport").field("certificate_pem", &self.certificate_pem).finish_non_exhaustive()
+    }
 }
 
 impl ClusterDraft {
@@ -161,16 +197,146 @@ pub fn build_authority(
     let authority_id = Uuid::new_v4();
     let (signer, key) =
         keyring.create_authority(storage, authority_id, &identity, cluster.key_algorithm, now)?;
-    let number = crate::pki::crl::crl_number_floor(now);
-    let signed = sign_crl_now(&signer, number as u64, &[], now, crl_validity);
-    let signed = match signed {
-        Ok(signed) => signed,
-        Err(err) => {
-            if let Some(reference) = &key.reference {
-                keyring.token()?.destroy(reference);
-            }
-            return Err(err.into());
+    let parts = AuthorityParts {
+        id: authority_id,
+        certificate_der: signer.certificate_der().to_vec(),
+        chain_pem: String::new(),
+        key,
+        algorithm: cluster.key_algorithm,
+        signer,
+    };
+    assemble_authority(cluster, kind, generation, parts, now, crl_validity).map_err(|(err, key)| {
+        // Nothing will refer to a key made in the token for it.
+        if let (Some(reference), Ok(token)) = (&key.reference, keyring.token()) {
+            token.destroy(reference);
         }
+        err.into()
+    })
+}
+
+/// Make generation `generation` of a cluster's `kind` CA from an imported one (checked by
+/// `crate::pki::import`): its key is sealed here like a generated one.
+pub fn build_imported_authority(
+    cluster: &ClusterRecord,
+    kind: AuthorityKind,
+    generation: i32,
+    imported: ImportedAuthority,
+    master: &MasterKey,
+    now: OffsetDateTime,
+    crl_validity: Duration,
+) -> Result<BuiltAuthority, PkiError> {
+    let id = Uuid::new_v4();
+    let key = StoredKey {
+        storage: KeyStorage::Sealed,
+        sealed_key: master.seal(&imported.pkcs8, &authority_aad(id))?,
+        key_version: master.version(),
+        reference: None,
+    };
+    let parts = AuthorityParts {
+        id,
+        certificate_der: imported.certificate_der,
+        chain_pem: String::new(),
+        key,
+        algorithm: imported.algorithm,
+        signer: imported.signer,
+    };
+    assemble_authority(cluster, kind, generation, parts, now, crl_validity).map_err(|(err, _)| err)
+}
+
+/// A key and CSR for generation `generation` of a cluster's `kind` as an intermediate under the
+/// organisation's root; the key is sealed bound to the pending record's id, which becomes the
+/// authority's id once its certificate is installed.
+pub fn build_pending_authority(
+    cluster: &ClusterRecord,
+    kind: AuthorityKind,
+    generation: i32,
+    master: &MasterKey,
+    now: OffsetDateTime,
+) -> Result<PendingAuthorityRecord, PkiError> {
+    let cluster_id = cluster.id.to_string();
+    let identity =
+        AuthorityIdentity { cluster_name: &cluster.name, cluster_id: &cluster_id, kind, generation };
+    let request = request_intermediate(&identity, cluster.key_algorithm)?;
+    let id = Uuid::new_v4();
+    Ok(PendingAuthorityRecord {
+        id,
+        cluster_id: cluster.id,
+        kind,
+        key_algorithm: cluster.key_algorithm,
+        sealed_key: master.seal(&request.pkcs8, &authority_aad(id))?,
+        key_version: master.version(),
+        csr_der: request.csr_der,
+        created_at: now,
+        previous_seal: None,
+    })
+}
+
+/// The authority record of a signed intermediate: the pending key (sealed as it is, under the
+/// pending id), its certificate and chain, and a first, empty CRL.
+pub fn build_intermediate_authority(
+    pending: &PendingAuthorityRecord,
+    generation: i32,
+    accepted: AcceptedIntermediate,
+    now: OffsetDateTime,
+    crl_validity: Duration,
+) -> Result<BuiltAuthority, PkiError> {
+    let number = crate::pki::crl::crl_number_floor(now);
+    let signed = sign_crl_now(&accepted.signer, number as u64, &[], now, crl_validity)?;
+    let crl = CrlRecord {
+        authority_id: pending.id,
+        number,
+        this_update: signed.this_update,
+        next_update: signed.next_update,
+        entries: 0,
+        der: signed.der,
+    };
+    let record = AuthorityRecord {
+        id: pending.id,
+        cluster_id: pending.cluster_id,
+        kind: pending.kind,
+        generation,
+        state: AuthorityState::Active,
+        subject: accepted.signer.subject_text(),
+        fingerprint: fingerprint_sha256(&accepted.certificate_der),
+        key_algorithm: pending.key_algorithm,
+        key_storage: KeyStorage::Sealed,
+        key_reference: None,
+        sealed_key: pending.sealed_key.clone(),
+        key_version: pending.key_version,
+        previous_seal: pending.previous_seal.clone(),
+        not_before: accepted.signer.not_before(),
+        not_after: accepted.signer.not_after(),
+        created_at: now,
+        certificate_der: accepted.certificate_der,
+        chain_pem: chain_pem(&accepted.chain_der),
+    };
+    Ok(BuiltAuthority { record, crl, signer: Arc::new(accepted.signer) })
+}
+
+struct AuthorityParts {
+    /// The authority's id, which its key (sealed, or in the token) is bound to.
+    id: Uuid,
+    certificate_der: Vec<u8>,
+    chain_pem: String,
+    key: StoredKey,
+    algorithm: KeyAlgorithm,
+    signer: CaSigner,
+}
+
+/// The record and first, empty CRL of a CA; on failure, the key it was given back.
+fn assemble_authority(
+    cluster: &ClusterRecord,
+    kind: AuthorityKind,
+    generation: i32,
+    parts: AuthorityParts,
+    now: OffsetDateTime,
+    crl_validity: Duration,
+) -> Result<BuiltAuthority, (PkiError, StoredKey)> {
+    let authority_id = parts.id;
+    let number = crate::pki::crl::crl_number_floor(now);
+    let signed = match sign_crl_now(&parts.signer, number as u64, &[], now, crl_validity) {
+        Ok(signed) => signed,
+        Err(err) => return Err((err, parts.key)),
     };
     let crl = CrlRecord {
         authority_id,
@@ -186,26 +352,30 @@ pub fn build_authority(
         kind,
         generation,
         state: AuthorityState::Active,
-        subject: signer.subject_text(),
-        fingerprint: fingerprint_sha256(signer.certificate_der()),
-        key_algorithm: cluster.key_algorithm,
-        key_storage: key.storage,
-        key_reference: key.reference,
-        sealed_key: key.sealed_key,
-        key_version: key.key_version,
+        subject: parts.signer.subject_text(),
+        fingerprint: fingerprint_sha256(&parts.certificate_der),
+        key_algorithm: parts.algorithm,
+        key_storage: parts.key.storage,
+        key_reference: parts.key.reference,
+        sealed_key: parts.key.sealed_key,
+        key_version: parts.key.key_version,
         previous_seal: None,
-        not_before: signer.not_before(),
-        not_after: signer.not_after(),
+        not_before: parts.signer.not_before(),
+        not_after: parts.signer.not_after(),
         created_at: now,
-        certificate_der: signer.certificate_der().to_vec(),
+        certificate_der: parts.certificate_der,
+        chain_pem: parts.chain_pem,
     };
-    Ok(BuiltAuthority { record, crl, signer: Arc::new(signer) })
+    Ok(BuiltAuthority { record, crl, signer: Arc::new(parts.signer) })
 }
 
 /// Make the five first-generation authorities of a new cluster and their first CRLs, their keys
-/// in the storage the draft chose. Blocking. A failure part-way destroys the token keys made.
+/// in the storage the draft chose; the kinds in `imported` are made from those CAs instead (their
+/// keys sealed). Blocking. A failure part-way destroys the token keys made.
 pub fn build_cluster(
     draft: ClusterDraft,
+    imported: Vec<(AuthorityKind, ImportedAuthority)>,
+    service_account: Option<ServiceAccountKey>,
     keyring: &Keyring,
     now: OffsetDateTime,
     crl_validity: Duration,
@@ -225,19 +395,56 @@ pub fn build_cluster(
     let mut authorities = Vec::with_capacity(AuthorityKind::ALL.len());
     let mut crls = Vec::with_capacity(AuthorityKind::ALL.len());
     let mut signers = Vec::with_capacity(AuthorityKind::ALL.len());
-    for kind in AuthorityKind::ALL {
-        let built = match build_authority(&cluster, kind, 1, draft.key_storage, keyring, now, crl_validity) {
-            Ok(built) => built,
-            Err(err) => {
-                keyring.discard(&authorities);
-                return Err(err);
-            }
-        };
-        signers.push((built.record.id, built.signer));
-        authorities.push(built.record);
-        crls.push(built.crl);
-    }
-    Ok(BuiltCluster { new: NewCluster { cluster, authorities, crls }, signers })
+    let result = (|| {
+        let mut imported = imported;
+        for kind in AuthorityKind::ALL {
+            let built = match imported.iter().position(|(k, _)| *k == kind) {
+                Some(at) => {
+                    let (_, ca) = imported.swap_remove(at);
+                    build_imported_authority(&cluster, kind, 1, ca, keyring.master(), now, crl_validity)?
+                }
+                None => build_authority(&cluster, kind, 1, draft.key_storage, keyring, now, crl_validity)?,
+            };
+            signers.push((built.record.id, built.signer));
+            authorities.push(built.record);
+            crls.push(built.crl);
+        }
+        service_account
+            .map(|key| service_account_key_record(cluster.id, &key, keyring.master(), now))
+            .transpose()
+            .map_err(KeyringError::from)
+    })();
+    let service_account_keys = match result {
+        Ok(key) => key.into_iter().collect(),
+        Err(err) => {
+            keyring.discard(&authorities);
+            return Err(err);
+        }
+    };
+    Ok(BuiltCluster { new: NewCluster { cluster, authorities, crls, service_account_keys }, signers })
+}
+
+/// The record of a cluster's new signing service-account key, sealed under `master` bound to a
+/// new id.
+pub fn service_account_key_record(
+    cluster_id: Uuid,
+    key: &ServiceAccountKey,
+    master: &MasterKey,
+    now: OffsetDateTime,
+) -> Result<ServiceAccountKeyRecord, PkiError> {
+    let id = Uuid::new_v4();
+    Ok(ServiceAccountKeyRecord {
+        id,
+        cluster_id,
+        key_id: key.key_id.clone(),
+        state: AuthorityState::Active,
+        key_algorithm: key.algorithm,
+        sealed_key: master.seal(&key.pkcs8, &service_account_aad(id))?,
+        key_version: master.version(),
+        public_pem: key.public_pem.clone(),
+        created_at: now,
+        previous_seal: None,
+    })
 }
 
 /// A change of a cluster: JSON merge patches (RFC 7396) of its policy and labels, and a new server.
@@ -360,6 +567,8 @@ mod tests {
             labels: BTreeMap::new(),
             key_algorithm: KeyAlgorithm::P256,
             key_storage: KeyStorage::Sealed,
+            imports: Vec::new(),
+            service_account_key: None,
         };
         draft.validate().unwrap();
         assert_eq!(draft.server, "https://k8s:6443");
@@ -367,8 +576,6 @@ mod tests {
 
     #[test]
     fn a_built_cluster_has_five_sealed_authorities_each_with_an_empty_crl() {
-        use crate::keyring::authority_aad;
-        use crate::pki::seal::MasterKey;
         let (master, bytes) = MasterKey::generate().unwrap();
         let keyring = Keyring::new(MasterKey::from_bytes(&bytes, 1).unwrap());
         let draft = ClusterDraft {
@@ -378,9 +585,12 @@ mod tests {
             labels: BTreeMap::new(),
             key_algorithm: KeyAlgorithm::P256,
             key_storage: KeyStorage::Sealed,
+            imports: Vec::new(),
+            service_account_key: None,
         };
         let now = OffsetDateTime::now_utc();
-        let built = build_cluster(draft, &keyring, now, Duration::from_secs(86_400)).unwrap();
+        let built =
+            build_cluster(draft, Vec::new(), None, &keyring, now, Duration::from_secs(86_400)).unwrap();
         assert_eq!(built.new.authorities.len(), 5);
         assert_eq!(built.new.crls.len(), 5);
         for authority in &built.new.authorities {

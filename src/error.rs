@@ -223,6 +223,7 @@ impl From<PkiError> for ApiError {
     fn from(err: PkiError) -> Self {
         match &err {
             PkiError::InvalidCsr(detail) => ApiError::invalid("csr_pem", detail.clone()),
+            PkiError::ImportRefused { field, detail } => ApiError::invalid(*field, detail.clone()),
             PkiError::OutlivesCa(_) => {
                 ApiError::invalid("ttl_seconds", format!("{err}; ask for a shorter TTL or rotate the CA"))
             }

@@ -139,6 +139,23 @@ pub fn authority_aad(authority_id: Uuid) -> Vec<u8> {
     aad
 }
 
+/// Associated data binding a sealed service-account key to its row.
+pub fn service_account_aad(key_id: Uuid) -> Vec<u8> {
+    let mut aad = b"kca:service-account-key:".to_vec();
+    aad.extend_from_slice(key_id.as_bytes());
+    aad
+}
+
+/// Associated data binding a sealed token signing key to its id; key 1 keeps the binding it was
+/// first sealed with.
+pub fn token_key_aad(id: i32) -> Vec<u8> {
+    if id == 1 {
+        b"kca:token-signing-key".to_vec()
+    } else {
+        format!("kca:token-signing-key:{id}").into_bytes()
+    }
+}
+
 fn opens_check(master: &MasterKey, sealed: &[u8]) -> bool {
     matches!(master.open(sealed, MASTER_KEY_CHECK.as_bytes()), Ok(plain) if plain.as_slice() == MASTER_KEY_CHECK_PLAINTEXT)
 }
@@ -168,7 +185,9 @@ pub fn open_sealed(
 pub fn sealed_aad(owner: SealedOwner) -> Vec<u8> {
     match owner {
         SealedOwner::Authority(id) => authority_aad(id),
-        SealedOwner::TokenKey(id) => crate::token::key_aad(id),
+        SealedOwner::TokenKey(id) => token_key_aad(id),
+        SealedOwner::PendingAuthority(id) => authority_aad(id),
+        SealedOwner::ServiceAccountKey(id) => service_account_aad(id),
         SealedOwner::MasterKeyCheck => MASTER_KEY_CHECK.as_bytes().to_vec(),
     }
 }

@@ -391,7 +391,7 @@ fn ec_params(algorithm: KeyAlgorithm) -> Option<&'static [u8]> {
         KeyAlgorithm::P256 => Some(&[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]),
         // 1.3.132.0.34 (secp384r1)
         KeyAlgorithm::P384 => Some(&[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22]),
-        KeyAlgorithm::Ed25519 => None,
+        KeyAlgorithm::Ed25519 | KeyAlgorithm::Rsa => None,
     }
 }
 
@@ -407,7 +407,7 @@ fn uncompressed_point(value: &[u8], algorithm: KeyAlgorithm) -> Option<Vec<u8>> 
     let expected = match algorithm {
         KeyAlgorithm::P256 => 65,
         KeyAlgorithm::P384 => 97,
-        KeyAlgorithm::Ed25519 => return None,
+        KeyAlgorithm::Ed25519 | KeyAlgorithm::Rsa => return None,
     };
     let is_point = |bytes: &[u8]| bytes.len() == expected && bytes.first() == Some(&0x04);
     if is_point(value) {
@@ -462,7 +462,7 @@ impl CaKey for TokenKey {
         let (digest, verification) = match self.algorithm {
             KeyAlgorithm::P256 => (&aws_lc_rs::digest::SHA256, &ECDSA_P256_SHA256_ASN1),
             KeyAlgorithm::P384 => (&aws_lc_rs::digest::SHA384, &ECDSA_P384_SHA384_ASN1),
-            KeyAlgorithm::Ed25519 => {
+            KeyAlgorithm::Ed25519 | KeyAlgorithm::Rsa => {
                 return Err(PkiError::KeyUnavailable(TokenError::Unsupported(self.algorithm).to_string()));
             }
         };

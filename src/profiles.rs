@@ -1,7 +1,10 @@
 //! Component certificate profiles, after the Kubernetes PKI requirements (kubeadm's table): for
 //! each, the CA that signs, the usages, the subject rules, the SANs and the lifetime.
 //!
-//! Only peer profiles are usable as both client and server. Every profile is privileged: each one
+//! Only peer profiles and `etcd-server` are usable as both client and server: etcd dials its own
+//! gRPC gateway with its serving certificate, so kubeadm's table gives it `server, client` (a
+//! serving certificate without clientAuth breaks etcd's `/v3/*` HTTP API). Every profile is
+//! privileged: each one
 //! signs an identity the control plane trusts as a component (or a serving certificate it trusts
 //! for its own names), so only an admin of the cluster obtains one, and only for profiles the
 //! cluster's policy names (`crate::issuance::decide_component`).
@@ -112,7 +115,8 @@ pub fn profiles() -> Vec<Profile> {
         Profile {
             implied_dns_names: LOOPBACK_NAMES,
             implied_ip_addresses: LOOPBACK_IPS,
-            ..profile("etcd-server", Etcd, SERVER, Default("kube-etcd"), &[], SanRule::Required)
+            // kubeadm: "server, client"; etcd's gRPC gateway dials etcd with this certificate.
+            ..profile("etcd-server", Etcd, PEER, Default("kube-etcd"), &[], SanRule::Required)
         },
         Profile {
             implied_dns_names: LOOPBACK_NAMES,
@@ -161,6 +165,16 @@ pub fn profiles() -> Vec<Profile> {
             &["kubeadm:cluster-admins"],
             SanRule::Forbidden,
         ),
+        // kubeadm's super-admin.conf: system:masters bypasses RBAC, so the cluster's policy must
+        // also allow system:masters (`allow_system_masters`) for it to be issued.
+        profile(
+            "super-admin",
+            Operators,
+            CLIENT,
+            Fixed("kubernetes-super-admin"),
+            &["system:masters"],
+            SanRule::Forbidden,
+        ),
         profile("kubelet-serving", Kubelet, SERVER, Node, &["system:nodes"], SanRule::Required),
         profile("kubelet-client", Kubelet, CLIENT, Node, &["system:nodes"], SanRule::Forbidden),
         profile(
@@ -183,11 +197,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_peer_profiles_serve_and_authenticate_clients() {
+    fn only_peer_profiles_and_etcd_server_serve_and_authenticate_clients() {
         for profile in profiles() {
             let both = profile.extended_key_usages.contains(&ExtendedUsage::ServerAuth)
                 && profile.extended_key_usages.contains(&ExtendedUsage::ClientAuth);
-            assert_eq!(both, profile.name.ends_with("-peer"), "{}", profile.name);
+            let expected = profile.name.ends_with("-peer") || profile.name == "etcd-server";
+            assert_eq!(both, expected, "{}", profile.name);
         }
     }
 }

@@ -41,7 +41,8 @@ impl ClusterSnapshot {
             .max_by_key(|a| a.generation)
     }
 
-    /// PEM bundle of the non-retired generations of `kinds`, in the order given.
+    /// PEM bundle of the non-retired generations of `kinds`, in the order given: the CAs kca
+    /// signs with, and nothing else (what HAProxy's `ca-file` pairs one CRL each with).
     pub fn ca_bundle(&self, kinds: &[AuthorityKind]) -> String {
         kinds
             .iter()
@@ -49,6 +50,43 @@ impl ClusterSnapshot {
             .map(|a| to_pem("CERTIFICATE", &a.certificate_der))
             .collect()
     }
+
+    /// As [`Self::ca_bundle`], each intermediate followed by its issuers up to the organisation's
+    /// root (each certificate once): what a client needs to build the path.
+    pub fn ca_bundle_with_chains(&self, kinds: &[AuthorityKind]) -> String {
+        let mut out = String::new();
+        for authority in kinds.iter().flat_map(|kind| self.live_generations(*kind)) {
+            out.push_str(&to_pem("CERTIFICATE", &authority.certificate_der));
+            for certificate in split_pem(&authority.chain_pem) {
+                if !out.contains(certificate.as_str()) {
+                    out.push_str(&certificate);
+                }
+            }
+        }
+        out
+    }
+
+    /// The signing intermediate of `kind`, PEM, when it is one (its leaves then carry it after
+    /// them, so that a server trusting only the organisation's root can build the path).
+    pub fn signing_intermediate(&self, kind: AuthorityKind) -> Option<String> {
+        self.signer(kind)
+            .filter(|a| !a.chain_pem.is_empty())
+            .map(|a| to_pem("CERTIFICATE", &a.certificate_der))
+    }
+}
+
+/// The PEM blocks of a text, each with its lines as written.
+fn split_pem(text: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        current.push_str(line);
+        current.push('\n');
+        if line.starts_with("-----END ") {
+            blocks.push(std::mem::take(&mut current));
+        }
+    }
+    blocks
 }
 
 /// A CRL ready to serve. Its DER and PEM are shared buffers: a download answers them without a

@@ -155,15 +155,6 @@ pub struct TokenService {
     last_used: Mutex<HashMap<Uuid, OffsetDateTime>>,
 }
 
-/// AAD binding a sealed signing key to its id; key 1 keeps the binding it was first sealed with.
-pub(crate) fn key_aad(id: i32) -> Vec<u8> {
-    if id == 1 {
-        b"kca:token-signing-key".to_vec()
-    } else {
-        format!("kca:token-signing-key:{id}").into_bytes()
-    }
-}
-
 impl TokenService {
     /// Load the token signing keys, creating and sealing the first on first start. Replicas
     /// starting at once race on the insert; the key that won is the one every replica uses.
@@ -216,7 +207,7 @@ impl TokenService {
     ) -> Result<i32, TokenError> {
         let next = self.keys.read().current_id + 1;
         let (_, pkcs8) = SigningKeyPair::generate(KeyAlgorithm::Ed25519).map_err(KeyringError::from)?;
-        let sealed = master.seal(&pkcs8, &key_aad(next)).map_err(KeyringError::from)?;
+        let sealed = master.seal(&pkcs8, &crate::keyring::token_key_aad(next)).map_err(KeyringError::from)?;
         let audit = audit(next);
         store.insert_token_key(next, &sealed, master.version(), audit.at, Some(&audit)).await?;
         self.reload_keys(store, master).await?;
@@ -407,7 +398,7 @@ async fn load_keys(
             None => {
                 let (_, pkcs8) =
                     SigningKeyPair::generate(KeyAlgorithm::Ed25519).map_err(KeyringError::from)?;
-                master.seal(&pkcs8, &key_aad(1)).map_err(KeyringError::from)?
+                master.seal(&pkcs8, &crate::keyring::token_key_aad(1)).map_err(KeyringError::from)?
             }
         };
         match store.insert_token_key(1, &sealed, master.version(), now, None).await {
@@ -444,7 +435,7 @@ fn open_key(
         &record.sealed_key,
         record.key_version,
         record.previous_seal.as_ref(),
-        &key_aad(record.id),
+        &crate::keyring::token_key_aad(record.id),
     )?;
     let key = SigningKeyPair::from_pkcs8(KeyAlgorithm::Ed25519, &pkcs8).map_err(KeyringError::from)?;
     Ok((key, pkcs8))

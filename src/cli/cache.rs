@@ -3,7 +3,9 @@
 //!
 //! One JSON file per (kca URL, cluster, user, sorted groups), named by the SHA-256 of that tuple,
 //! mode 0600 in a 0700 directory: `$KCA_CACHE_DIR`, else `$XDG_CACHE_HOME/kca`, else
-//! `~/.cache/kca`. A credential is reused while more than max(60 s, 10 % of its lifetime) remains.
+//! `~/.cache/kca`. A credential is reused while more than max(60 s, 10 % of its lifetime) remains
+//! and its serial is not on the cluster's published revoked list (`revoked.map`, kept here for
+//! [`REVOKED_LIST_MAX_AGE`] and then asked for again with `If-None-Match`).
 
 use std::path::{Path, PathBuf};
 
@@ -103,6 +105,82 @@ impl CredentialCache {
         let body = serde_json::to_vec(cached).expect("a credential always serializes");
         write_private_file(&self.path(key), &body)
     }
+
+    /// Forget a credential (revoked): the next call issues a new one.
+    pub fn remove(&self, key: &str) {
+        let _ = std::fs::remove_file(self.path(key));
+    }
+
+    fn revoked_path(&self, list_key: &str) -> PathBuf {
+        self.dir.join(format!("revoked-{list_key}.json"))
+    }
+
+    /// The copy of a cluster's revoked list kept here, fresh or not.
+    pub fn load_revoked(&self, list_key: &str) -> Option<RevokedList> {
+        serde_json::from_slice(&std::fs::read(self.revoked_path(list_key)).ok()?).ok()
+    }
+
+    pub fn store_revoked(&self, list_key: &str, list: &RevokedList) -> anyhow::Result<()> {
+        let body = serde_json::to_vec(list).expect("a list always serializes");
+        write_private_file(&self.revoked_path(list_key), &body)
+    }
+}
+
+/// How long a copy of the revoked list is trusted before it is asked for again (conditionally:
+/// an unchanged list costs a `304`).
+pub const REVOKED_LIST_MAX_AGE: time::Duration = time::Duration::seconds(15);
+
+/// A cluster's published revoked serials (`revoked.map`), as last fetched.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokedList {
+    #[serde(with = "time::serde::rfc3339")]
+    pub fetched_at: OffsetDateTime,
+    pub etag: Option<String>,
+    /// Uppercase hex, without leading zero octets.
+    pub serials: Vec<String>,
+}
+
+impl RevokedList {
+    /// The serials of an HAProxy map (`<SERIAL HEX> <reason>` a line).
+    pub fn from_map(map: &str, etag: Option<String>, now: OffsetDateTime) -> Self {
+        let serials =
+            map.lines().filter_map(|line| line.split_whitespace().next()).map(normal_serial).collect();
+        Self { fetched_at: now, etag, serials }
+    }
+
+    pub fn is_fresh(&self, now: OffsetDateTime) -> bool {
+        now - self.fetched_at < REVOKED_LIST_MAX_AGE && self.fetched_at <= now
+    }
+
+    pub fn contains(&self, serial: &str) -> bool {
+        let serial = normal_serial(serial);
+        self.serials.contains(&serial)
+    }
+}
+
+/// A hex serial compared the same way whatever its case and leading zero octets.
+fn normal_serial(serial: &str) -> String {
+    let upper = serial.trim().to_ascii_uppercase();
+    let mut rest = upper.as_str();
+    while rest.len() > 2 && rest.starts_with("00") {
+        rest = &rest[2..];
+    }
+    rest.to_string()
+}
+
+/// The key of a cluster's revoked list: which server, which cluster.
+pub fn revoked_list_key(server_url: &str, cluster: &str) -> String {
+    let material =
+        serde_json::to_vec(&(server_url.trim_end_matches('/'), cluster)).expect("strings serialize");
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &material))
+}
+
+/// The serial (uppercase hex) of the certificate in a PEM document.
+pub fn serial_of(certificate_pem: &str) -> Option<String> {
+    use der::Decode;
+    let block = pem::parse(certificate_pem).ok()?;
+    let certificate = x509_cert::Certificate::from_der(block.contents()).ok()?;
+    Some(normal_serial(&hex::encode_upper(certificate.tbs_certificate.serial_number.as_bytes())))
 }
 
 #[cfg(test)]
@@ -129,6 +207,18 @@ mod tests {
         assert!(c.is_fresh(datetime!(2030-01-01 00:03:59 UTC)));
         assert!(!c.is_fresh(datetime!(2030-01-01 00:04 UTC)));
         assert!(!c.is_fresh(datetime!(2030-01-01 01:00 UTC)));
+    }
+
+    #[test]
+    fn the_revoked_list_matches_serials_whatever_their_spelling_and_ages_quickly() {
+        let now = datetime!(2030-01-01 00:00 UTC);
+        let list = RevokedList::from_map("00AB12 keyCompromise\n7f01 superseded\n", None, now);
+        assert!(list.contains("ab12") && list.contains("7F01") && list.contains("00007F01"));
+        assert!(!list.contains("AB1") && !list.contains("12"));
+        assert!(list.is_fresh(now + time::Duration::seconds(14)));
+        assert!(!list.is_fresh(now + time::Duration::seconds(15)));
+        assert!(!list.is_fresh(now - time::Duration::seconds(1)), "a clock set back does not pin it");
+        assert!(RevokedList::from_map("", None, now).serials.is_empty());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `kca certificates list|show|revoke` and `kca revoke-user`.
+//! `kca certificates list|show|revoke|issue|expiring` (issue: [`super::components`]) and
+//! `kca revoke-user`.
 
 use serde_json::{Value, json};
 
@@ -58,6 +59,17 @@ pub enum CertificatesCommand {
         #[command(flatten)]
         format: FormatArg,
     },
+    /// Certificates and CAs that expire soon, like `kubeadm certs check-expiration`: name,
+    /// expiry, residual time, CA, whether externally managed.
+    Expiring {
+        /// Cluster name or id.
+        cluster: String,
+        /// How far ahead to look (e.g. 30d, 12h).
+        #[arg(long, default_value = "30d", value_parser = crate::config::parse_duration)]
+        within: std::time::Duration,
+        #[command(flatten)]
+        format: FormatArg,
+    },
     /// Show one certificate (`-o json` includes its PEM).
     Show {
         /// Cluster name or id.
@@ -67,6 +79,8 @@ pub enum CertificatesCommand {
         #[command(flatten)]
         format: FormatArg,
     },
+    /// Issue a component certificate (key generated here) into files, mode 0600.
+    Issue(Box<super::components::IssueArgs>),
     /// Revoke one certificate; the CRLs listing it are published before this returns.
     Revoke {
         /// Cluster name or id.
@@ -113,11 +127,30 @@ pub async fn run(args: CertificatesArgs) -> anyhow::Result<()> {
                 Format::Text => print!("{}", certificate_table(&items)),
             }
         }
+        CertificatesCommand::Expiring { cluster, within, format } => {
+            let query = [("expiring_within", format!("{}s", within.as_secs()))];
+            let mut items = client.list_all(&["v1", "clusters", &cluster, "certificates"], &query).await?;
+            items.sort_by_key(|c| cell(&c["not_after"]));
+            let authorities =
+                client.get_json::<Vec<Value>>(&["v1", "clusters", &cluster, "authorities"]).await?;
+            let now = time::OffsetDateTime::now_utc();
+            let horizon = now + within;
+            let cas: Vec<&Value> = authorities
+                .iter()
+                .flat_map(|a| a["generations"].as_array().into_iter().flatten())
+                .filter(|g| parse_time(&g["not_after"]).is_some_and(|t| t <= horizon))
+                .collect();
+            match format.format {
+                Format::Json => print_json(&json!({"certificates": items, "authorities": cas}))?,
+                Format::Text => print!("{}", expiring_tables(&items, &authorities, horizon, now)),
+            }
+        }
         CertificatesCommand::Show { cluster, serial, format } => {
             let certificate: Value =
                 client.get_json(&["v1", "clusters", &cluster, "certificates", &serial]).await?;
             show(&certificate, format.format)?;
         }
+        CertificatesCommand::Issue(issue) => super::components::issue(&client, &issue).await?,
         CertificatesCommand::Revoke { cluster, serial, reason, format } => {
             let certificate: Value = client
                 .post_json(
@@ -162,6 +195,74 @@ pub async fn revoke_user(args: RevokeUserArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn parse_time(value: &Value) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(value.as_str()?, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// `kubeadm certs check-expiration`'s residual time: `364d`, `9h`, `<invalid>` once past.
+fn residual(not_after: Option<time::OffsetDateTime>, now: time::OffsetDateTime) -> String {
+    match not_after.map(|t| t - now) {
+        Some(left) if left.is_positive() && left.whole_days() >= 1 => format!("{}d", left.whole_days()),
+        Some(left) if left.is_positive() && left.whole_hours() >= 1 => format!("{}h", left.whole_hours()),
+        Some(left) if left.is_positive() => format!("{}m", left.whole_minutes()),
+        _ => "<invalid>".to_string(),
+    }
+}
+
+/// Two tables as kubeadm prints them: the leaves expiring by `horizon`, then the CAs. kca holds
+/// every CA key, so none is externally managed.
+fn expiring_tables(
+    items: &[Value],
+    authorities: &[Value],
+    horizon: time::OffsetDateTime,
+    now: time::OffsetDateTime,
+) -> String {
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|c| {
+            let name = match c["profile"].as_str() {
+                Some(profile) if profile != "user" => format!("{profile} ({})", cell(&c["common_name"])),
+                _ => format!("user {}", cell(&c["common_name"])),
+            };
+            vec![
+                name,
+                cell(&c["not_after"]),
+                residual(parse_time(&c["not_after"]), now),
+                cell(&c["kind"]),
+                "no".to_string(),
+                cell(&c["serial"]),
+            ]
+        })
+        .collect();
+    let mut out = render_table(
+        &["CERTIFICATE", "EXPIRES", "RESIDUAL TIME", "CERTIFICATE AUTHORITY", "EXTERNALLY MANAGED", "SERIAL"],
+        &rows,
+    );
+    let cas: Vec<Vec<String>> = authorities
+        .iter()
+        .flat_map(|a| {
+            let kind = cell(&a["kind"]);
+            a["generations"].as_array().into_iter().flatten().filter_map(move |g| {
+                let not_after = parse_time(&g["not_after"])?;
+                (not_after <= horizon).then(|| {
+                    vec![
+                        format!("{kind} CA {}", cell(&g["generation"])),
+                        cell(&g["not_after"]),
+                        residual(Some(not_after), now),
+                        "no".to_string(),
+                    ]
+                })
+            })
+        })
+        .collect();
+    out.push('\n');
+    out.push_str(&render_table(
+        &["CERTIFICATE AUTHORITY", "EXPIRES", "RESIDUAL TIME", "EXTERNALLY MANAGED"],
+        &cas,
+    ));
+    out
 }
 
 fn certificate_table(items: &[Value]) -> String {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, CONTENT_TYPE, ETAG, HeaderMap, IF_NONE_MATCH};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, ETAG, HeaderMap, IF_MATCH, IF_NONE_MATCH};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -189,6 +189,33 @@ impl Client {
         body: &serde_json::Value,
     ) -> Result<T, ClientError> {
         self.json(self.authorized(Method::POST, segments)?.json(body)).await
+    }
+
+    /// GET a JSON document with the token, and its `ETag` (the version to send as `If-Match`).
+    pub async fn get_json_versioned<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+    ) -> Result<(T, Option<String>), ClientError> {
+        let response =
+            self.send(self.authorized(Method::GET, segments)?.header(ACCEPT, "application/json")).await?;
+        let etag = response.headers().get(ETAG).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let body = response.bytes().await.map_err(ClientError::Transport)?;
+        let value = serde_json::from_slice(&body).map_err(|e| ClientError::Unexpected(e.to_string()))?;
+        Ok((value, etag))
+    }
+
+    /// PATCH a JSON merge patch with the token, only if the resource is still at `if_match`.
+    pub async fn patch_json<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        body: &serde_json::Value,
+        if_match: Option<&str>,
+    ) -> Result<T, ClientError> {
+        let mut request = self.authorized(Method::PATCH, segments)?.json(body);
+        if let Some(etag) = if_match {
+            request = request.header(IF_MATCH, etag);
+        }
+        self.json(request).await
     }
 
     /// DELETE with the token; any 2xx is success.

@@ -1,4 +1,4 @@
-//! `kca clusters list|create|show|delete`.
+//! `kca clusters list|create|import|show|update|delete` (update: [`super::cluster_update`]).
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -25,6 +25,11 @@ pub enum ClustersCommand {
     List(FormatArg),
     /// Create a cluster and its five CAs.
     Create(CreateArgs),
+    /// Create a cluster that adopts an existing kubeadm PKI (`/etc/kubernetes/pki`): `ca.*` becomes
+    /// its control-plane CA, `front-proxy-ca.*` its aggregation CA, `etcd/ca.*` its etcd CA, and
+    /// `sa.key` its service-account signing key; the operators and kubelet CAs are made fresh
+    /// unless given. One call: nothing is created when a key is refused.
+    Import(ImportArgs),
     /// Show a cluster: its server, policy, labels and CAs.
     Show {
         /// Cluster name or id.
@@ -32,6 +37,9 @@ pub enum ClustersCommand {
         #[command(flatten)]
         format: FormatArg,
     },
+    /// Change a cluster's server, labels or policy (access rules included), safely against
+    /// concurrent changes (If-Match).
+    Update(Box<super::cluster_update::UpdateArgs>),
     /// Delete a cluster and its CAs; its certificates stop being published.
     Delete {
         /// Cluster name or id.
@@ -81,7 +89,74 @@ pub struct CreateArgs {
     pub format: FormatArg,
 }
 
-fn parse_label(text: &str) -> Result<(String, String), String> {
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Example (needs an admin token):\n  \
+    kca clusters import prod --server https://k8s.example.com:6443 --pki-dir /etc/kubernetes/pki")]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub create: CreateArgs,
+    /// kubeadm's certificate directory.
+    #[arg(long, value_name = "DIR", default_value = "/etc/kubernetes/pki")]
+    pub pki_dir: std::path::PathBuf,
+    /// An operators CA to adopt as well: its certificate and key files (default: a fresh one).
+    #[arg(long, num_args = 2, value_names = ["CERT", "KEY"])]
+    pub operators_ca: Option<Vec<std::path::PathBuf>>,
+    /// A kubelet CA to adopt as well: its certificate and key files (default: a fresh one).
+    #[arg(long, num_args = 2, value_names = ["CERT", "KEY"])]
+    pub kubelet_ca: Option<Vec<std::path::PathBuf>>,
+}
+
+/// kubeadm's CA files, by kca authority kind: (kind, base name under the pki directory).
+pub const KUBEADM_CAS: [(&str, &str); 3] =
+    [("control-plane", "ca"), ("aggregation", "front-proxy-ca"), ("etcd", "etcd/ca")];
+
+impl ImportArgs {
+    /// The cluster to create, with the CAs read from disk. `ca.*` must be there; the front-proxy
+    /// and etcd CAs are adopted when present (an external etcd has no `etcd/ca.key`).
+    fn body(&self) -> anyhow::Result<Value> {
+        use anyhow::Context;
+        let read = |path: &std::path::Path| {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+        };
+        let mut authorities = serde_json::Map::new();
+        for (kind, base) in KUBEADM_CAS {
+            let cert = self.pki_dir.join(format!("{base}.crt"));
+            let key = self.pki_dir.join(format!("{base}.key"));
+            if kind != "control-plane" && !cert.exists() && !key.exists() {
+                eprintln!("kca: no {} here: the {kind} CA will be a fresh one", cert.display());
+                continue;
+            }
+            if !key.exists() {
+                bail!(
+                    "{} is missing: kca signs with the CA's key (kubeadm's external CA mode cannot be adopted)",
+                    key.display()
+                );
+            }
+            authorities.insert(
+                kind.into(),
+                json!({"certificate_pem": read(&cert)?, "private_key_pem": read(&key)?}),
+            );
+        }
+        for (kind, files) in [("operators", &self.operators_ca), ("kubelet", &self.kubelet_ca)] {
+            if let Some([cert, key]) = files.as_deref() {
+                authorities.insert(
+                    kind.into(),
+                    json!({"certificate_pem": read(cert)?, "private_key_pem": read(key)?}),
+                );
+            }
+        }
+        let mut body = self.create.body();
+        body["authorities"] = authorities.into();
+        // kubeadm's service-account signing key, when there: tokens it signed keep verifying.
+        let sa_key = self.pki_dir.join("sa.key");
+        if sa_key.exists() {
+            body["service_account_key_pem"] = read(&sa_key)?.into();
+        }
+        Ok(body)
+    }
+}
+
+pub(super) fn parse_label(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| format!("{text:?} is not key=value"))
@@ -142,10 +217,16 @@ pub async fn run(args: ClustersArgs) -> anyhow::Result<()> {
             let cluster: Value = client.post_json(&["v1", "clusters"], &create.body()).await?;
             show(&cluster, create.format.format)?;
         }
+        ClustersCommand::Import(import) => {
+            let body = import.body()?;
+            let cluster: Value = client.post_json(&["v1", "clusters"], &body).await?;
+            show(&cluster, import.create.format.format)?;
+        }
         ClustersCommand::Show { cluster, format } => {
             let cluster: Value = client.get_json(&["v1", "clusters", &cluster]).await?;
             show(&cluster, format.format)?;
         }
+        ClustersCommand::Update(update) => super::cluster_update::update(&client, &update).await?,
         ClustersCommand::Delete { cluster, yes } => {
             if !yes {
                 confirm(&format!("Delete cluster {cluster:?}, its five CAs and its records?"))?;
@@ -187,7 +268,7 @@ fn cluster_table(items: &[Value]) -> String {
     render_table(&["NAME", "SERVER", "KEY", "LABELS", "CREATED"], &rows)
 }
 
-fn show(cluster: &Value, format: Format) -> anyhow::Result<()> {
+pub(super) fn show(cluster: &Value, format: Format) -> anyhow::Result<()> {
     if format == Format::Json {
         return print_json(cluster);
     }

@@ -4,7 +4,6 @@
 //! The key is generated here and only a CSR goes to the server, so the private key never crosses
 //! the network; the server's kubeconfig (which then has no key) gets the key added locally.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,9 +13,9 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use super::cache::{CachedCredential, CredentialCache, cache_key};
+use super::cache::{CachedCredential, CredentialCache, RevokedList, cache_key, revoked_list_key, serial_of};
 use super::client::Client;
-use super::output::{write_private_file, write_public_file};
+use super::output::{DocumentOutput, print_json, write_private_file, write_public_file};
 use super::settings::{ConnectionArgs, Settings};
 use crate::config::parse_duration;
 use crate::pki::kubeconfig::{ClusterEndpoint, ExecCredential, UserCredential, render};
@@ -24,8 +23,9 @@ use crate::pki::{KeyAlgorithm, SigningKeyPair};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
-    kca kubeconfig prod alice -g dev -t 8h -o ~/.kube/prod.yaml\n  \
-    kca kubeconfig prod alice -g dev --exec -o ~/.kube/prod.yaml   # kubectl runs kca for credentials")]
+    kca kubeconfig prod alice -g dev -t 8h --file ~/.kube/prod.yaml\n  \
+    kca kubeconfig prod alice -g dev -n prod-dev --file ~/.kube/prod-dev.yaml   # context prod-dev\n  \
+    kca kubeconfig prod alice -g dev --exec --file ~/.kube/prod.yaml   # kubectl runs kca for credentials")]
 pub struct KubeconfigArgs {
     #[command(flatten)]
     pub connection: ConnectionArgs,
@@ -40,9 +40,14 @@ pub struct KubeconfigArgs {
     /// Certificate lifetime, in seconds or like 15m, 8h, 7d; the cluster policy's default when absent.
     #[arg(short = 't', long, value_name = "TTL", value_parser = parse_duration)]
     pub ttl: Option<Duration>,
-    /// Write to FILE (mode 0600, replaced atomically) instead of stdout.
-    #[arg(short = 'o', long = "output-file", value_name = "FILE", conflicts_with = "exec_credential")]
-    pub output_file: Option<PathBuf>,
+    /// `-o yaml` (default) or `-o json`; `--file FILE` writes FILE (mode 0600, replaced
+    /// atomically) instead of stdout.
+    #[command(flatten)]
+    pub output: DocumentOutput,
+    /// The name of the cluster and of the context in the file (default: the cluster's name for
+    /// the cluster, USER@CLUSTER for the context).
+    #[arg(short = 'n', long, value_name = "NAME", conflicts_with = "exec_credential")]
+    pub name: Option<String>,
     /// Print a client.authentication.k8s.io/v1 ExecCredential, from the local cache while fresh
     /// (this is what the --exec kubeconfig runs).
     #[arg(short = 'x', long, conflicts_with = "exec")]
@@ -60,8 +65,11 @@ pub struct KubeconfigArgs {
     pub key_algorithm: Option<KeyAlgorithm>,
 }
 
-fn parse_key_algorithm(text: &str) -> Result<KeyAlgorithm, String> {
-    KeyAlgorithm::parse(text).ok_or_else(|| format!("{text:?}: use p256, p384 or ed25519"))
+pub(super) fn parse_key_algorithm(text: &str) -> Result<KeyAlgorithm, String> {
+    KeyAlgorithm::GENERATED
+        .into_iter()
+        .find(|alg| alg.as_str() == text)
+        .ok_or_else(|| format!("{text:?}: use p256, p384 or ed25519"))
 }
 
 #[derive(Debug, clap::Args)]
@@ -72,9 +80,10 @@ pub struct AuthorityCertArgs {
     pub cluster: String,
     /// etcd, control-plane, operators, kubelet or aggregation.
     pub kind: String,
-    /// Write to FILE instead of stdout.
-    #[arg(short = 'o', long = "output-file", value_name = "FILE")]
-    pub output_file: Option<PathBuf>,
+    /// `-o pem` (default: the bundle) or `-o json` (the authority and its generations); `--file
+    /// FILE` writes FILE instead of stdout.
+    #[command(flatten)]
+    pub output: DocumentOutput,
 }
 
 /// The JSON answer of `POST /v1/clusters/{c}/kubeconfigs`, the parts used here.
@@ -141,14 +150,19 @@ pub async fn run(args: KubeconfigArgs) -> anyhow::Result<()> {
     super::login::refresh_if_due(&mut settings).await;
     let client = Client::new(&settings)?;
     if args.exec_credential {
+        if args.output.output.is_some() || args.output.file.is_some() || args.output.output_file.is_some() {
+            anyhow::bail!("--exec-credential prints an ExecCredential on stdout: it takes no -o or --file");
+        }
         return exec_credential(&settings, &client, &args).await;
     }
     if args.exec {
         return exec_kubeconfig(&settings, &client, &args).await;
     }
+    let (format, file) = args.output.resolve(&KUBECONFIG_FORMATS)?;
     let credential = issue(&client, &args).await?;
     let kubeconfig = with_client_key(&credential.issued.kubeconfig, &credential.key_pem)?;
-    match &args.output_file {
+    let kubeconfig = finish(&kubeconfig, args.name.as_deref(), format)?;
+    match &file {
         Some(path) => {
             write_private_file(path, kubeconfig.as_bytes())?;
             eprintln!(
@@ -164,6 +178,51 @@ pub async fn run(args: KubeconfigArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The formats of `kca kubeconfig -o`.
+const KUBECONFIG_FORMATS: [&str; 2] = ["yaml", "json"];
+
+/// The kubeconfig as written: renamed when `-n` was given (cluster and context), in `format`.
+fn finish(kubeconfig: &str, name: Option<&str>, format: &str) -> anyhow::Result<Zeroizing<String>> {
+    if name.is_none() && format == "yaml" {
+        return Ok(Zeroizing::new(kubeconfig.to_string()));
+    }
+    let mut document: serde_norway::Value =
+        serde_norway::from_str(kubeconfig).context("the kubeconfig is not YAML")?;
+    if let Some(name) = name {
+        rename(&mut document, name).context("renaming the kubeconfig's cluster and context")?;
+    }
+    Ok(Zeroizing::new(match format {
+        "json" => {
+            let json: serde_json::Value = serde_norway::from_value(document)?;
+            format!("{}\n", serde_json::to_string_pretty(&json)?)
+        }
+        _ => serde_norway::to_string(&document)?,
+    }))
+}
+
+/// Name the (only) cluster and context of a kubeconfig `name`, and make it the current context.
+fn rename(document: &mut serde_norway::Value, name: &str) -> anyhow::Result<()> {
+    let cluster = document
+        .get_mut("clusters")
+        .and_then(|l| l.get_mut(0))
+        .and_then(serde_norway::Value::as_mapping_mut)
+        .context("no cluster")?;
+    cluster.insert("name".into(), name.into());
+    let context = document
+        .get_mut("contexts")
+        .and_then(|l| l.get_mut(0))
+        .and_then(serde_norway::Value::as_mapping_mut)
+        .context("no context")?;
+    context.insert("name".into(), name.into());
+    context
+        .get_mut("context")
+        .and_then(serde_norway::Value::as_mapping_mut)
+        .context("no context")?
+        .insert("cluster".into(), name.into());
+    document.as_mapping_mut().context("not a mapping")?.insert("current-context".into(), name.into());
+    Ok(())
+}
+
 fn rfc3339(at: OffsetDateTime) -> String {
     at.format(&time::format_description::well_known::Rfc3339).expect("a UTC time always formats")
 }
@@ -173,10 +232,35 @@ async fn exec_credential(settings: &Settings, client: &Client, args: &Kubeconfig
     // A signed-in person's certificate is cached per session subject.
     let user = args.user.clone().unwrap_or_else(|| format!("session:{}", session_subject(settings)));
     let key = cache_key(settings.url.as_str(), &args.cluster, &user, &args.groups);
-    let cached = match cache.load(&key, OffsetDateTime::now_utc()) {
+    let now = OffsetDateTime::now_utc();
+    let mut revoked_serial = None;
+    let cached = match cache.load(&key, now) {
+        Some(cached) => match serial_of(&cached.credential.status.client_certificate_data) {
+            Some(serial) if is_revoked(client, &cache, settings, &args.cluster, &serial, now).await => {
+                cache.remove(&key);
+                revoked_serial = Some(serial);
+                None
+            }
+            _ => Some(cached),
+        },
+        None => None,
+    };
+    let cached = match cached {
         Some(cached) => cached,
         None => {
-            let Credential { issued, key_pem } = issue(client, args).await?;
+            let issued = issue(client, args).await;
+            let Credential { issued, key_pem } = match (issued, &revoked_serial) {
+                (Ok(issued), _) => issued,
+                (Err(err), Some(serial)) => {
+                    return Err(err.context(format!(
+                        "the cached certificate {serial} was revoked, and a new one was refused"
+                    )));
+                }
+                (Err(err), None) => return Err(err),
+            };
+            if let Some(serial) = &revoked_serial {
+                eprintln!("kca: the cached certificate {serial} was revoked: issued {}", issued.serial);
+            }
             let cached = CachedCredential {
                 not_before: issued.not_before,
                 not_after: issued.not_after,
@@ -188,6 +272,48 @@ async fn exec_credential(settings: &Settings, client: &Client, args: &Kubeconfig
     };
     println!("{}", serde_json::to_string(&cached.credential)?);
     Ok(())
+}
+
+/// Whether `serial` is on the cluster's published revoked list, from a copy at most
+/// [`super::cache::REVOKED_LIST_MAX_AGE`] old. When the list cannot be read, the cached
+/// credential is served (the proxy enforces revocation anyway) with a warning.
+async fn is_revoked(
+    client: &Client,
+    cache: &CredentialCache,
+    settings: &Settings,
+    cluster: &str,
+    serial: &str,
+    now: OffsetDateTime,
+) -> bool {
+    let list_key = revoked_list_key(settings.url.as_str(), cluster);
+    let kept = cache.load_revoked(&list_key);
+    if let Some(list) = kept.as_ref().filter(|l| l.is_fresh(now)) {
+        return list.contains(serial);
+    }
+    let etag = kept.as_ref().and_then(|l| l.etag.clone());
+    let list = match client.fetch(&["v1", "clusters", cluster, "revoked.map"], etag.as_deref()).await {
+        Ok(fetched) if fetched.status == reqwest::StatusCode::NOT_MODIFIED && kept.is_some() => {
+            RevokedList { fetched_at: now, ..kept.expect("checked") }
+        }
+        Ok(fetched) if fetched.status == reqwest::StatusCode::OK => {
+            RevokedList::from_map(&String::from_utf8_lossy(&fetched.body), fetched.etag, now)
+        }
+        Ok(fetched) => {
+            eprintln!(
+                "kca: warning: the revoked list answered {}; serving the cached certificate",
+                fetched.status
+            );
+            return false;
+        }
+        Err(err) => {
+            eprintln!("kca: warning: cannot read the revoked list ({err}); serving the cached certificate");
+            return false;
+        }
+    };
+    if let Err(err) = cache.store_revoked(&list_key, &list) {
+        eprintln!("kca: warning: cannot keep the revoked list: {err:#}");
+    }
+    list.contains(serial)
 }
 
 #[derive(Debug, Deserialize)]
@@ -215,6 +341,7 @@ struct ClusterView {
 }
 
 async fn exec_kubeconfig(settings: &Settings, client: &Client, args: &KubeconfigArgs) -> anyhow::Result<()> {
+    let (format, file) = args.output.resolve(&KUBECONFIG_FORMATS)?;
     let cluster = match &args.server {
         Some(server) => ClusterView { name: args.cluster.clone(), server: server.clone() },
         None => client.get_json(&["v1", "clusters", &args.cluster]).await.map_err(|err| {
@@ -254,12 +381,13 @@ async fn exec_kubeconfig(settings: &Settings, client: &Client, args: &Kubeconfig
         &user,
         &UserCredential::Exec { command, args: plugin_args(settings, args), install_hint: &install_hint },
     );
-    match &args.output_file {
+    let kubeconfig = finish(&kubeconfig, args.name.as_deref(), format)?;
+    match &file {
         Some(path) => {
             write_private_file(path, kubeconfig.as_bytes())?;
             eprintln!("kca: wrote {} ({}@{}, exec plugin)", path.display(), user, cluster.name);
         }
-        None => print!("{kubeconfig}"),
+        None => print!("{}", kubeconfig.as_str()),
     }
     Ok(())
 }
@@ -292,9 +420,24 @@ fn plugin_args(settings: &Settings, args: &KubeconfigArgs) -> Vec<String> {
 pub async fn authority_cert(args: AuthorityCertArgs) -> anyhow::Result<()> {
     let settings = args.connection.resolve()?;
     let client = Client::new(&settings)?;
+    let (format, file) = args.output.resolve(&["pem", "json"])?;
+    if format == "json" {
+        let authority: serde_json::Value = client
+            .json(client.maybe_authorized(
+                reqwest::Method::GET,
+                &["v1", "clusters", &args.cluster, "authorities", &args.kind],
+            ))
+            .await?;
+        let text = format!("{}\n", serde_json::to_string_pretty(&authority)?);
+        match &file {
+            Some(path) => write_public_file(path, text.as_bytes())?,
+            None => print_json(&authority)?,
+        }
+        return Ok(());
+    }
     let bundle =
         client.fetch(&["v1", "clusters", &args.cluster, "authorities", &args.kind, "ca.pem"], None).await?;
-    match &args.output_file {
+    match &file {
         Some(path) => write_public_file(path, &bundle.body)?,
         None => {
             use std::io::Write;
@@ -338,7 +481,8 @@ mod tests {
             user: Some("alice".into()),
             groups: vec!["dev".into(), "ops".into()],
             ttl: Some(Duration::from_secs(3600)),
-            output_file: None,
+            output: DocumentOutput::default(),
+            name: None,
             exec_credential: false,
             exec: true,
             server: None,

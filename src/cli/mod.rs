@@ -3,15 +3,20 @@
 //! `clusters`, `certificates`, `revoke-user`, and `crl-sync` on the proxy host).
 //!
 //! Client commands find the server, token and trusted CA in flags, then `KCA_URL`, `KCA_TOKEN`,
-//! `KCA_CACERT`, then the config file (see [`settings`]). `-o` names the output *format*
-//! (`text` or `json`) on commands that return records, and the output *file* on the commands that
-//! return a document (`kubeconfig`, `authority-cert`).
+//! `KCA_CACERT`, then the config file (see [`settings`]). `-o/--output` names the output
+//! *format* on every command (`text` or `json` for records; `yaml`/`json` for kubeconfigs,
+//! `pem`/`json` for CA bundles); files are named with `--file` (`-o FILE` on `kubeconfig` and
+//! `authority-cert` still works for one release, with a warning).
 
+pub mod audit;
+pub mod authorities;
 pub mod backup;
 pub mod cache;
 pub mod certificates;
 pub mod client;
+pub mod cluster_update;
 pub mod clusters;
+pub mod components;
 pub mod crl_sync;
 pub mod haproxy;
 pub mod keys;
@@ -19,6 +24,7 @@ pub mod kubeconfig;
 pub mod login;
 pub mod output;
 pub mod pki_export;
+pub mod pki_renew;
 pub mod settings;
 pub mod tokens;
 
@@ -74,6 +80,10 @@ pub enum Command {
     Clusters(clusters::ClustersArgs),
     /// List, show and revoke a cluster's certificates.
     Certificates(certificates::CertificatesArgs),
+    /// List a cluster's CAs, rotate one, retire an old generation.
+    Authorities(authorities::AuthoritiesArgs),
+    /// The audit trail, newest first, filtered by cluster, time, actor and action.
+    Audit(audit::AuditArgs),
     /// Revoke every unexpired certificate of a user.
     RevokeUser(certificates::RevokeUserArgs),
     /// Write a control plane's CA files and component certificates in kubeadm's layout.
@@ -141,6 +151,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::AuthorityCert(args) => kubeconfig::authority_cert(args).await,
         Command::Clusters(args) => clusters::run(args).await,
         Command::Certificates(args) => certificates::run(args).await,
+        Command::Authorities(args) => authorities::run(args).await,
+        Command::Audit(args) => audit::run(args).await,
         Command::RevokeUser(args) => certificates::revoke_user(args).await,
         Command::Pki(args) => pki_export::run(args).await,
         Command::CrlSync(args) => crl_sync::run(*args).await,

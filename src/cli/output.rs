@@ -23,6 +23,59 @@ pub struct FormatArg {
     pub format: Format,
 }
 
+/// Where a command that returns a document (`kubeconfig`, `authority-cert`) writes it, and in
+/// which format: `-o/--output` is the format, `--file` the file. Until the next release, `-o`
+/// with a value that names no format is still read as the file it used to mean, with a warning.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DocumentOutput {
+    /// Output format (see the command's help for the formats it knows).
+    #[arg(short = 'o', long = "output", value_name = "FORMAT")]
+    pub output: Option<String>,
+    /// Write to FILE instead of stdout (replaced atomically).
+    #[arg(long = "file", value_name = "FILE", conflicts_with = "output_file")]
+    pub file: Option<PathBuf>,
+    /// The old spelling of --file, accepted with a warning for one release.
+    #[arg(long = "output-file", value_name = "FILE", hide = true)]
+    pub output_file: Option<PathBuf>,
+}
+
+impl DocumentOutput {
+    /// The format (one of `formats`, the first by default) and the file, if any. The old
+    /// spellings (`-o FILE`, `--output-file FILE`) warn on stderr.
+    pub fn resolve(&self, formats: &[&'static str]) -> anyhow::Result<(&'static str, Option<PathBuf>)> {
+        let warn = |old: &str| {
+            eprintln!(
+                "kca: warning: {old} FILE is deprecated and will be removed in the next release: use \
+                 --file FILE (-o/--output names the output format: {})",
+                formats.join(", ")
+            );
+        };
+        let mut file = self.file.clone();
+        if let Some(path) = &self.output_file {
+            warn("--output-file");
+            file = Some(path.clone());
+        }
+        let format = match &self.output {
+            None => formats[0],
+            Some(value) => match formats.iter().find(|f| f.eq_ignore_ascii_case(value)) {
+                Some(format) => format,
+                None => {
+                    if file.is_some() {
+                        anyhow::bail!(
+                            "unknown output format {value:?}; valid: {} (files go to --file)",
+                            formats.join(", ")
+                        );
+                    }
+                    warn("-o");
+                    file = Some(PathBuf::from(value));
+                    formats[0]
+                }
+            },
+        };
+        Ok((format, file))
+    }
+}
+
 pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, value)?;
@@ -132,6 +185,26 @@ mod tests {
     fn fields_align_their_values() {
         let fields = render_fields(&[("name", "prod".into()), ("key algorithm", "p256".into())]);
         assert_eq!(fields, "name:           prod\nkey algorithm:  p256\n");
+    }
+
+    #[test]
+    fn o_is_a_format_and_an_old_file_name_still_works() {
+        let output = |o: Option<&str>, file: Option<&str>, old: Option<&str>| DocumentOutput {
+            output: o.map(str::to_string),
+            file: file.map(PathBuf::from),
+            output_file: old.map(PathBuf::from),
+        };
+        let formats = ["yaml", "json"];
+        assert_eq!(output(None, None, None).resolve(&formats).unwrap(), ("yaml", None));
+        assert_eq!(output(Some("JSON"), None, None).resolve(&formats).unwrap(), ("json", None));
+        let file = Some(PathBuf::from("k.yaml"));
+        assert_eq!(
+            output(Some("json"), Some("k.yaml"), None).resolve(&formats).unwrap(),
+            ("json", file.clone())
+        );
+        assert_eq!(output(Some("k.yaml"), None, None).resolve(&formats).unwrap(), ("yaml", file.clone()));
+        assert_eq!(output(None, None, Some("k.yaml")).resolve(&formats).unwrap(), ("yaml", file));
+        assert!(output(Some("xml"), Some("k.yaml"), None).resolve(&formats).is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use super::auth::{Caller, ClusterAccess};
 use super::download::{Caching, cacheable, etag_of};
 use super::extract::{Json, Path, RawBody};
 use crate::app::AppState;
+use crate::clusters::CaImport;
 use crate::error::{ApiError, ProblemResponses};
 use crate::pki::{AuthorityKind, KeyStorage, to_pem};
 use crate::published::ClusterSnapshot;
@@ -168,7 +169,7 @@ pub async fn ca_bundle(
 ) -> Result<Response, ApiError> {
     let kind = parse_kind(&kind)?;
     caller.require_public_read(app.settings.public_read)?;
-    let bundle = snapshot.ca_bundle(&[kind]);
+    let bundle = snapshot.ca_bundle_with_chains(&[kind]);
     let etag = etag_of(bundle.as_bytes());
     Ok(cacheable(
         &headers,
@@ -221,6 +222,162 @@ pub async fn rotate_authority(
     AuthorityResponse::from_snapshot(&snapshot, kind)
         .map(Json)
         .ok_or_else(|| ApiError::internal("the rotated authority has no signer"))
+}
+
+/// An existing CA to adopt: its certificate and its private key, PEM. The key is sealed at once
+/// and never returned, logged or stored in the clear.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportAuthorityRequest {
+    /// The CA certificate alone (`ca.crt`): self-signed, CA:TRUE, keyUsage keyCertSign, valid now.
+    pub certificate_pem: String,
+    /// Its key (`ca.key`): PKCS#8, PKCS#1 (`RSA PRIVATE KEY`) or SEC1 (`EC PRIVATE KEY`), unencrypted.
+    pub private_key_pem: String,
+}
+
+impl std::fmt::Debug for ImportAuthorityRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImportAuthorityRequest")
+            .field("certificate_pem", &self.certificate_pem)
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<ImportAuthorityRequest> for CaImport {
+    fn from(request: ImportAuthorityRequest) -> Self {
+        CaImport {
+            certificate_pem: request.certificate_pem,
+            private_key_pem: zeroize::Zeroizing::new(request.private_key_pem),
+        }
+    }
+}
+
+/// Import an existing CA (e.g. kubeadm's `ca.crt`/`ca.key`) as the next generation of a kind,
+/// which then signs; the previous generation becomes `retiring`. A CA without `cRLSign` (kubeadm's)
+/// is re-certified under the same subject, key and key identifier with `cRLSign` added, and that
+/// certificate is served in the bundles. A bad import (key mismatch, not a CA, no keyCertSign,
+/// expired, unsupported algorithm) is a 422 and changes nothing. Admin of the cluster only.
+#[utoipa::path(
+    post, path = "/v1/clusters/{cluster}/authorities/{kind}/import", tag = "authorities",
+    params(
+        ("cluster" = String, Path, description = "Cluster id or name"),
+        ("kind" = AuthorityKind, Path, description = "etcd, control-plane, operators, kubelet or aggregation"),
+    ),
+    request_body = ImportAuthorityRequest,
+    responses((status = 200, body = AuthorityResponse), ProblemResponses),
+    security(("bearer" = []))
+)]
+pub async fn import_authority(
+    State(app): State<AppState>,
+    caller: Caller,
+    access: ClusterAccess,
+    Path((_cluster, kind)): Path<(String, String)>,
+    Json(request): Json<ImportAuthorityRequest>,
+) -> Result<Json<AuthorityResponse>, ApiError> {
+    let kind = parse_kind(&kind)?;
+    caller.require(Scope::Admin)?;
+    let snapshot = service::authorities::import(
+        &app,
+        &caller.as_actor(),
+        access.snapshot.cluster.id,
+        kind,
+        CaImport::from(request),
+    )
+    .await?;
+    AuthorityResponse::from_snapshot(&snapshot, kind)
+        .map(Json)
+        .ok_or_else(|| ApiError::internal("the imported authority has no signer"))
+}
+
+/// A CSR for an intermediate, to have signed by the organisation's CA.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IntermediateCsrResponse {
+    pub kind: AuthorityKind,
+    /// PKCS#10, PEM. Its subject is the authority's distinct DN; it asks for CA:TRUE
+    /// (pathlen 0) and keyUsage keyCertSign, cRLSign, digitalSignature.
+    pub csr_pem: String,
+}
+
+/// Make an intermediate under the organisation's root: kca generates the key (sealed at once,
+/// never returned) and answers a CSR to have signed offline. A new request replaces an earlier one
+/// of the same kind. Admin of the cluster only.
+#[utoipa::path(
+    post, path = "/v1/clusters/{cluster}/authorities/{kind}/intermediate/csr", tag = "authorities",
+    params(
+        ("cluster" = String, Path, description = "Cluster id or name"),
+        ("kind" = AuthorityKind, Path, description = "etcd, control-plane, operators, kubelet or aggregation"),
+    ),
+    responses((status = 201, body = IntermediateCsrResponse), ProblemResponses),
+    security(("bearer" = []))
+)]
+pub async fn request_intermediate(
+    State(app): State<AppState>,
+    caller: Caller,
+    access: ClusterAccess,
+    Path((_cluster, kind)): Path<(String, String)>,
+) -> Result<(axum::http::StatusCode, Json<IntermediateCsrResponse>), ApiError> {
+    let kind = parse_kind(&kind)?;
+    caller.require(Scope::Admin)?;
+    let csr_der = service::authorities::request_intermediate(
+        &app,
+        &caller.as_actor(),
+        access.snapshot.cluster.id,
+        kind,
+    )
+    .await?;
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(IntermediateCsrResponse { kind, csr_pem: to_pem("CERTIFICATE REQUEST", &csr_der) }),
+    ))
+}
+
+/// The certificate the organisation's CA signed for an intermediate request, and its issuers.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstallIntermediateRequest {
+    /// The intermediate: for the request's key, CA:TRUE, keyUsage keyCertSign and cRLSign, a
+    /// Subject Key Identifier, valid now.
+    pub certificate_pem: String,
+    /// Its issuer first, then the issuer's issuer, up to the root if wanted; each signature is
+    /// checked.
+    pub chain_pem: String,
+}
+
+/// Install a signed intermediate: it becomes the next generation of the kind and signs; the
+/// previous generation becomes `retiring`. Its bundles (`ca.pem`) then carry the chain, and user
+/// kubeconfigs under an operators intermediate carry it after their certificate. A certificate
+/// that does not fit the request is a 422 and changes nothing. Admin of the cluster only.
+#[utoipa::path(
+    post, path = "/v1/clusters/{cluster}/authorities/{kind}/intermediate/certificate", tag = "authorities",
+    params(
+        ("cluster" = String, Path, description = "Cluster id or name"),
+        ("kind" = AuthorityKind, Path, description = "etcd, control-plane, operators, kubelet or aggregation"),
+    ),
+    request_body = InstallIntermediateRequest,
+    responses((status = 200, body = AuthorityResponse), ProblemResponses),
+    security(("bearer" = []))
+)]
+pub async fn install_intermediate(
+    State(app): State<AppState>,
+    caller: Caller,
+    access: ClusterAccess,
+    Path((_cluster, kind)): Path<(String, String)>,
+    Json(request): Json<InstallIntermediateRequest>,
+) -> Result<Json<AuthorityResponse>, ApiError> {
+    let kind = parse_kind(&kind)?;
+    caller.require(Scope::Admin)?;
+    let snapshot = service::authorities::install_intermediate(
+        &app,
+        &caller.as_actor(),
+        access.snapshot.cluster.id,
+        kind,
+        request.certificate_pem,
+        request.chain_pem,
+    )
+    .await?;
+    AuthorityResponse::from_snapshot(&snapshot, kind)
+        .map(Json)
+        .ok_or_else(|| ApiError::internal("the installed authority has no signer"))
 }
 
 /// Whether to revoke what the generation still vouches for.

@@ -108,6 +108,9 @@ pub struct CertificateQuery {
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// Only unexpired, unrevoked certificates that expire within this long (`30d`, `12h`, ...).
+    #[param(example = "30d")]
+    pub expiring_within: Option<String>,
 }
 
 /// The certificates of a cluster, newest first.
@@ -135,8 +138,25 @@ pub async fn list_certificates(
         }),
         before_seq: page.cursor_number()?,
         limit,
+        expiring_before: None,
     };
     let now = app.now();
+    let filter = match &query.expiring_within {
+        Some(text) => {
+            let within = crate::config::parse_duration(text)
+                .ok()
+                .and_then(|d| time::Duration::try_from(d).ok())
+                .filter(|d| *d <= time::Duration::days(36_500))
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "expiring_within",
+                        format!("{text:?} is not a duration like 12h or 30d"),
+                    )
+                })?;
+            CertificateFilter { expiring_before: Some(now + within), ..filter }
+        }
+        None => filter,
+    };
     let rows = app.store.list_certificates(snapshot.cluster.id, &filter, now).await?;
     let next = next_cursor(rows.len(), limit, rows.last().map(|(seq, _)| seq.to_string()));
     let items = rows.into_iter().map(|(_, record)| CertificateResponse::from_record(record, now)).collect();

@@ -11,10 +11,11 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::auth::{Caller, ClusterAccess};
+use super::authorities::ImportAuthorityRequest;
 use super::extract::{Json, Query};
 use super::pagination::{PageParams, next_cursor};
 use crate::app::AppState;
-use crate::clusters::{ClusterChange, ClusterDraft};
+use crate::clusters::{CaImport, ClusterChange, ClusterDraft};
 use crate::error::{ApiError, ProblemResponses};
 use crate::pki::{AuthorityKind, KeyAlgorithm, KeyStorage};
 use crate::policy::IssuancePolicy;
@@ -24,7 +25,7 @@ use crate::store::StoreError;
 use crate::token::Scope;
 
 /// A cluster to create.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewClusterRequest {
     /// Unique name, a DNS label.
@@ -41,6 +42,28 @@ pub struct NewClusterRequest {
     /// Where the keys of the five CAs are kept (default `sealed`): `pkcs11` generates them
     /// inside the server's PKCS#11 token (p256 or p384), which they never leave.
     pub key_storage: Option<KeyStorage>,
+    /// Existing CAs to adopt instead of generating them, by kind (e.g. kubeadm's `ca.*` as
+    /// `control-plane`): admin only; see `POST .../authorities/{kind}/import`.
+    pub authorities: Option<BTreeMap<AuthorityKind, ImportAuthorityRequest>>,
+    /// An existing service-account signing key (kubeadm's `sa.key`, PEM) to start with: admin
+    /// only; sealed at once, never returned.
+    pub service_account_key_pem: Option<String>,
+}
+
+/// Without the service-account key (the CAs' keys are redacted by their own type).
+impl std::fmt::Debug for NewClusterRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewClusterRequest")
+            .field("name", &self.name)
+            .field("server", &self.server)
+            .field("policy", &self.policy)
+            .field("labels", &self.labels)
+            .field("key_algorithm", &self.key_algorithm)
+            .field("key_storage", &self.key_storage)
+            .field("authorities", &self.authorities)
+            .field("service_account_key_pem", &self.service_account_key_pem.as_ref().map(|_| ".."))
+            .finish()
+    }
 }
 
 impl From<NewClusterRequest> for ClusterDraft {
@@ -53,6 +76,15 @@ impl From<NewClusterRequest> for ClusterDraft {
             labels: request.labels.unwrap_or_default(),
             key_algorithm: request.key_algorithm.unwrap_or_default(),
             key_storage: request.key_storage.unwrap_or_default(),
+            imports: request
+                .authorities
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(kind, ca)| (kind, CaImport::from(ca)))
+                .collect(),
+            service_account_key: request
+                .service_account_key_pem
+                .map(|pem| crate::clusters::SecretPem(zeroize::Zeroizing::new(pem))),
         }
     }
 }

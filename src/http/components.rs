@@ -130,7 +130,7 @@ pub async fn issue_certificate(
         serial: signed.serial.to_hex(),
         certificate_pem: signed.leaf.pem.clone(),
         private_key_pem: signed.private_key_pem.as_ref().map(|k| k.as_str().to_string()),
-        ca_pem: snapshot.ca_bundle(&[profile.authority]),
+        ca_pem: snapshot.ca_bundle_with_chains(&[profile.authority]),
         not_before: signed.not_before,
         not_after: signed.not_after,
         fingerprint_sha256: signed.leaf.fingerprint.clone(),

@@ -20,6 +20,11 @@ impl<T: serde::Serialize> IntoResponse for Json<T> {
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         let detail = match &rejection {
+            // serde quotes a misplaced string value: never echo PEM (it may be a private key).
+            JsonRejection::JsonDataError(err) if err.body_text().contains("-----BEGIN") => {
+                "invalid request body: a PEM value where none is expected (the value is not repeated)"
+                    .to_string()
+            }
             JsonRejection::JsonDataError(err) => format!("invalid request body: {}", err.body_text()),
             JsonRejection::JsonSyntaxError(_) => "the body is not valid JSON".to_string(),
             JsonRejection::MissingJsonContentType(_) => "expected Content-Type: application/json".to_string(),

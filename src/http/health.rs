@@ -66,6 +66,6 @@ pub async fn metrics(State(app): State<AppState>, caller: Caller) -> Result<impl
     if !app.settings.public_read {
         caller.require_unrestricted(Scope::Read)?;
     }
-    let body = app.render_metrics(app.now());
+    let body = app.metrics_text(app.now()).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body))
 }

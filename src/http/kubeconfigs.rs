@@ -45,6 +45,8 @@ pub struct NewKubeconfigRequest {
 pub struct KubeconfigResponse {
     /// The kubeconfig, YAML.
     pub kubeconfig: String,
+    /// The client certificate, followed by the operators CA when that is an intermediate under
+    /// the organisation's root.
     pub certificate_pem: String,
     /// Only when kca generated the key. Shown once; kca keeps no copy.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -102,8 +104,13 @@ pub async fn issue_kubeconfig(
     let Issued { signed, usage } =
         service::issuance::user_certificate(&app, &caller.as_actor(), claims, &snapshot, request).await?;
 
-    let ca_pem = snapshot.ca_bundle(&[AuthorityKind::ControlPlane]);
+    let ca_pem = snapshot.ca_bundle_with_chains(&[AuthorityKind::ControlPlane]);
     let key_pem = signed.private_key_pem.as_ref().map(|k| k.as_str().to_string());
+    // Under an intermediate, the client presents it after its own certificate.
+    let certificate_pem = match snapshot.signing_intermediate(AuthorityKind::Operators) {
+        Some(intermediate) => format!("{}{intermediate}", signed.leaf.pem),
+        None => signed.leaf.pem.clone(),
+    };
     // With a CSR the key stays with the client, and out of the kubeconfig.
     let kubeconfig = render(
         &ClusterEndpoint {
@@ -112,7 +119,7 @@ pub async fn issue_kubeconfig(
             ca_bundle_pem: &ca_pem,
         },
         &usage.common_name,
-        &UserCredential::Certificate { certificate_pem: &signed.leaf.pem, key_pem: key_pem.as_deref() },
+        &UserCredential::Certificate { certificate_pem: &certificate_pem, key_pem: key_pem.as_deref() },
     );
     // Each issuance is in the audit trail; at thousands a second, a log line each is noise.
     tracing::debug!(
@@ -132,7 +139,7 @@ pub async fn issue_kubeconfig(
     } else {
         let body = KubeconfigResponse {
             kubeconfig,
-            certificate_pem: signed.leaf.pem.clone(),
+            certificate_pem,
             private_key_pem: key_pem,
             ca_pem,
             server: snapshot.cluster.server.clone(),

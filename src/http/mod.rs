@@ -15,6 +15,7 @@ pub mod extract;
 pub mod health;
 pub mod kubeconfigs;
 pub mod pagination;
+pub mod service_account;
 pub mod session;
 pub mod tokens;
 pub mod web;
@@ -51,6 +52,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
     tags(
         (name = "clusters", description = "Clusters and their issuance policy"),
         (name = "authorities", description = "The five CAs of a cluster and their bundles"),
+        (name = "service-account", description = "The service-account token signing keys of a cluster"),
         (name = "kubeconfigs", description = "Short-lived user kubeconfigs"),
         (name = "certificates", description = "Issued certificates"),
         (name = "revocation", description = "Revocation, CRLs and the bundles proxies consume"),
@@ -85,6 +87,15 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(authorities::get_authority))
         .routes(routes!(authorities::ca_bundle))
         .routes(routes!(authorities::rotate_authority))
+        .routes(routes!(authorities::import_authority))
+        .routes(routes!(authorities::request_intermediate))
+        .routes(routes!(authorities::install_intermediate))
+        .routes(routes!(service_account::public_keys))
+        .routes(routes!(service_account::list_keys))
+        .routes(routes!(service_account::rotate_key))
+        .routes(routes!(service_account::import_key))
+        .routes(routes!(service_account::retire_key))
+        .routes(routes!(service_account::export_signing_key))
         .routes(routes!(authorities::retire_generation))
         .routes(routes!(components::list_profiles))
         .routes(routes!(kubeconfigs::issue_kubeconfig))

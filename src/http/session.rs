@@ -278,6 +278,7 @@ pub struct CallbackQuery {
         (status = 400, description = "A sign-in this browser did not start, or one already finished"),
         (status = 401, description = "The provider's answer was refused"),
         (status = 403, description = "The person may not use kca"),
+        (status = 404, description = "Single sign-on is not configured"),
         (status = 503, description = "The identity provider cannot be reached"),
     ),
 )]
@@ -385,7 +386,9 @@ pub async fn callback(
 }
 
 /// End the caller's session: its token is revoked (here, and on every replica once they hear)
-/// and the cookies are cleared. Works with the cookie (and its CSRF header) or the bearer token.
+/// and the cookies are cleared. Works with the cookie (and its CSRF header) or the session's
+/// bearer token; an API token is not a session (revoke it with `DELETE /v1/tokens/{id}`), so an
+/// automation token that calls this by mistake keeps working.
 #[utoipa::path(
     post, path = "/auth/logout", tag = "auth",
     responses((status = 204, description = "Signed out"), ProblemResponses),
@@ -393,6 +396,11 @@ pub async fn callback(
 )]
 pub async fn logout(State(app): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     let claims = caller.claims().ok_or_else(|| ApiError::unauthorized("not signed in"))?;
+    if claims.person.is_none() {
+        return Err(ApiError::bad_request(
+            "this token is not a single sign-on session; revoke an API token with DELETE /v1/tokens/{id}",
+        ));
+    }
     let id = uuid::Uuid::parse_str(&claims.jti).map_err(|_| ApiError::bad_request("malformed token id"))?;
     service::tokens::revoke(&app, &caller.as_actor(), id, |_| true).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::{Refusal, Usage, check_token_max_ttl, token_allows_group};
 use crate::names::{glob_match, is_dns_name, validate_identity};
 use crate::pki::AuthorityKind;
-use crate::policy::IssuancePolicy;
+use crate::policy::{IssuancePolicy, SYSTEM_MASTERS};
 use crate::profiles::{CommonNameRule, Profile, SanRule};
 use crate::token::Claims;
 
@@ -254,6 +254,16 @@ pub fn decide_component(
         ));
     }
     for group in profile.organizations {
+        if *group == SYSTEM_MASTERS && !policy.names_privileged_group(group) {
+            return Err(Refusal::policy(
+                "allow_system_masters",
+                "profile",
+                format!(
+                    "the {} profile carries system:masters, which bypasses RBAC: this cluster's policy does not allow it",
+                    profile.name
+                ),
+            ));
+        }
         if !token_allows_group(claims, group) {
             return Err(Refusal::policy(
                 "token_groups",
@@ -426,8 +436,16 @@ mod tests {
         let names = DeclaredNames { server_host: None, control_plane_names: &cp, node_names: &nodes };
         let all = IssuancePolicy {
             allowed_profiles: crate::profiles::profiles().iter().map(|p| p.name.to_string()).collect(),
+            allow_system_masters: true,
             ..Default::default()
         };
+        // system:masters needs the policy's own consent besides allowed_profiles.
+        let no_masters = IssuancePolicy { allow_system_masters: false, ..all.clone() };
+        let super_admin = crate::profiles::find("super-admin").unwrap();
+        assert!(matches!(
+            decide_component(&no_masters, &claims(&[Scope::Admin]), &super_admin, &request(), &names),
+            Err(Refusal::Policy { rule: "allow_system_masters", .. })
+        ));
         for profile in crate::profiles::profiles() {
             let request = ComponentRequest {
                 common_name: matches!(profile.common_name, crate::profiles::CommonNameRule::Node)

@@ -4,6 +4,8 @@
 //! tested without a server.
 
 pub mod component;
+#[cfg(test)]
+mod kubeadm_table;
 pub mod user;
 
 use std::time::Duration;

@@ -33,7 +33,7 @@ impl AuthorityIdentity<'_> {
     /// `CN=<kind> CA <generation>, OU=<cluster name>, O=kca, serialNumber=<cluster id>`: unique per
     /// cluster, kind and generation (a rotated CA never shares its DN with its predecessor), and
     /// within the X.520 length bounds whatever the cluster name.
-    fn distinguished_name(&self) -> Result<DistinguishedName, PkiError> {
+    pub(crate) fn distinguished_name(&self) -> Result<DistinguishedName, PkiError> {
         let cluster_id = rcgen::string::PrintableString::try_from(self.cluster_id)
             .map_err(|_| PkiError::Encoding("the cluster id is not a printable string".into()))?;
         let mut dn = DistinguishedName::new();

@@ -32,6 +32,9 @@ pub enum PkiError {
     Unseal,
     #[error("invalid master key: {0}")]
     InvalidMasterKey(&'static str),
+    /// A CA offered for import that kca refuses: the request's fault (422), naming its field.
+    #[error("{detail}")]
+    ImportRefused { field: &'static str, detail: String },
 }
 
 impl From<der::Error> for PkiError {

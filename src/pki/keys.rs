@@ -8,6 +8,7 @@
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair,
+    RSA_PKCS1_SHA256, RsaKeyPair,
 };
 use der::asn1::ObjectIdentifier;
 use serde::{Deserialize, Serialize};
@@ -16,7 +17,9 @@ use zeroize::Zeroizing;
 
 use super::PkiError;
 
-/// The key algorithms kca generates. RSA is never generated: its key generation costs ~150 ms.
+/// The key algorithms kca signs with. RSA is never generated (its key generation costs ~150 ms):
+/// it is only loaded, for CAs imported from an existing PKI (kubeadm makes RSA keys by default),
+/// and no request can ask for it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyAlgorithm {
@@ -27,19 +30,27 @@ pub enum KeyAlgorithm {
     P384,
     /// Ed25519.
     Ed25519,
+    /// RSA (2048 to 8192 bits), PKCS#1 v1.5 with SHA-256: imported keys only.
+    #[serde(skip)]
+    Rsa,
 }
 
 impl KeyAlgorithm {
+    /// The algorithms kca generates keys for.
+    pub const GENERATED: [KeyAlgorithm; 3] = [KeyAlgorithm::P256, KeyAlgorithm::P384, KeyAlgorithm::Ed25519];
+
     pub fn as_str(self) -> &'static str {
         match self {
             KeyAlgorithm::P256 => "p256",
             KeyAlgorithm::P384 => "p384",
             KeyAlgorithm::Ed25519 => "ed25519",
+            KeyAlgorithm::Rsa => "rsa",
         }
     }
 
+    /// Any algorithm kca signs with, as stored.
     pub fn parse(s: &str) -> Option<Self> {
-        [KeyAlgorithm::P256, KeyAlgorithm::P384, KeyAlgorithm::Ed25519]
+        [KeyAlgorithm::P256, KeyAlgorithm::P384, KeyAlgorithm::Ed25519, KeyAlgorithm::Rsa]
             .into_iter()
             .find(|alg| alg.as_str() == s)
     }
@@ -49,6 +60,7 @@ impl KeyAlgorithm {
             KeyAlgorithm::P256 => &rcgen::PKCS_ECDSA_P256_SHA256,
             KeyAlgorithm::P384 => &rcgen::PKCS_ECDSA_P384_SHA384,
             KeyAlgorithm::Ed25519 => &rcgen::PKCS_ED25519,
+            KeyAlgorithm::Rsa => &rcgen::PKCS_RSA_SHA256,
         }
     }
 
@@ -58,6 +70,13 @@ impl KeyAlgorithm {
             KeyAlgorithm::P256 => ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2"),
             KeyAlgorithm::P384 => ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3"),
             KeyAlgorithm::Ed25519 => ObjectIdentifier::new_unwrap("1.3.101.112"),
+            // sha256WithRSAEncryption takes NULL parameters (RFC 4055).
+            KeyAlgorithm::Rsa => {
+                return AlgorithmIdentifierOwned {
+                    oid: ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11"),
+                    parameters: Some(der::Any::null()),
+                };
+            }
         };
         AlgorithmIdentifierOwned { oid, parameters: None }
     }
@@ -180,6 +199,7 @@ pub fn ecdsa_signature_to_der(raw: &[u8]) -> Result<Vec<u8>, PkiError> {
 enum Inner {
     Ecdsa(EcdsaKeyPair),
     Ed25519(Ed25519KeyPair),
+    Rsa(RsaKeyPair),
 }
 
 /// A private key ready to sign. aws-lc-rs frees (and cleanses) the key when this is dropped.
@@ -201,6 +221,7 @@ impl SigningKeyPair {
         let ecdsa = match algorithm {
             KeyAlgorithm::P256 => &ECDSA_P256_SHA256_ASN1_SIGNING,
             KeyAlgorithm::P384 => &ECDSA_P384_SHA384_ASN1_SIGNING,
+            KeyAlgorithm::Rsa => return Err(PkiError::KeyGeneration),
             KeyAlgorithm::Ed25519 => {
                 // PKCS#8 v1: some consumers (older Go) refuse the v2 form with the public key.
                 let pkcs8 = Ed25519KeyPair::generate_pkcs8v1(&SystemRandom::new())
@@ -227,9 +248,21 @@ impl SigningKeyPair {
                 EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_ASN1_SIGNING, pkcs8).map(Inner::Ecdsa)
             }
             KeyAlgorithm::Ed25519 => Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8).map(Inner::Ed25519),
+            KeyAlgorithm::Rsa => RsaKeyPair::from_pkcs8(pkcs8).map(Inner::Rsa),
         }
         .map_err(|_| PkiError::InvalidKey("not a PKCS#8 key of the expected algorithm"))?;
         Ok(Self { algorithm, inner, rng: SystemRandom::new() })
+    }
+
+    /// Load a PEM private key of any algorithm kca signs with: PKCS#8, PKCS#1 (`RSA PRIVATE
+    /// KEY`) or SEC1 (`EC PRIVATE KEY`).
+    pub fn from_private_key_pem(text: &str) -> Result<Self, PkiError> {
+        for algorithm in [KeyAlgorithm::P256, KeyAlgorithm::P384, KeyAlgorithm::Ed25519, KeyAlgorithm::Rsa] {
+            if let Ok(pkcs8) = super::import::private_key_pkcs8(text, algorithm) {
+                return Self::from_pkcs8(algorithm, &pkcs8);
+            }
+        }
+        Err(PkiError::InvalidKey("not a PEM private key of an algorithm kca signs with"))
     }
 
     pub fn algorithm(&self) -> KeyAlgorithm {
@@ -248,6 +281,12 @@ impl SigningKeyPair {
                 key.sign(&self.rng, message).map(|sig| sig.as_ref().to_vec()).map_err(|_| PkiError::Signing)
             }
             Inner::Ed25519(key) => Ok(key.sign(message).as_ref().to_vec()),
+            Inner::Rsa(key) => {
+                let mut signature = vec![0; key.public_modulus_len()];
+                key.sign(&RSA_PKCS1_SHA256, &self.rng, message, &mut signature)
+                    .map_err(|_| PkiError::Signing)?;
+                Ok(signature)
+            }
         }
     }
 }
@@ -271,6 +310,7 @@ impl rcgen::PublicKeyData for SigningKeyPair {
         match &self.inner {
             Inner::Ecdsa(key) => key.public_key().as_ref(),
             Inner::Ed25519(key) => key.public_key().as_ref(),
+            Inner::Rsa(key) => key.public_key().as_ref(),
         }
     }
 

@@ -9,12 +9,15 @@ pub mod crl_check;
 pub mod csr;
 pub mod der_time;
 pub mod error;
+pub mod import;
+pub mod intermediate;
 pub mod keys;
 pub mod kind;
 pub mod kubeconfig;
 pub mod leaf;
 pub mod seal;
 pub mod serial;
+pub mod service_account;
 
 pub use ca::{CaSigner, NewAuthority};
 pub use error::PkiError;

@@ -8,6 +8,8 @@ use super::{Actor, publish};
 use crate::app::App;
 use crate::clusters::{ClusterChange, ClusterDraft, build_cluster};
 use crate::error::ApiError;
+use crate::pki::import::import_authority;
+use crate::pki::service_account::ServiceAccountKey;
 use crate::policy::IssuancePolicy;
 use crate::published::ClusterSnapshot;
 use crate::store::StoreError;
@@ -16,7 +18,8 @@ use crate::token::Claims;
 /// How often a change without `If-Match` is merged again when other changes keep winning.
 const MAX_MERGE_ATTEMPTS: u32 = 100;
 
-/// Create a cluster and its five CAs (with their first, empty CRLs).
+/// Create a cluster and its five CAs (with their first, empty CRLs). CAs given in the draft's
+/// `imports` are adopted (checked, keys sealed) instead of generated, which takes an admin token.
 pub async fn create(
     app: &Arc<App>,
     actor: &Actor,
@@ -25,23 +28,51 @@ pub async fn create(
 ) -> Result<Arc<ClusterSnapshot>, ApiError> {
     draft.validate()?;
     require_admin_for_privileged(claims, &IssuancePolicy::default(), &draft.policy)?;
+    if (!draft.imports.is_empty() || draft.service_account_key.is_some()) && !claims.is_admin() {
+        return Err(ApiError::policy(
+            "admin_required",
+            "authorities",
+            "importing a CA needs an admin token: its key signs identities the control plane trusts",
+        ));
+    }
     require_token_for(app, draft.key_storage)?;
     let now = app.now();
     let (crl_validity, build_app) = (app.settings.crl_validity, app.clone());
-    // Key generation (in the token, or RSA) runs off the async workers.
-    let built =
-        tokio::task::spawn_blocking(move || build_cluster(draft, &build_app.keyring, now, crl_validity))
-            .await
-            .map_err(ApiError::internal)??;
+    // Checking imports and making keys (in the token, or RSA) run off the async workers.
+    let (built, imported) = tokio::task::spawn_blocking(move || {
+        let mut imported = Vec::with_capacity(draft.imports.len());
+        let mut summary = Vec::with_capacity(draft.imports.len());
+        for (kind, ca) in std::mem::take(&mut draft.imports) {
+            let checked = import_authority(&ca.certificate_pem, &ca.private_key_pem, now)
+                .map_err(|e| super::authorities::import_refusal(e, &format!("authorities.{kind}.")))?;
+            summary.push(super::authorities::import_summary(kind, &checked));
+            imported.push((kind, checked));
+        }
+        let service_account = match draft.service_account_key.take() {
+            Some(pem) => Some(ServiceAccountKey::import(&pem.0).map_err(|e| match e {
+                crate::pki::PkiError::ImportRefused { detail, .. } => {
+                    ApiError::invalid("service_account_key_pem", detail)
+                }
+                other => other.into(),
+            })?),
+            None => None,
+        };
+        if let Some(key) = &service_account {
+            summary.push(serde_json::json!({"service_account_key_id": key.key_id, "imported": true}));
+        }
+        build_cluster(draft, imported, service_account, &build_app.keyring, now, crl_validity)
+            .map(|built| (built, summary))
+            .map_err(ApiError::from)
+    })
+    .await
+    .map_err(ApiError::internal)??;
     let cluster = &built.new.cluster;
-    let audit = actor.audit(
-        now,
-        "cluster.create",
-        "cluster",
-        cluster.id.to_string(),
-        Some(cluster.id),
-        serde_json::json!({ "name": cluster.name, "server": cluster.server, "key_storage": cluster.key_storage }),
-    );
+    let mut details = serde_json::json!({ "name": cluster.name, "server": cluster.server, "key_storage": cluster.key_storage });
+    if !imported.is_empty() {
+        details["imported_authorities"] = imported.into();
+    }
+    let audit =
+        actor.audit(now, "cluster.create", "cluster", cluster.id.to_string(), Some(cluster.id), details);
     if let Err(err) = app.store.create_cluster(&built.new, &audit).await {
         app.keyring.discard(&built.new.authorities);
         return Err(match err {

@@ -7,6 +7,7 @@ pub mod clusters;
 pub mod issuance;
 pub mod publish;
 pub mod revocation;
+pub mod service_account;
 pub mod sessions;
 pub mod tokens;
 

@@ -119,6 +119,13 @@ pub(super) trait Backend: Send + Sync + 'static {
     }
 }
 
+/// Append `AND column is one of ids`, in the connection's dialect.
+fn push_in_list<C: Connection>(stmt: &mut Stmt, column: &str, ids: &[Uuid]) {
+    stmt.args.push(ids.to_vec().into());
+    let condition = C::in_list(column, stmt.args.len());
+    stmt.push(" AND ").push(&condition);
+}
+
 /// Why a versioned change of a cluster matched no row: it is gone, or another change came first.
 async fn stale_or_gone(conn: &mut impl Connection, id: Uuid) -> StoreError {
     let current = conn.fetch_optional(Stmt::new("SELECT version FROM clusters WHERE id = $1").bind(id)).await;
@@ -140,7 +147,7 @@ async fn insert_authority(
     conn.execute(
         Stmt::new(format!(
             "INSERT INTO authorities ({AUTHORITY_COLUMNS}, crl_number) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
         ))
         .bind(a.id)
         .bind(a.cluster_id)
@@ -158,6 +165,7 @@ async fn insert_authority(
         .bind(a.created_at)
         .bind(a.previous_seal.as_ref().map(|p| p.sealed_key.clone()))
         .bind(a.previous_seal.as_ref().and_then(|p| p.key_version))
+        .bind(a.chain_pem.as_str())
         .bind(a.key_storage.as_str())
         .bind(a.key_reference.clone())
         .bind(crl.number),
@@ -179,13 +187,19 @@ async fn insert_authority(
 /// The tables holding sealed keys (`id`, `sealed_key`, `key_version` and the previous seal), each
 /// with the condition that selects its sealed rows (an authority whose key is in a PKCS#11 token
 /// has nothing sealed).
-const SEALED_TABLES: [(&str, &str); 2] =
-    [("authorities", "WHERE key_storage = 'sealed'"), ("token_keys", "")];
+const SEALED_TABLES: [(&str, &str); 4] = [
+    ("authorities", "WHERE key_storage = 'sealed'"),
+    ("token_keys", ""),
+    ("pending_authorities", ""),
+    ("service_account_keys", ""),
+];
 
 /// Whose key a row of one of the [`SEALED_TABLES`] holds.
 fn sealed_owner(table: &str, row: &impl Columns) -> StoreResult<SealedOwner> {
     Ok(match table {
         "authorities" => SealedOwner::Authority(row.uuid("id")?),
+        "pending_authorities" => SealedOwner::PendingAuthority(row.uuid("id")?),
+        "service_account_keys" => SealedOwner::ServiceAccountKey(row.uuid("id")?),
         _ => SealedOwner::TokenKey(row.get("id")?),
     })
 }
@@ -193,7 +207,9 @@ fn sealed_owner(table: &str, row: &impl Columns) -> StoreResult<SealedOwner> {
 impl SealedOwner {
     fn id_arg(self) -> Arg {
         match self {
-            SealedOwner::Authority(id) => id.into(),
+            SealedOwner::Authority(id)
+            | SealedOwner::PendingAuthority(id)
+            | SealedOwner::ServiceAccountKey(id) => id.into(),
             SealedOwner::TokenKey(id) => id.into(),
             SealedOwner::MasterKeyCheck => MASTER_KEY_CHECK.into(),
         }
@@ -203,6 +219,8 @@ impl SealedOwner {
         match self {
             SealedOwner::Authority(id) => format!("authority {id}"),
             SealedOwner::TokenKey(id) => format!("token signing key {id}"),
+            SealedOwner::PendingAuthority(id) => format!("pending intermediate key {id}"),
+            SealedOwner::ServiceAccountKey(id) => format!("service-account key {id}"),
             SealedOwner::MasterKeyCheck => "the master key check".into(),
         }
     }
@@ -308,6 +326,9 @@ impl<B: Backend> Store for B {
                 })?;
             insert_authority(&mut *tx, authority, crl).await?;
         }
+        for key in &new.service_account_keys {
+            tx.execute(sql::insert_service_account_key(key)).await?;
+        }
         tx.execute(sql::insert_audit(audit)).await?;
         tx.notify(Change::Cluster(c.id)).await?;
         tx.commit().await?;
@@ -335,9 +356,7 @@ impl<B: Backend> Store for B {
             stmt.push(" AND name > ").push_bind(after);
         }
         if let Some(ids) = only {
-            let param = stmt.args.len() + 1;
-            stmt = stmt.bind(ids.to_vec());
-            stmt.push(&format!(" AND {}", <Conn<B> as Connection>::in_list("id", param)));
+            push_in_list::<Conn<B>>(&mut stmt, "id", ids);
         }
         stmt.push(" ORDER BY name LIMIT ").push_bind(i64::from(limit));
         self.read().await?.fetch_all(stmt).await?.iter().map(cluster_from_row).collect()
@@ -537,6 +556,10 @@ impl<B: Backend> Store for B {
             }
             None => {}
         }
+        if let Some(by) = filter.expiring_before {
+            stmt.push(" AND revoked_at IS NULL AND not_after > ").push_bind(now);
+            stmt.push(" AND not_after <= ").push_bind(by);
+        }
         if let Some(before) = filter.before_seq {
             stmt.push(" AND seq < ").push_bind(before);
         }
@@ -699,9 +722,7 @@ impl<B: Backend> Store for B {
             stmt.push(" AND id < ").push_bind(before);
         }
         if let Some(ids) = clusters {
-            let param = stmt.args.len() + 1;
-            stmt = stmt.bind(ids.to_vec());
-            stmt.push(&format!(" AND {}", <Conn<B> as Connection>::in_list("cluster_id", param)));
+            push_in_list::<Conn<B>>(&mut stmt, "cluster_id", ids);
         }
         stmt.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit));
         self.read().await?.fetch_all(stmt).await?.iter().map(audit_from_row).collect()
@@ -813,6 +834,187 @@ impl<B: Backend> Store for B {
         Ok(())
     }
 
+    async fn save_pending_authority(
+        &self,
+        pending: &PendingAuthorityRecord,
+        audit: &AuditEntry,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        tx.execute(
+            Stmt::new("DELETE FROM pending_authorities WHERE cluster_id = $1 AND kind = $2")
+                .bind(pending.cluster_id)
+                .bind(pending.kind.as_str()),
+        )
+        .await?;
+        tx.execute(
+            Stmt::new(format!(
+                "INSERT INTO pending_authorities ({PENDING_AUTHORITY_COLUMNS}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            ))
+            .bind(pending.id)
+            .bind(pending.cluster_id)
+            .bind(pending.kind.as_str())
+            .bind(pending.key_algorithm.as_str())
+            .bind(pending.sealed_key.as_slice())
+            .bind(pending.key_version)
+            .bind(pending.csr_der.as_slice())
+            .bind(pending.created_at)
+            .bind(pending.previous_seal.as_ref().map(|p| p.sealed_key.clone()))
+            .bind(pending.previous_seal.as_ref().and_then(|p| p.key_version)),
+        )
+        .await?;
+        tx.execute(sql::insert_audit(audit)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_pending_authority(
+        &self,
+        cluster_id: Uuid,
+        kind: AuthorityKind,
+    ) -> StoreResult<PendingAuthorityRecord> {
+        let stmt = Stmt::new(format!(
+            "SELECT {PENDING_AUTHORITY_COLUMNS} FROM pending_authorities WHERE cluster_id = $1 AND kind = $2"
+        ))
+        .bind(cluster_id)
+        .bind(kind.as_str());
+        pending_authority_from_row(&self.read().await?.fetch_one(stmt).await?)
+    }
+
+    async fn install_intermediate(
+        &self,
+        new: &AuthorityRecord,
+        crl: &CrlRecord,
+        audit: &AuditEntry,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let removed = tx
+            .execute(
+                Stmt::new("DELETE FROM pending_authorities WHERE id = $1 AND cluster_id = $2 AND kind = $3")
+                    .bind(new.id)
+                    .bind(new.cluster_id)
+                    .bind(new.kind.as_str()),
+            )
+            .await?;
+        if removed == 0 {
+            return Err(StoreError::Conflict("the request was replaced by a newer one".into()));
+        }
+        tx.execute(
+            Stmt::new("UPDATE authorities SET state = $3 WHERE cluster_id = $1 AND kind = $2 AND state = $4")
+                .bind(new.cluster_id)
+                .bind(new.kind.as_str())
+                .bind(AuthorityState::Retiring.as_str())
+                .bind(AuthorityState::Active.as_str()),
+        )
+        .await?;
+        insert_authority(&mut *tx, new, crl).await?;
+        tx.execute(sql::insert_audit(audit)).await?;
+        tx.notify(Change::Cluster(new.cluster_id)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_service_account_keys(&self, cluster_id: Uuid) -> StoreResult<Vec<ServiceAccountKeyRecord>> {
+        let stmt = Stmt::new(format!(
+            "SELECT {SERVICE_ACCOUNT_KEY_COLUMNS} FROM service_account_keys WHERE cluster_id = $1 \
+             ORDER BY created_at, key_id"
+        ))
+        .bind(cluster_id);
+        self.read().await?.fetch_all(stmt).await?.iter().map(service_account_key_from_row).collect()
+    }
+
+    async fn add_service_account_key(
+        &self,
+        key: &ServiceAccountKeyRecord,
+        audit: &AuditEntry,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let existing = tx
+            .fetch_optional(
+                Stmt::new("SELECT state FROM service_account_keys WHERE cluster_id = $1 AND key_id = $2")
+                    .bind(key.cluster_id)
+                    .bind(key.key_id.as_str()),
+            )
+            .await?;
+        if existing.is_some() {
+            return Err(StoreError::Conflict("the cluster has this service-account key already".into()));
+        }
+        tx.execute(
+            Stmt::new("UPDATE service_account_keys SET state = $2 WHERE cluster_id = $1 AND state = $3")
+                .bind(key.cluster_id)
+                .bind(AuthorityState::Retiring.as_str())
+                .bind(AuthorityState::Active.as_str()),
+        )
+        .await?;
+        tx.execute(sql::insert_service_account_key(key)).await?;
+        tx.execute(sql::insert_audit(audit)).await?;
+        tx.notify(Change::Cluster(key.cluster_id)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn retire_service_account_key(
+        &self,
+        cluster_id: Uuid,
+        key_id: &str,
+        audit: &AuditEntry,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let row = tx
+            .fetch_optional(
+                Stmt::new(format!(
+                    "SELECT state FROM service_account_keys WHERE cluster_id = $1 AND key_id = $2{}",
+                    <Conn<B> as Connection>::FOR_UPDATE
+                ))
+                .bind(cluster_id)
+                .bind(key_id),
+            )
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let state: String = row.get("state")?;
+        if state == AuthorityState::Active.as_str() {
+            return Err(StoreError::Conflict(
+                "the active key signs: rotate first, then retire it once its tokens have expired".into(),
+            ));
+        }
+        tx.execute(
+            Stmt::new("UPDATE service_account_keys SET state = $3 WHERE cluster_id = $1 AND key_id = $2")
+                .bind(cluster_id)
+                .bind(key_id)
+                .bind(AuthorityState::Retired.as_str()),
+        )
+        .await?;
+        tx.execute(sql::insert_audit(audit)).await?;
+        tx.notify(Change::Cluster(cluster_id)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_audit(&self, audit: &AuditEntry) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        tx.execute(sql::insert_audit(audit)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn earliest_leaf_expiries(
+        &self,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<(Uuid, String, OffsetDateTime)>> {
+        let stmt = Stmt::new(
+            "SELECT cluster_id, profile, min(not_after) AS earliest FROM certificates \
+             WHERE revoked_at IS NULL AND not_after > $1 GROUP BY cluster_id, profile",
+        )
+        .bind(now);
+        self.read()
+            .await?
+            .fetch_all(stmt)
+            .await?
+            .iter()
+            .map(|row| Ok((row.uuid("cluster_id")?, row.get("profile")?, row.time("earliest")?)))
+            .collect()
+    }
+
     async fn rewrap_sealed_keys(
         &self,
         new_version: i32,
@@ -844,6 +1046,9 @@ impl<B: Backend> Store for B {
                 .await?;
                 match owner {
                     SealedOwner::Authority(_) => counts.authorities += 1,
+                    SealedOwner::PendingAuthority(_) | SealedOwner::ServiceAccountKey(_) => {
+                        counts.cluster_keys += 1
+                    }
                     _ => counts.token_keys += 1,
                 }
             }
@@ -887,6 +1092,9 @@ impl<B: Backend> Store for B {
                 if row.get::<Option<Vec<u8>>>("previous_sealed_key")?.is_some() {
                     match owner {
                         SealedOwner::Authority(_) => counts.authorities += 1,
+                        SealedOwner::PendingAuthority(_) | SealedOwner::ServiceAccountKey(_) => {
+                            counts.cluster_keys += 1
+                        }
                         _ => counts.token_keys += 1,
                     }
                 }

@@ -97,6 +97,44 @@ pub struct AuthorityRecord {
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
     pub created_at: OffsetDateTime,
+    /// For an intermediate under the organisation's root: its issuers, PEM, nearest first
+    /// (empty otherwise). Served after it in its bundles.
+    pub chain_pem: String,
+}
+
+/// A key made for an intermediate whose certificate the organisation has yet to sign. Its id
+/// becomes the authority's id (the key is sealed bound to it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingAuthorityRecord {
+    pub id: Uuid,
+    pub cluster_id: Uuid,
+    pub kind: AuthorityKind,
+    pub key_algorithm: KeyAlgorithm,
+    pub sealed_key: Vec<u8>,
+    pub key_version: i32,
+    pub csr_der: Vec<u8>,
+    pub created_at: OffsetDateTime,
+    /// The copy a master-key rewrap kept under the previous master key.
+    pub previous_seal: Option<PreviousSeal>,
+}
+
+/// A service-account token signing key of a cluster, sealed under the master key. The active one
+/// signs; active and retiring ones verify.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceAccountKeyRecord {
+    pub id: Uuid,
+    pub cluster_id: Uuid,
+    /// The JWT `kid` kube-apiserver gives it: base64url of the SHA-256 of its public key.
+    pub key_id: String,
+    pub state: AuthorityState,
+    pub key_algorithm: KeyAlgorithm,
+    pub sealed_key: Vec<u8>,
+    pub key_version: i32,
+    /// `PUBLIC KEY` (SubjectPublicKeyInfo) PEM.
+    pub public_pem: String,
+    pub created_at: OffsetDateTime,
+    /// The copy a master-key rewrap kept under the previous master key.
+    pub previous_seal: Option<PreviousSeal>,
 }
 
 /// A key sealed under a previous master key version, kept during a master-key change.
@@ -111,6 +149,9 @@ pub struct PreviousSeal {
 pub enum SealedOwner {
     Authority(Uuid),
     TokenKey(i32),
+    /// The key of an intermediate waiting for its certificate (bound like an authority's).
+    PendingAuthority(Uuid),
+    ServiceAccountKey(Uuid),
     /// The value sealed at first start to tell a wrong master key.
     MasterKeyCheck,
 }
@@ -127,6 +168,8 @@ pub type SealChecker<'a> = &'a (dyn Fn(SealedOwner, &[u8]) -> Result<(), PkiErro
 pub struct RewrapCounts {
     pub authorities: u64,
     pub token_keys: u64,
+    /// Service-account keys and pending intermediate keys.
+    pub cluster_keys: u64,
     pub master_key_check: u64,
 }
 
@@ -154,6 +197,8 @@ pub struct NewCluster {
     pub cluster: ClusterRecord,
     pub authorities: Vec<AuthorityRecord>,
     pub crls: Vec<CrlRecord>,
+    /// Service-account keys it starts with (an imported `sa.key`), if any.
+    pub service_account_keys: Vec<ServiceAccountKeyRecord>,
 }
 
 /// An issued certificate, as recorded before it is handed out.
@@ -194,6 +239,8 @@ pub struct CertificateFilter {
     /// Keyset cursor: only certificates recorded before this position.
     pub before_seq: Option<i64>,
     pub limit: u32,
+    /// Only unexpired, unrevoked certificates that expire by then.
+    pub expiring_before: Option<OffsetDateTime>,
 }
 
 /// A page of certificates, newest first, with each one's position for the next cursor.
@@ -491,6 +538,57 @@ pub trait Store: Send + Sync + 'static {
         audit: Option<&AuditEntry>,
     ) -> StoreResult<()>;
 
+    /// Keep the key and CSR of an intermediate to be signed, replacing any earlier request for
+    /// that cluster and kind, with its audit event.
+    async fn save_pending_authority(
+        &self,
+        pending: &PendingAuthorityRecord,
+        audit: &AuditEntry,
+    ) -> StoreResult<()>;
+
+    /// The pending intermediate of a cluster's kind.
+    async fn get_pending_authority(
+        &self,
+        cluster_id: Uuid,
+        kind: AuthorityKind,
+    ) -> StoreResult<PendingAuthorityRecord>;
+
+    /// Install a signed intermediate as a new generation (as `rotate_authority` does) and drop its
+    /// pending request, whose id `new` carries; Conflict when that request was replaced meanwhile.
+    async fn install_intermediate(
+        &self,
+        new: &AuthorityRecord,
+        crl: &CrlRecord,
+        audit: &AuditEntry,
+    ) -> StoreResult<()>;
+
+    /// Every service-account key of a cluster, retired ones included, oldest first.
+    async fn list_service_account_keys(&self, cluster_id: Uuid) -> StoreResult<Vec<ServiceAccountKeyRecord>>;
+
+    /// Add a service-account key that signs from now on: the active one becomes retiring (it still
+    /// verifies). Conflict when the cluster has that key already.
+    async fn add_service_account_key(
+        &self,
+        key: &ServiceAccountKeyRecord,
+        audit: &AuditEntry,
+    ) -> StoreResult<()>;
+
+    /// Retire a retiring service-account key: it stops verifying. Conflict for the active one.
+    async fn retire_service_account_key(
+        &self,
+        cluster_id: Uuid,
+        key_id: &str,
+        audit: &AuditEntry,
+    ) -> StoreResult<()>;
+
+    /// Record an audit event of an action that changes nothing stored (an export).
+    async fn record_audit(&self, audit: &AuditEntry) -> StoreResult<()>;
+
+    /// The earliest expiry of the unexpired, unrevoked certificates of each cluster and profile.
+    async fn earliest_leaf_expiries(
+        &self,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<(Uuid, String, OffsetDateTime)>>;
     /// Seal every key (authorities of every state, token keys, the master key check) again, in
     /// one transaction: `reseal` gives the value under the new master key, and the value it
     /// replaces is kept as the previous seal, so that replicas running with the previous master

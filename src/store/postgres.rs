@@ -21,6 +21,7 @@ pub(crate) const MIGRATIONS: &[EmbeddedMigration] = &[
     (3, "revoked covering index", include_str!("../../migrations/postgres/0003_revoked_covering_index.sql")),
     (4, "api tokens", include_str!("../../migrations/postgres/0004_api_tokens.sql")),
     (5, "cluster version", include_str!("../../migrations/postgres/0005_cluster_version.sql")),
+    (6, "pki adoption", include_str!("../../migrations/postgres/0006_pki_adoption.sql")),
     (8, "key custody", include_str!("../../migrations/postgres/0008_key_custody.sql")),
     (9, "pkcs11 keys", include_str!("../../migrations/postgres/0009_pkcs11_keys.sql")),
 ];

@@ -22,7 +22,11 @@ pub(super) const CLUSTER_COLUMNS: &str =
     "id, name, server, key_algorithm, policy, labels, created_at, updated_at, version, key_storage";
 pub(super) const AUTHORITY_COLUMNS: &str = "id, cluster_id, kind, generation, state, subject, certificate_der, \
      fingerprint, key_algorithm, sealed_key, key_version, not_before, not_after, created_at, previous_sealed_key, \
-     previous_key_version, key_storage, key_reference";
+     previous_key_version, chain_pem, key_storage, key_reference";
+pub(super) const SERVICE_ACCOUNT_KEY_COLUMNS: &str = "id, cluster_id, key_id, state, key_algorithm, sealed_key, key_version, public_pem, created_at, \
+     previous_sealed_key, previous_key_version";
+pub(super) const PENDING_AUTHORITY_COLUMNS: &str = "id, cluster_id, kind, key_algorithm, sealed_key, key_version, csr_der, created_at, previous_sealed_key, \
+     previous_key_version";
 pub(super) const CERTIFICATE_COLUMNS: &str = "seq, serial, cluster_id, authority_id, kind, generation, profile, \
      common_name, groups, dns_names, ip_addresses, not_before, not_after, fingerprint, certificate_der, issued_by, \
      created_at, revoked_at, revocation_reason";
@@ -239,6 +243,7 @@ pub(super) const BACKUP_TABLES: &[BackupTable] = &[
             ("created_at", Kind::Time),
             ("previous_sealed_key", Kind::Bytes),
             ("previous_key_version", Kind::Int32),
+            ("chain_pem", Kind::Text),
             ("key_storage", Kind::Text),
             ("key_reference", Kind::Text),
         ],
@@ -326,6 +331,39 @@ pub(super) const BACKUP_TABLES: &[BackupTable] = &[
             ("revoked_at", Kind::Time),
         ],
         Some("seq"),
+    ),
+    (
+        "pending_authorities",
+        &[
+            ("id", Kind::Uuid),
+            ("cluster_id", Kind::Uuid),
+            ("kind", Kind::Text),
+            ("key_algorithm", Kind::Text),
+            ("sealed_key", Kind::Bytes),
+            ("key_version", Kind::Int32),
+            ("csr_der", Kind::Bytes),
+            ("created_at", Kind::Time),
+            ("previous_sealed_key", Kind::Bytes),
+            ("previous_key_version", Kind::Int32),
+        ],
+        None,
+    ),
+    (
+        "service_account_keys",
+        &[
+            ("id", Kind::Uuid),
+            ("cluster_id", Kind::Uuid),
+            ("key_id", Kind::Text),
+            ("state", Kind::Text),
+            ("key_algorithm", Kind::Text),
+            ("sealed_key", Kind::Bytes),
+            ("key_version", Kind::Int32),
+            ("public_pem", Kind::Text),
+            ("created_at", Kind::Time),
+            ("previous_sealed_key", Kind::Bytes),
+            ("previous_key_version", Kind::Int32),
+        ],
+        None,
     ),
 ];
 
@@ -424,6 +462,36 @@ pub(super) fn authority_from_row(row: &impl Columns) -> StoreResult<AuthorityRec
         not_before: row.time("not_before")?,
         not_after: row.time("not_after")?,
         created_at: row.time("created_at")?,
+        chain_pem: row.get("chain_pem")?,
+    })
+}
+
+pub(super) fn pending_authority_from_row(row: &impl Columns) -> StoreResult<PendingAuthorityRecord> {
+    Ok(PendingAuthorityRecord {
+        id: row.uuid("id")?,
+        cluster_id: row.uuid("cluster_id")?,
+        kind: parse_kind(row.get("kind")?)?,
+        key_algorithm: parse_key_algorithm(row.get("key_algorithm")?)?,
+        sealed_key: row.get("sealed_key")?,
+        key_version: row.get("key_version")?,
+        csr_der: row.get("csr_der")?,
+        created_at: row.time("created_at")?,
+        previous_seal: previous_seal(row)?,
+    })
+}
+
+pub(super) fn service_account_key_from_row(row: &impl Columns) -> StoreResult<ServiceAccountKeyRecord> {
+    Ok(ServiceAccountKeyRecord {
+        id: row.uuid("id")?,
+        cluster_id: row.uuid("cluster_id")?,
+        key_id: row.get("key_id")?,
+        state: parse_state(row.get("state")?)?,
+        key_algorithm: parse_key_algorithm(row.get("key_algorithm")?)?,
+        sealed_key: row.get("sealed_key")?,
+        key_version: row.get("key_version")?,
+        public_pem: row.get("public_pem")?,
+        created_at: row.time("created_at")?,
+        previous_seal: previous_seal(row)?,
     })
 }
 
@@ -541,6 +609,24 @@ pub(super) fn insert_audit(entry: &AuditEntry) -> Stmt {
     .bind(entry.cluster_id)
     .bind(entry.remote_addr.clone())
     .bind(entry.details.clone())
+}
+
+pub(super) fn insert_service_account_key(key: &ServiceAccountKeyRecord) -> Stmt {
+    Stmt::new(format!(
+        "INSERT INTO service_account_keys ({SERVICE_ACCOUNT_KEY_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+    ))
+    .bind(key.id)
+    .bind(key.cluster_id)
+    .bind(key.key_id.as_str())
+    .bind(key.state.as_str())
+    .bind(key.key_algorithm.as_str())
+    .bind(key.sealed_key.as_slice())
+    .bind(key.key_version)
+    .bind(key.public_pem.as_str())
+    .bind(key.created_at)
+    .bind(key.previous_seal.as_ref().map(|p| p.sealed_key.clone()))
+    .bind(key.previous_seal.as_ref().and_then(|p| p.key_version))
 }
 
 pub(super) fn insert_certificate(c: &CertificateRecord) -> Stmt {

@@ -17,22 +17,22 @@ use kca::pki::AuthorityKind;
 use kca::token::Scope;
 
 /// The `kca` binary with a private HOME and cache, talking to one server.
-struct Kca {
-    home: tempfile::TempDir,
-    env: Vec<(String, String)>,
+pub struct Kca {
+    pub home: tempfile::TempDir,
+    pub env: Vec<(String, String)>,
     /// Must never appear in any output.
     secret: Option<String>,
 }
 
-struct Ran {
-    success: bool,
-    stdout: String,
-    stderr: String,
+pub struct Ran {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 impl Kca {
     /// Configured through KCA_URL, KCA_CACERT and (when given) KCA_TOKEN.
-    fn new(server: &TestServer, token: Option<&str>) -> Self {
+    pub fn new(server: &TestServer, token: Option<&str>) -> Self {
         let mut kca = Self::bare();
         kca.env.push(("KCA_URL".into(), server.url.clone()));
         kca.env.push(("KCA_CACERT".into(), dev_cert(server).display().to_string()));
@@ -44,7 +44,7 @@ impl Kca {
     }
 
     /// Only PATH, HOME and the cache directory: nothing to find the server with.
-    fn bare() -> Self {
+    pub fn bare() -> Self {
         let home = tempfile::tempdir().unwrap();
         let env = vec![
             ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
@@ -54,11 +54,11 @@ impl Kca {
         Self { home, env, secret: None }
     }
 
-    fn cache_dir(&self) -> PathBuf {
+    pub fn cache_dir(&self) -> PathBuf {
         self.home.path().join("cache")
     }
 
-    async fn run(&self, args: &[&str]) -> Ran {
+    pub async fn run(&self, args: &[&str]) -> Ran {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let env = self.env.clone();
         let output: Output = tokio::task::spawn_blocking(move || {
@@ -84,36 +84,42 @@ impl Kca {
     }
 
     /// Run, assert success, answer stdout.
-    async fn ok(&self, args: &[&str]) -> String {
+    pub async fn ok(&self, args: &[&str]) -> String {
         let ran = self.run(args).await;
         assert!(ran.success, "kca {args:?} failed: {}", ran.stderr);
         ran.stdout
     }
 
     /// Run, assert failure, answer stderr.
-    async fn fails(&self, args: &[&str]) -> String {
+    pub async fn fails(&self, args: &[&str]) -> String {
         let ran = self.run(args).await;
         assert!(!ran.success, "kca {args:?} succeeded: {}", ran.stdout);
         assert!(ran.stderr.starts_with("kca: "), "{}", ran.stderr);
         ran.stderr
     }
 
-    async fn json(&self, args: &[&str]) -> Value {
+    pub async fn json(&self, args: &[&str]) -> Value {
         let out = self.ok(args).await;
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("kca {args:?}: {e}: {out}"))
     }
 }
 
-fn dev_cert(server: &TestServer) -> PathBuf {
+pub fn dev_cert(server: &TestServer) -> PathBuf {
     server.data_dir.path().join("tls/dev-cert.pem")
 }
 
-fn mode(path: &Path) -> u32 {
+pub fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
 /// The `detail` the server answers to a request, to compare with what the CLI shows.
-async fn detail(server: &TestServer, method: Method, path: &str, token: &str, body: Option<Value>) -> String {
+pub async fn detail(
+    server: &TestServer,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> String {
     let (status, headers, text) = server.send(method, path, Some(token), body).await;
     assert!(status.is_client_error(), "{path}: {status}");
     assert_eq!(headers["content-type"], "application/problem+json");
@@ -121,7 +127,7 @@ async fn detail(server: &TestServer, method: Method, path: &str, token: &str, bo
     problem["detail"].as_str().unwrap().to_string()
 }
 
-async fn certificates_of(server: &TestServer, token: &str, user: &str) -> Vec<Value> {
+pub async fn certificates_of(server: &TestServer, token: &str, user: &str) -> Vec<Value> {
     let path = format!("/v1/clusters/prod/certificates?user={user}");
     let listed = server.json(Method::GET, &path, Some(token), None, 200).await;
     listed["items"].as_array().unwrap().clone()
@@ -231,7 +237,8 @@ async fn the_cli_manages_clusters_and_certificates_and_issues_kubeconfigs() {
 
     // A kubeconfig in a file: mode 0600, nothing on stdout.
     let file = kca.home.path().join("kube/bob.yaml");
-    let out = kca.ok(&["kubeconfig", "prod", "bob", "-g", "user-bob", "-o", file.to_str().unwrap()]).await;
+    let out =
+        kca.ok(&["kubeconfig", "prod", "bob", "-g", "user-bob", "--file", file.to_str().unwrap()]).await;
     assert!(out.is_empty());
     assert_eq!(mode(&file), 0o600);
     let written: serde_norway::Value =
@@ -255,7 +262,7 @@ async fn the_cli_manages_clusters_and_certificates_and_issues_kubeconfigs() {
     assert_eq!(pem, served);
     assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
     let ca_file = kca.home.path().join("operators.pem");
-    kca.ok(&["authority-cert", "prod", "operators", "-o", ca_file.to_str().unwrap()]).await;
+    kca.ok(&["authority-cert", "prod", "operators", "--file", ca_file.to_str().unwrap()]).await;
     assert_eq!(std::fs::read_to_string(&ca_file).unwrap(), served);
     let expected =
         detail(&server, Method::GET, "/v1/clusters/prod/authorities/bogus/ca.pem", &admin, None).await;
@@ -359,13 +366,13 @@ async fn kubectl_runs_the_exec_plugin_and_reuses_its_cached_credential() {
     let kca = Kca::new(&server, Some(&issuer));
     let file = kca.home.path().join("kube/config");
     let file_arg = file.to_str().unwrap();
-    let exec = ["kubeconfig", "prod", "alice", "-g", "dev", "-g", "ops", "--exec", "-o", file_arg];
+    let exec = ["kubeconfig", "prod", "alice", "-g", "dev", "-g", "ops", "--exec", "--file", file_arg];
     let err = kca.fails(&exec).await;
     assert!(err.contains("--server"), "{err}");
     kca.ok(&[&exec[..], &["--server", apiserver_url.as_str()][..]].concat()).await;
     let reader = Kca::new(&server, Some(&server.token(&[Scope::Read]).await));
     let read_file = reader.home.path().join("config");
-    let with_read = [&exec[..8], &["-o", read_file.to_str().unwrap()][..]].concat();
+    let with_read = [&exec[..8], &["--file", read_file.to_str().unwrap()][..]].concat();
     reader.ok(&with_read).await;
     assert_eq!(std::fs::read_to_string(&read_file).unwrap(), std::fs::read_to_string(&file).unwrap());
 
@@ -415,13 +422,19 @@ async fn kubectl_runs_the_exec_plugin_and_reuses_its_cached_credential() {
     assert!(apiserver.peers.lock().unwrap().len() > peers.len());
     assert_eq!(certificates_of(&server, &admin, "alice").await.len(), 1);
 
-    // The cache: one 0600 file in a 0700 directory, holding no token.
+    // The cache: the credential and the cluster's revoked list (read before reusing it), 0600
+    // files in a 0700 directory, holding no token.
     let cache = kca.cache_dir();
     assert_eq!(mode(&cache), 0o700);
-    let entries: Vec<PathBuf> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
-    assert_eq!(entries.len(), 1, "{entries:?}");
-    assert_eq!(mode(&entries[0]), 0o600);
-    assert!(!std::fs::read_to_string(&entries[0]).unwrap().contains(&issuer));
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
+    entries.sort();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert!(entries[0].file_name().unwrap().to_str().unwrap().starts_with("exec-credential-"));
+    assert!(entries[1].file_name().unwrap().to_str().unwrap().starts_with("revoked-"));
+    for entry in &entries {
+        assert_eq!(mode(entry), 0o600);
+        assert!(!std::fs::read_to_string(entry).unwrap().contains(&issuer));
+    }
 
     // The plugin itself, groups in another order: the same cached credential.
     let credential = kca.json(&["kubeconfig", "prod", "alice", "-g", "ops", "-g", "dev", "-x"]).await;

@@ -73,6 +73,11 @@ impl Transcript {
             }
         }
     }
+
+    /// The first request whose answer contains `needle`.
+    pub fn find(&self, needle: &str) -> Option<String> {
+        self.0.lock().unwrap().iter().find(|(_, body)| body.contains(needle)).map(|(r, _)| r.clone())
+    }
 }
 
 pub struct TestServer {

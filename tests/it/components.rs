@@ -1,5 +1,5 @@
 //! Component certificates: every profile against pkilint and rustls-webpki, and a real etcd
-//! cluster formed, used and guarded with them.
+//! cluster formed, used (etcdctl and its gRPC gateway) and guarded with them.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -38,10 +38,15 @@ async fn every_profile_is_lint_clean_and_fit_for_its_usage_only() {
     let admin = server.token(&[Scope::Admin]).await;
     let issuer = admin.clone();
     server.create_component_cluster(&admin, "prod").await;
+    // super-admin carries system:masters: refused until the policy allows it.
+    let problem = issue(&server, &issuer, json!({"profile": "super-admin"}), 403).await;
+    assert_eq!(problem["rule"], "allow_system_masters");
+    let allow = json!({"policy": {"allow_system_masters": true}});
+    server.json(Method::PATCH, "/v1/clusters/prod", Some(&admin), Some(allow), 200).await;
     let dir = tempfile::tempdir().unwrap();
     let profiles = server.json(Method::GET, "/v1/profiles", None, None, 200).await;
     let profiles = profiles.as_array().unwrap();
-    assert_eq!(profiles.len(), 12);
+    assert_eq!(profiles.len(), 13);
     for profile in profiles {
         let name = profile["name"].as_str().unwrap();
         let mut request = json!({"profile": name});
@@ -111,7 +116,7 @@ async fn every_profile_is_lint_clean_and_fit_for_its_usage_only() {
     }
     let listed =
         server.json(Method::GET, "/v1/clusters/prod/certificates?limit=500", Some(&admin), None, 200).await;
-    assert_eq!(listed["items"].as_array().unwrap().len(), 12);
+    assert_eq!(listed["items"].as_array().unwrap().len(), 13);
     // Every component profile is privileged: no other scope reaches one.
     for scope in [Scope::KubeconfigsIssue, Scope::CertificatesIssue, Scope::ClustersWrite] {
         let token = server.token(&[scope]).await;
@@ -279,6 +284,24 @@ async fn a_real_etcd_cluster_forms_and_guards_itself_with_kca_certificates() {
     let get =
         etcdctl(&endpoints, ca_file, &good_cert, &good_key, &["get", "/kca/test", "--print-value-only"]);
     assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "hello");
+
+    // etcd's gRPC gateway (HTTP/JSON on the client port) dials etcd itself with the serving
+    // certificate: without clientAuth in etcd-server, this answers 503 ("write: broken pipe").
+    let first_client = format!("https://127.0.0.1:{}", members[0].1);
+    let range = Command::new("curl")
+        .args(["-sS", "--fail-with-body", "--max-time", "10", "--cacert", ca_file])
+        .args(["--cert", &good_cert, "--key", &good_key])
+        .args(["-X", "POST", &format!("{first_client}/v3/kv/range")])
+        .args(["-H", "Content-Type: application/json", "-d", r#"{"key": "L2tjYS90ZXN0"}"#])
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&range.stdout);
+    assert!(range.status.success(), "gRPC gateway: {body} {}", String::from_utf8_lossy(&range.stderr));
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    // "aGVsbG8=" is base64 of "hello".
+    assert_eq!(answer["kvs"][0]["value"], "aGVsbG8=", "{body}");
+    let health = etcdctl(&first_client, ca_file, &good_cert, &good_key, &["endpoint", "health"]);
+    assert!(health.status.success(), "{}", String::from_utf8_lossy(&health.stderr));
 
     // A client certificate from another CA, and a revoked one, are refused.
     for (name, issued) in [("foreign", &foreign), ("revoked", &revoked)] {

@@ -426,3 +426,109 @@ async fn haproxy_enforces_revocation_and_rotation_with_no_restart() {
             .unwrap();
     assert_eq!(state["crl_numbers"].as_object().unwrap().len(), 4, "{state:?}");
 }
+
+/// The client certificate and key of a kubeconfig file `kca kubeconfig` wrote, as [`client`] takes them.
+fn identity_of_kubeconfig(path: &Path) -> Value {
+    use base64::Engine;
+    let kubeconfig: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let user = &kubeconfig["users"][0]["user"];
+    let decode = |field: &str| {
+        let data = base64::engine::general_purpose::STANDARD.decode(user[field].as_str().unwrap()).unwrap();
+        String::from_utf8(data).unwrap()
+    };
+    json!({"certificate_pem": decode("client-certificate-data"), "private_key_pem": decode("client-key-data")})
+}
+
+crate::on_both_backends!(rotating_the_operators_ca_and_retiring_the_old_one_cuts_off_its_kubeconfigs);
+
+/// `kca authorities rotate CLUSTER operators --yes` (exo's rotate-operators-ca): a kubeconfig signed
+/// by the old operators CA passes HAProxy before, and is refused after the next `kca crl-sync`; one
+/// issued after the rotation passes.
+async fn rotating_the_operators_ca_and_retiring_the_old_one_cuts_off_its_kubeconfigs(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.token(&[Scope::Admin]).await;
+    server.create_component_cluster(&admin, "prod").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cacert = server.data_dir.path().join("tls/dev-cert.pem");
+    let kca = crate::cli::Kca::new(&server, Some(&admin));
+
+    // HAProxy's and the backend's certificates, written by `kca certificates issue`.
+    let issue = |profile: &'static str, base: &'static str, extra: &'static [&'static str]| {
+        let kca = &kca;
+        let base = dir.path().join(base).display().to_string();
+        async move {
+            kca.ok(
+                &[&["certificates", "issue", "prod", profile, "--file", base.as_str()][..], extra].concat()
+            )
+            .await;
+            let read = |ext: &str| std::fs::read_to_string(format!("{base}.{ext}")).unwrap();
+            (read("crt"), read("key"))
+        }
+    };
+    let (cert, key) = issue("apiserver", "haproxy-serving", &["--ip", "127.0.0.1"]).await;
+    temp_file(dir.path(), "server.pem", format!("{cert}{key}").as_bytes());
+    let (cert, key) = issue("front-proxy-client", "front-proxy", &[]).await;
+    temp_file(dir.path(), "front-proxy-client.pem", format!("{cert}{key}").as_bytes());
+    let (upstream_cert, upstream_key) = issue("apiserver", "upstream", &["--ip", "127.0.0.1"]).await;
+    let control_plane_ca = kca.ok(&["authority-cert", "prod", "control-plane"]).await;
+    temp_file(dir.path(), "control-plane-ca.pem", control_plane_ca.as_bytes());
+    let aggregation_ca = kca.ok(&["authority-cert", "prod", "aggregation"]).await;
+
+    // Alice's kubeconfig, signed by generation 1 of the operators CA.
+    let alice_file = dir.path().join("alice.yaml");
+    kca.ok(&["kubeconfig", "prod", "alice", "-g", "dev", "--file", alice_file.to_str().unwrap()]).await;
+    let alice = identity_of_kubeconfig(&alice_file);
+
+    let outputs = [
+        "--ca-out",
+        &dir.path().join("client-ca.pem").display().to_string(),
+        "--crl-out",
+        &dir.path().join("client-crl.pem").display().to_string(),
+        "--map-out",
+        &dir.path().join("revoked.map").display().to_string(),
+    ]
+    .map(String::from);
+    let first = crl_sync(&server.url, Some(&cacert), &outputs, &[]).await;
+    assert!(first.success, "{}", first.stderr);
+    let backend_server = Upstream::start(&upstream_cert, &upstream_key, &aggregation_ca).await;
+    let mut haproxy = Haproxy::start(dir.path(), backend_server.port, 4);
+    let pid = haproxy.same_process();
+    assert_eq!(fresh_request(&haproxy, &alice, &control_plane_ca).await, Some(200));
+    assert_eq!(backend_server.last("x-remote-user"), ["alice"]);
+
+    // Rotate and retire at once; what generation 1 signed is revoked.
+    let ran = kca.run(&["authorities", "rotate", "prod", "operators", "--yes", "-o", "json"]).await;
+    assert!(ran.success, "{}", ran.stderr);
+    assert!(ran.stderr.contains("retired generation 1"), "{}", ran.stderr);
+    let operators: Value = serde_json::from_str(&ran.stdout).unwrap();
+    assert_eq!(operators["generation"], 2);
+    assert_eq!(operators["generations"].as_array().unwrap().len(), 1, "{operators}");
+    let alice_serial = crate::cli::certificates_of(&server, &admin, "alice").await[0]["serial"].clone();
+    let shown =
+        kca.json(&["certificates", "show", "prod", alice_serial.as_str().unwrap(), "-o", "json"]).await;
+    assert_eq!(shown["status"], "revoked");
+    // Bob's kubeconfig comes from generation 2. HAProxy knows nothing yet: alice still gets in.
+    let bob_file = dir.path().join("bob.yaml");
+    kca.ok(&["kubeconfig", "prod", "bob", "--file", bob_file.to_str().unwrap()]).await;
+    let bob = identity_of_kubeconfig(&bob_file);
+    assert_eq!(fresh_request(&haproxy, &alice, &control_plane_ca).await, Some(200));
+
+    // One crl-sync pass through the runtime API: alice is refused, bob passes, same process.
+    let runtime = [
+        "--haproxy-socket".to_string(),
+        haproxy.socket().display().to_string(),
+        "--haproxy-crl-path".into(),
+        dir.path().join("client-crl.pem").display().to_string(),
+        "--haproxy-ca-path".into(),
+        dir.path().join("client-ca.pem").display().to_string(),
+        "--haproxy-map-path".into(),
+        dir.path().join("revoked.map").display().to_string(),
+    ];
+    let synced = crl_sync(&server.url, Some(&cacert), &outputs, &runtime).await;
+    assert!(synced.success, "{}", synced.stderr);
+    assert_eq!(haproxy.same_process(), pid);
+    assert_eq!(fresh_request(&haproxy, &alice, &control_plane_ca).await, None);
+    assert_eq!(fresh_request(&haproxy, &bob, &control_plane_ca).await, Some(200));
+    assert_eq!(backend_server.last("x-remote-user"), ["bob"]);
+}

@@ -1,5 +1,5 @@
 //! A small mutual-TLS endpoint standing in for kube-apiserver: it trusts one client CA, serves
-//! `/version`, and records the CN and Os of every client certificate it accepts.
+//! `/version`, and records the CN, Os and serial of every client certificate it accepts.
 
 use std::sync::{Arc, Mutex};
 
@@ -12,11 +12,13 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 
-/// Who connected: the client certificate's CN and O values, in order.
+/// Who connected: the client certificate's CN and O values, in order, and its serial.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Peer {
     pub common_name: String,
     pub organizations: Vec<String>,
+    /// Uppercase hex, as kca writes serials.
+    pub serial: String,
 }
 
 pub struct MtlsServer {
@@ -92,7 +94,8 @@ fn peer_of(cert: &CertificateDer<'_>) -> Peer {
     use der::Decode;
     use der::asn1::Utf8StringRef;
     let cert = x509_cert::Certificate::from_der(cert.as_ref()).unwrap();
-    let mut peer = Peer { common_name: String::new(), organizations: Vec::new() };
+    let serial = hex::encode_upper(cert.tbs_certificate.serial_number.as_bytes());
+    let mut peer = Peer { common_name: String::new(), organizations: Vec::new(), serial };
     for rdn in cert.tbs_certificate.subject.0.iter() {
         for atv in rdn.0.iter() {
             let value =

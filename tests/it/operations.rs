@@ -308,6 +308,50 @@ async fn logs_of_a_full_run_carry_no_secret() {
     post("/v1/clusters/prod/authorities/operators/generations/1/retire", json!({"force": true}))
         .await
         .unwrap();
+    // Imported keys: a CA (and a refused one), a service-account key, and its export.
+    let identity = kca::pki::ca::AuthorityIdentity {
+        cluster_name: "elsewhere",
+        cluster_id: "00000000-0000-4000-8000-000000000000",
+        kind: kca::pki::AuthorityKind::ControlPlane,
+        generation: 1,
+    };
+    let made = kca::pki::ca::create_authority(
+        &identity,
+        kca::pki::KeyAlgorithm::P256,
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    let ca_pem = kca::pki::to_pem("CERTIFICATE", &made.certificate_der);
+    let ca_key = kca::pki::to_pem("PRIVATE KEY", &made.pkcs8);
+    let (_, other_key) = kca::pki::SigningKeyPair::generate(kca::pki::KeyAlgorithm::P256).unwrap();
+    let other_key = kca::pki::to_pem("PRIVATE KEY", &other_key);
+    let (_, sa_key) = kca::pki::SigningKeyPair::generate(kca::pki::KeyAlgorithm::P256).unwrap();
+    let sa_key = kca::pki::to_pem("PRIVATE KEY", &sa_key);
+    for pem in [&ca_key, &other_key, &sa_key] {
+        secrets.push(pem.lines().nth(1).unwrap().to_string());
+    }
+    let import = "/v1/clusters/prod/authorities/control-plane/import";
+    let refused =
+        post(import, json!({"certificate_pem": ca_pem, "private_key_pem": other_key})).await.unwrap();
+    assert_eq!(refused.status(), 422);
+    let imported = post(import, json!({"certificate_pem": ca_pem, "private_key_pem": ca_key})).await.unwrap();
+    assert_eq!(imported.status(), 200);
+    let misplaced = post(
+        "/v1/clusters",
+        json!({"name": "x", "server": "https://k:6443", "authorities": {"etcd": ca_key}}),
+    );
+    assert!(misplaced.await.unwrap().status().is_client_error());
+    let sa = post("/v1/clusters/prod/service-account/keys/import", json!({"private_key_pem": sa_key}))
+        .await
+        .unwrap();
+    assert_eq!(sa.status(), 201);
+    let exported: Value = post("/v1/clusters/prod/service-account/signing-key/export", json!({}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(exported["private_key_pem"].as_str().unwrap().contains("PRIVATE KEY"));
     // Failures are logged too: a bad token, a bad CSR.
     client.get(format!("{url}/v1/clusters")).bearer_auth(format!("{token}x")).send().await.unwrap();
     post("/v1/clusters/prod/kubeconfigs", json!({"user": "x", "csr_pem": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----"})).await.unwrap();

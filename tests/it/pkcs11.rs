@@ -457,10 +457,18 @@ async fn crls_of_other_cas_are_re_signed_while_a_token_is_away() {
         labels: Default::default(),
         key_algorithm: kca::pki::KeyAlgorithm::P256,
         key_storage: kca::pki::KeyStorage::Sealed,
+        imports: Vec::new(),
+        service_account_key: None,
     };
-    let mut built =
-        kca::clusters::build_cluster(draft, &server.app.keyring, server.app.now(), Duration::from_secs(4))
-            .unwrap();
+    let mut built = kca::clusters::build_cluster(
+        draft,
+        Vec::new(),
+        None,
+        &server.app.keyring,
+        server.app.now(),
+        Duration::from_secs(4),
+    )
+    .unwrap();
     let aggregation =
         built.new.authorities.iter_mut().find(|a| a.kind == kca::pki::AuthorityKind::Aggregation).unwrap();
     aggregation.key_storage = kca::pki::KeyStorage::Pkcs11;

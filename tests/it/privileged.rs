@@ -59,7 +59,7 @@ async fn privileged_identities_need_an_admin_and_a_policy_that_names_them() {
     let before = certificate_count(&server, &admin).await;
 
     let profiles = server.json(Method::GET, "/v1/profiles", None, None, 200).await;
-    assert_eq!(profiles.as_array().unwrap().len(), 12);
+    assert_eq!(profiles.as_array().unwrap().len(), 13);
     let component = |cluster: &str| format!("/v1/clusters/{cluster}/certificates");
     for profile in profiles.as_array().unwrap() {
         let request = component_request(profile);

@@ -195,7 +195,7 @@ async fn concurrent_revocations_all_reach_the_crl(backend: Backend) {
         serials.push(issued["serial"].as_str().unwrap().to_string());
     }
     let published = |server: &TestServer| {
-        let metrics = server.app.render_metrics(time::OffsetDateTime::now_utc());
+        let metrics = server.app.render_metrics(time::OffsetDateTime::now_utc(), &[]);
         metrics
             .lines()
             .find_map(|line| line.strip_prefix("kca_crls_published_total "))

@@ -320,7 +320,7 @@ async fn kca_login_uses_the_device_grant_and_the_session_issues_for_the_person()
 
     // `kca kubeconfig CLUSTER` with no user issues for the signed-in person.
     let kubeconfig = out.join("kubeconfig.yaml");
-    let output = kca(&["kubeconfig", "dev", "-o", kubeconfig.to_str().unwrap()]).output().unwrap();
+    let output = kca(&["kubeconfig", "dev", "--file", kubeconfig.to_str().unwrap()]).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let (cn, groups) = kubeconfig_identity(&kubeconfig);
     assert_eq!(
@@ -330,7 +330,7 @@ async fn kca_login_uses_the_device_grant_and_the_session_issues_for_the_person()
 
     // The --exec kubeconfig: kubectl runs kca, which uses the session.
     let exec = out.join("exec.yaml");
-    let output = kca(&["kubeconfig", "dev", "--exec", "-o", exec.to_str().unwrap()]).output().unwrap();
+    let output = kca(&["kubeconfig", "dev", "--exec", "--file", exec.to_str().unwrap()]).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let view = run_ok("kubectl", &["config", "view", "-o", "json", "--kubeconfig", exec.to_str().unwrap()]);
     let view: Value = serde_json::from_str(&view).unwrap();
@@ -358,7 +358,7 @@ async fn kca_login_uses_the_device_grant_and_the_session_issues_for_the_person()
     if let Some(wait) = half.checked_sub(logged_in.elapsed()) {
         tokio::time::sleep(wait).await;
     }
-    let output = kca(&["kubeconfig", "dev", "-o", kubeconfig.to_str().unwrap()]).output().unwrap();
+    let output = kca(&["kubeconfig", "dev", "--file", kubeconfig.to_str().unwrap()]).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success() && stderr.contains("session renewed until"), "{stderr}");
     let after: Value = serde_json::from_str(&std::fs::read_to_string(&session).unwrap()).unwrap();
@@ -576,7 +576,7 @@ async fn kca_login_falls_back_to_a_loopback_redirect_when_the_provider_has_no_de
     assert!(rest.contains("signed in as oidc:alice@example.com"), "{rest}");
 
     let kubeconfig = out.join("kubeconfig.yaml");
-    let output = kca(&["kubeconfig", "dev", "-o", kubeconfig.to_str().unwrap()]).output().unwrap();
+    let output = kca(&["kubeconfig", "dev", "--file", kubeconfig.to_str().unwrap()]).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(kubeconfig_identity(&kubeconfig).0, "oidc:alice@example.com");
 

@@ -27,6 +27,8 @@ on_both_backends!(
     crl_numbers_strictly_increase_and_list_what_is_revoked,
     the_audit_trail_filters_by_cluster_and_pages,
     tokens_and_their_keys,
+    pending_intermediates_are_replaced_and_installed_once,
+    service_account_keys_overlap_and_retire,
     sealed_keys_are_rewrapped_and_previous_seals_dropped,
     token_keys_are_stored_by_reference_and_never_rewrapped,
     backup_rows_restore_into_an_empty_store_of_either_backend,
@@ -112,8 +114,19 @@ fn new_cluster(name: &str) -> NewCluster {
         labels: [("env".to_string(), "test".to_string())].into(),
         key_algorithm: KeyAlgorithm::P256,
         key_storage: kca::pki::KeyStorage::Sealed,
+        imports: Vec::new(),
+        service_account_key: None,
     };
-    build_cluster(draft, &kca::keyring::Keyring::new(master), now(), Duration::from_secs(86_400)).unwrap().new
+    build_cluster(
+        draft,
+        Vec::new(),
+        None,
+        &kca::keyring::Keyring::new(master),
+        now(),
+        Duration::from_secs(86_400),
+    )
+    .unwrap()
+    .new
 }
 
 fn certificate(
@@ -347,7 +360,13 @@ async fn certificates_are_recorded_listed_and_revoked(backend: Backend) {
     assert!(matches!(store.get_certificate(Uuid::new_v4(), &bob.serial).await, Err(StoreError::NotFound)));
     let list =
         |user: Option<&str>, status: Option<CertificateStatus>, before_seq: Option<i64>, limit: u32| {
-            let filter = CertificateFilter { common_name: user.map(String::from), status, before_seq, limit };
+            let filter = CertificateFilter {
+                common_name: user.map(String::from),
+                status,
+                before_seq,
+                limit,
+                expiring_before: None,
+            };
             async move { store.list_certificates(new.cluster.id, &filter, now()).await.unwrap() }
         };
     let serials =
@@ -554,6 +573,155 @@ async fn tokens_and_their_keys(backend: Backend) {
     ));
 }
 
+async fn pending_intermediates_are_replaced_and_installed_once(backend: Backend) {
+    let f = open(backend).await;
+    let store = f.store.as_ref();
+    let new = new_cluster("int");
+    store.create_cluster(&new, &audit("create", None)).await.unwrap();
+    let (master, _) = MasterKey::generate().unwrap();
+    let kind = AuthorityKind::Operators;
+    assert!(matches!(store.get_pending_authority(new.cluster.id, kind).await, Err(StoreError::NotFound)));
+    let first = kca::clusters::build_pending_authority(&new.cluster, kind, 2, &master, now()).unwrap();
+    store.save_pending_authority(&first, &audit("request", None)).await.unwrap();
+    assert_eq!(store.get_pending_authority(new.cluster.id, kind).await.unwrap(), first);
+    // A newer request replaces it.
+    let second = kca::clusters::build_pending_authority(&new.cluster, kind, 2, &master, now()).unwrap();
+    store.save_pending_authority(&second, &audit("request", None)).await.unwrap();
+    assert_eq!(store.get_pending_authority(new.cluster.id, kind).await.unwrap(), second);
+
+    // An authority carrying a request's id installs it; the replaced request conflicts.
+    let as_generation = |id: uuid::Uuid| {
+        let keyring = kca::keyring::Keyring::new(MasterKey::generate().unwrap().0);
+        let mut built = kca::clusters::build_authority(
+            &new.cluster,
+            kind,
+            2,
+            kca::pki::KeyStorage::Sealed,
+            &keyring,
+            now(),
+            Duration::from_secs(86_400),
+        )
+        .unwrap();
+        built.record.id = id;
+        built.record.chain_pem = "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n".into();
+        built.crl.authority_id = id;
+        built
+    };
+    let stale = as_generation(first.id);
+    assert!(matches!(
+        store.install_intermediate(&stale.record, &stale.crl, &audit("install", None)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let current = as_generation(second.id);
+    store.install_intermediate(&current.record, &current.crl, &audit("install", None)).await.unwrap();
+    assert!(matches!(store.get_pending_authority(new.cluster.id, kind).await, Err(StoreError::NotFound)));
+    let operators: Vec<_> = store
+        .list_authorities(new.cluster.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.kind == kind)
+        .collect();
+    assert_eq!(
+        operators.iter().map(|a| (a.generation, a.state)).collect::<Vec<_>>(),
+        [(1, AuthorityState::Retiring), (2, AuthorityState::Active)]
+    );
+    assert_eq!(operators[1].id, second.id);
+    assert_eq!(operators[1].chain_pem, current.record.chain_pem);
+    // Deleting the cluster takes its requests along.
+    let third = kca::clusters::build_pending_authority(&new.cluster, kind, 3, &master, now()).unwrap();
+    store.save_pending_authority(&third, &audit("request", None)).await.unwrap();
+    store.delete_cluster(new.cluster.id, None, &audit("delete", None)).await.unwrap();
+    assert!(matches!(store.get_pending_authority(new.cluster.id, kind).await, Err(StoreError::NotFound)));
+}
+
+async fn service_account_keys_overlap_and_retire(backend: Backend) {
+    let f = open(backend).await;
+    let store = f.store.as_ref();
+    let new = new_cluster("sa");
+    store.create_cluster(&new, &audit("create", None)).await.unwrap();
+    let key = |key_id: &str| kca::store::ServiceAccountKeyRecord {
+        id: uuid::Uuid::new_v4(),
+        cluster_id: new.cluster.id,
+        key_id: key_id.into(),
+        state: AuthorityState::Active,
+        key_algorithm: kca::pki::KeyAlgorithm::P256,
+        sealed_key: vec![1, 2, 3],
+        key_version: 1,
+        public_pem: format!("pem {key_id}\n"),
+        created_at: now(),
+        previous_seal: None,
+    };
+    let states = || async {
+        store
+            .list_service_account_keys(new.cluster.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|k| (k.key_id, k.state))
+            .collect::<Vec<_>>()
+    };
+    let first = key("a");
+    store.add_service_account_key(&first, &audit("sa", None)).await.unwrap();
+    assert_eq!(store.list_service_account_keys(new.cluster.id).await.unwrap(), vec![first.clone()]);
+    assert!(matches!(
+        store.add_service_account_key(&key("a"), &audit("sa", None)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store.add_service_account_key(&key("b"), &audit("sa", None)).await.unwrap();
+    assert_eq!(
+        states().await,
+        [("a".into(), AuthorityState::Retiring), ("b".into(), AuthorityState::Active)]
+    );
+    assert!(matches!(
+        store.retire_service_account_key(new.cluster.id, "b", &audit("sa", None)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.retire_service_account_key(new.cluster.id, "zz", &audit("sa", None)).await,
+        Err(StoreError::NotFound)
+    ));
+    store.retire_service_account_key(new.cluster.id, "a", &audit("sa", None)).await.unwrap();
+    assert_eq!(states().await, [("a".into(), AuthorityState::Retired), ("b".into(), AuthorityState::Active)]);
+    let before = audit_count(store).await;
+    store.record_audit(&audit("export", None)).await.unwrap();
+    assert_eq!(audit_count(store).await, before + 1);
+
+    // A master-key rewrap seals service-account keys (and pending intermediate keys) again too,
+    // keeping the previous seal; dropping the previous seals then forgets it.
+    let (master, _) = MasterKey::generate().unwrap();
+    let pending =
+        kca::clusters::build_pending_authority(&new.cluster, AuthorityKind::Etcd, 2, &master, now()).unwrap();
+    store.save_pending_authority(&pending, &audit("request", None)).await.unwrap();
+    let reseal = |owner: SealedOwner, sealed: &[u8]| -> Result<Option<Vec<u8>>, kca::pki::PkiError> {
+        match owner {
+            SealedOwner::ServiceAccountKey(_) | SealedOwner::PendingAuthority(_)
+                if !sealed.starts_with(b"v2:") =>
+            {
+                Ok(Some([b"v2:".as_slice(), sealed].concat()))
+            }
+            _ => Ok(None),
+        }
+    };
+    let counts = store.rewrap_sealed_keys(2, &reseal, &audit("keys.rewrap", None)).await.unwrap();
+    assert_eq!(counts.cluster_keys, 3, "two service-account keys and one pending key");
+    let rewrapped = store.list_service_account_keys(new.cluster.id).await.unwrap();
+    assert!(rewrapped.iter().all(|k| k.sealed_key.starts_with(b"v2:") && k.key_version == 2));
+    assert_eq!(rewrapped[1].previous_seal.as_ref().unwrap().sealed_key, vec![1, 2, 3]);
+    let pending_now = store.get_pending_authority(new.cluster.id, AuthorityKind::Etcd).await.unwrap();
+    assert_eq!(pending_now.previous_seal.unwrap().sealed_key, pending.sealed_key);
+    let check = |_: SealedOwner, _: &[u8]| -> Result<(), kca::pki::PkiError> { Ok(()) };
+    store.drop_previous_seals(&check, &audit("keys.drop-previous", None)).await.unwrap();
+    assert!(
+        store
+            .list_service_account_keys(new.cluster.id)
+            .await
+            .unwrap()
+            .iter()
+            .all(|k| k.previous_seal.is_none())
+    );
+}
+
 /// A rewrap seals every key again (here: prefixes it with the new version), keeps the value it
 /// replaced as the previous seal, leaves alone what is sealed already, changes nothing when one
 /// value does not open; dropping the previous seals checks every current one first.
@@ -574,7 +742,7 @@ async fn sealed_keys_are_rewrapped_and_previous_seals_dropped(backend: Backend) 
     };
     let audited = audit_count(store).await;
     let counts = store.rewrap_sealed_keys(2, &reseal_to("v2:"), &audit("keys.rewrap", None)).await.unwrap();
-    assert_eq!(counts, RewrapCounts { authorities: 5, token_keys: 1, master_key_check: 1 });
+    assert_eq!(counts, RewrapCounts { authorities: 5, token_keys: 1, master_key_check: 1, cluster_keys: 0 });
     assert_eq!(audit_count(store).await, audited + 1);
     let rewrapped = store.list_authorities(new.cluster.id).await.unwrap();
     for authority in &rewrapped {
@@ -602,7 +770,7 @@ async fn sealed_keys_are_rewrapped_and_previous_seals_dropped(backend: Backend) 
     // meanwhile under the previous key is sealed again.
     store.insert_token_key(2, b"t2", 1, now(), None).await.unwrap();
     let counts = store.rewrap_sealed_keys(2, &reseal_to("v2:"), &audit("keys.rewrap", None)).await.unwrap();
-    assert_eq!(counts, RewrapCounts { authorities: 0, token_keys: 1, master_key_check: 0 });
+    assert_eq!(counts, RewrapCounts { authorities: 0, token_keys: 1, master_key_check: 0, cluster_keys: 0 });
     assert_eq!(store.list_authorities(new.cluster.id).await.unwrap(), rewrapped);
 
     // One value that does not open: an error naming it, and nothing changed.
@@ -630,7 +798,7 @@ async fn sealed_keys_are_rewrapped_and_previous_seals_dropped(backend: Backend) 
     assert!(store.list_token_keys().await.unwrap()[0].previous_seal.is_some());
     store.rewrap_sealed_keys(2, &reseal_to("v2:"), &audit("keys.rewrap", None)).await.unwrap();
     let counts = store.drop_previous_seals(&only_v2, &audit("keys.drop_previous", None)).await.unwrap();
-    assert_eq!(counts, RewrapCounts { authorities: 5, token_keys: 3, master_key_check: 1 });
+    assert_eq!(counts, RewrapCounts { authorities: 5, token_keys: 3, master_key_check: 1, cluster_keys: 0 });
     assert_eq!(audit_count(store).await, audited + 2);
     assert!(store.list_authorities(new.cluster.id).await.unwrap().iter().all(|a| a.previous_seal.is_none()));
     assert!(store.list_token_keys().await.unwrap().iter().all(|k| k.previous_seal.is_none()));

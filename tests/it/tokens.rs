@@ -50,6 +50,11 @@ async fn token_lifecycle(backend: Backend) {
     assert!(record["last_used_at"].is_string(), "last use recorded: {record}");
     assert!(record["revoked_at"].is_null());
     assert!(!listed.to_string().contains(&token), "a list never shows a token");
+    // Signing out is for single sign-on sessions: an API token that calls it stays valid.
+    server.json(Method::POST, "/auth/logout", Some(&token), None, 400).await;
+    server
+        .json(Method::POST, "/v1/clusters/prod/kubeconfigs", Some(&token), Some(json!({"user": "bob"})), 201)
+        .await;
     // Revoked: refused on the very next request, and the list says so.
     server.json(Method::DELETE, &format!("/v1/tokens/{id}"), Some(&admin), None, 204).await;
     let problem = server
