@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::{Actor, publish};
 use crate::app::App;
 use crate::clusters::{
-    CaImport, build_authority, build_imported_authority, build_intermediate_authority,
+    BuiltAuthority, CaImport, build_authority, build_imported_authority, build_intermediate_authority,
     build_pending_authority, validate_key_storage,
 };
 use crate::error::ApiError;
@@ -29,8 +29,7 @@ pub async fn rotate(
     storage: Option<KeyStorage>,
 ) -> Result<Arc<ClusterSnapshot>, ApiError> {
     let snapshot = read(app, cluster_id).await?;
-    let generation =
-        snapshot.authorities.iter().filter(|a| a.kind == kind).map(|a| a.generation).max().unwrap_or(0) + 1;
+    let generation = next_generation(&snapshot, kind);
     let storage = storage
         .or_else(|| snapshot.signer(kind).map(|a| a.key_storage))
         .unwrap_or(snapshot.cluster.key_storage);
@@ -44,31 +43,11 @@ pub async fn rotate(
     })
     .await
     .map_err(ApiError::internal)??;
-    let audit = actor.audit(
-        now,
-        "authority.rotate",
-        "authority",
-        format!("{kind}/{generation}"),
-        Some(cluster_id),
-        serde_json::json!({
-            "kind": kind,
-            "generation": generation,
-            "fingerprint_sha256": built.record.fingerprint,
-            "key_storage": storage,
-        }),
-    );
-    if let Err(err) = app.store.rotate_authority(&built.record, &built.crl, &audit).await {
-        app.keyring.discard(std::slice::from_ref(&built.record));
-        return Err(match err {
-            StoreError::Conflict(_) => {
-                ApiError::conflict(format!("the {kind} CA was rotated concurrently; retry"))
-            }
-            other => other.into(),
-        });
-    }
-    tracing::info!(cluster.name = %snapshot.cluster.name, authority.kind = %kind, generation, key.storage = %storage, actor = %actor.subject, "authority rotated");
-    publish::authority_added(app, built);
-    Ok(publish::refresh(app, &cluster_id.to_string()).await?)
+    let details = serde_json::json!({
+        "kind": kind, "generation": generation, "fingerprint_sha256": built.record.fingerprint,
+        "key_storage": storage,
+    });
+    make_signer(app, actor, &snapshot, built, "authority.rotate", details).await
 }
 
 /// Adopt an existing CA as generation N+1 of `kind`: checked (a self-signed CA valid now whose key
@@ -83,8 +62,7 @@ pub async fn import(
     ca: CaImport,
 ) -> Result<Arc<ClusterSnapshot>, ApiError> {
     let snapshot = read(app, cluster_id).await?;
-    let generation =
-        snapshot.authorities.iter().filter(|a| a.kind == kind).map(|a| a.generation).max().unwrap_or(0) + 1;
+    let generation = next_generation(&snapshot, kind);
     let now = app.now();
     let (crl_validity, cluster, job_app) = (app.settings.crl_validity, snapshot.cluster.clone(), app.clone());
     let (built, summary) = tokio::task::spawn_blocking(move || {
@@ -108,23 +86,7 @@ pub async fn import(
     let mut details = summary;
     details["generation"] = generation.into();
     details["fingerprint_sha256"] = built.record.fingerprint.clone().into();
-    let audit = actor.audit(
-        now,
-        "authority.import",
-        "authority",
-        format!("{kind}/{generation}"),
-        Some(cluster_id),
-        details,
-    );
-    app.store.rotate_authority(&built.record, &built.crl, &audit).await.map_err(|e| match e {
-        StoreError::Conflict(_) => {
-            ApiError::conflict(format!("the {kind} CA was rotated concurrently; retry"))
-        }
-        other => other.into(),
-    })?;
-    tracing::info!(cluster.name = %snapshot.cluster.name, authority.kind = %kind, generation, actor = %actor.subject, "authority imported");
-    publish::authority_added(app, built);
-    Ok(publish::refresh(app, &cluster_id.to_string()).await?)
+    make_signer(app, actor, &snapshot, built, "authority.import", details).await
 }
 
 /// Start an intermediate for `kind` under the organisation's root: a key (sealed at once) and a
@@ -137,8 +99,7 @@ pub async fn request_intermediate(
     kind: AuthorityKind,
 ) -> Result<Vec<u8>, ApiError> {
     let snapshot = read(app, cluster_id).await?;
-    let generation =
-        snapshot.authorities.iter().filter(|a| a.kind == kind).map(|a| a.generation).max().unwrap_or(0) + 1;
+    let generation = next_generation(&snapshot, kind);
     let now = app.now();
     let (cluster, job_app) = (snapshot.cluster.clone(), app.clone());
     let pending = tokio::task::spawn_blocking(move || {
@@ -180,8 +141,7 @@ pub async fn install_intermediate(
         )),
         other => other.into(),
     })?;
-    let generation =
-        snapshot.authorities.iter().filter(|a| a.kind == kind).map(|a| a.generation).max().unwrap_or(0) + 1;
+    let generation = next_generation(&snapshot, kind);
     let now = app.now();
     let (crl_validity, job_app) = (app.settings.crl_validity, app.clone());
     let built = tokio::task::spawn_blocking(move || {
@@ -281,6 +241,46 @@ pub async fn retire(
             "authority generation retired"
         );
     }
+    Ok(publish::refresh(app, &cluster_id.to_string()).await?)
+}
+
+/// Generation N+1 of `kind`.
+fn next_generation(snapshot: &ClusterSnapshot, kind: AuthorityKind) -> i32 {
+    snapshot.authorities.iter().filter(|a| a.kind == kind).map(|a| a.generation).max().unwrap_or(0) + 1
+}
+
+/// Store a new generation as the signer (the active one before it becomes retiring), with the
+/// audit entry of `action`, and publish it: its key to the keyring, its first CRL to the cache.
+async fn make_signer(
+    app: &App,
+    actor: &Actor,
+    snapshot: &ClusterSnapshot,
+    built: BuiltAuthority,
+    action: &str,
+    details: serde_json::Value,
+) -> Result<Arc<ClusterSnapshot>, ApiError> {
+    let (kind, generation, cluster_id) =
+        (built.record.kind, built.record.generation, built.record.cluster_id);
+    let audit = actor.audit(
+        app.now(),
+        action,
+        "authority",
+        format!("{kind}/{generation}"),
+        Some(cluster_id),
+        details,
+    );
+    if let Err(err) = app.store.rotate_authority(&built.record, &built.crl, &audit).await {
+        // A key made in the token for it would be referred to by nothing.
+        app.keyring.discard(std::slice::from_ref(&built.record));
+        return Err(match err {
+            StoreError::Conflict(_) => {
+                ApiError::conflict(format!("the {kind} CA was rotated concurrently; retry"))
+            }
+            other => other.into(),
+        });
+    }
+    tracing::info!(cluster.name = %snapshot.cluster.name, authority.kind = %kind, generation, key.storage = %built.record.key_storage, actor = %actor.subject, action, "new signing generation");
+    publish::authority_added(app, built);
     Ok(publish::refresh(app, &cluster_id.to_string()).await?)
 }
 
