@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::app::{App, AppState};
 use crate::crl_publisher::{PublishError, check_interval};
+use crate::ratelimit::WarnEvery;
 use crate::service::publish;
 use crate::store::{AuthorityRecord, AuthorityState, Change, ClusterRecord, StoreError};
 
@@ -172,28 +173,19 @@ pub async fn resync(app: &App, listing: Listing) -> Result<(), StoreError> {
 /// database must not flood the log with one line per attempt.
 #[derive(Default)]
 struct RateLimitedWarnings {
-    last: HashMap<&'static str, (std::time::Instant, u64)>,
+    last: HashMap<&'static str, WarnEvery>,
 }
 
 impl RateLimitedWarnings {
-    const EVERY: Duration = Duration::from_secs(60);
-
     fn warn(&mut self, what: &'static str, err: &dyn std::fmt::Display) {
-        let now = std::time::Instant::now();
-        let entry = self.last.entry(what).or_insert((now - Self::EVERY, 0));
-        if now.duration_since(entry.0) >= Self::EVERY {
-            let suppressed = entry.1;
-            *entry = (now, 0);
-            match what {
-                "listen" => tracing::warn!(error = %err, suppressed, "cannot listen for changes; retrying"),
-                _ => tracing::warn!(
-                    error = %err,
-                    suppressed,
-                    "keeping the published state in step with the database failed; retrying"
-                ),
-            }
-        } else {
-            entry.1 += 1;
+        let Some(suppressed) = self.last.entry(what).or_default().due() else { return };
+        match what {
+            "listen" => tracing::warn!(error = %err, suppressed, "cannot listen for changes; retrying"),
+            _ => tracing::warn!(
+                error = %err,
+                suppressed,
+                "keeping the published state in step with the database failed; retrying"
+            ),
         }
     }
 }

@@ -11,7 +11,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -24,6 +23,7 @@ use zeroize::Zeroizing;
 
 use crate::pki::keys::ecdsa_signature_to_der;
 use crate::pki::{CaKey, KeyAlgorithm, PkiError};
+use crate::ratelimit::WarnEvery;
 
 /// Where the token is and how to log in to it.
 #[derive(Clone, Debug)]
@@ -59,9 +59,6 @@ pub enum TokenError {
 /// The most sessions kept open while idle; more are opened when more signatures run at once.
 const MAX_IDLE_SESSIONS: usize = 16;
 
-/// How often a failing token is reported in the log.
-const WARN_EVERY: Duration = Duration::from_secs(60);
-
 struct Pooled {
     epoch: u64,
     session: Session,
@@ -83,7 +80,7 @@ pub struct Token {
     config: Pkcs11Config,
     state: Mutex<State>,
     idle: Mutex<Vec<Pooled>>,
-    warned: Mutex<(Option<Instant>, u64)>,
+    warned: Mutex<WarnEvery>,
 }
 
 impl std::fmt::Debug for Token {
@@ -102,7 +99,7 @@ impl Token {
             config,
             state: Mutex::new(State::default()),
             idle: Mutex::new(Vec::new()),
-            warned: Mutex::new((None, 0)),
+            warned: Mutex::new(WarnEvery::default()),
         })
     }
 
@@ -318,19 +315,13 @@ impl Token {
     /// Report a failure in the log at warn, at most once a minute (with how many were not), and
     /// answer it.
     fn reported(&self, err: TokenError) -> TokenError {
-        let mut warned = self.warned.lock();
-        let now = Instant::now();
-        if warned.0.is_none_or(|at| now.duration_since(at) >= WARN_EVERY) {
-            let suppressed = warned.1;
-            *warned = (Some(now), 0);
+        if let Some(suppressed) = self.warned.lock().due() {
             tracing::warn!(
                 pkcs11.token = %self.config.token_label,
                 error = %err,
                 suppressed,
                 "the PKCS#11 token cannot sign; issuance answers 503 until it can"
             );
-        } else {
-            warned.1 += 1;
         }
         err
     }

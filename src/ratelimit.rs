@@ -1,5 +1,5 @@
 //! Rate limiting of issuance: a token bucket per API token, so that one client cannot exhaust the
-//! service.
+//! service. And of warnings: a failure that repeats (an outage) is logged once a minute.
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -67,6 +67,29 @@ mod tests {
         let limiter = RateLimiter::per_minute(0);
         for _ in 0..1000 {
             assert!(limiter.check("a", Instant::now()).is_ok());
+        }
+    }
+}
+
+/// A warning that repeats is logged at most once a minute, with how many were held back since.
+#[derive(Debug, Default)]
+pub struct WarnEvery {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl WarnEvery {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+    /// `Some(suppressed)` when this occurrence is to be logged, `None` when it is held back.
+    pub fn due(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self.last.is_none_or(|at| now.duration_since(at) >= Self::EVERY) {
+            self.last = Some(now);
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
         }
     }
 }
