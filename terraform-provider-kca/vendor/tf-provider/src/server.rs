@@ -19,18 +19,13 @@
 use std::collections::HashMap;
 use std::env;
 use std::fs::File;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, Result};
-use base64::Engine;
-use futures::TryFutureExt;
-use rcgen::{BasicConstraints, IsCa};
-use time::ext::NumericalDuration;
-use tokio::try_join;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Identity, ServerTlsConfig};
+use tonic::transport::server::Connected;
 use tower_http::trace::TraceLayer;
 
 use crate::function::DynamicFunction;
@@ -45,8 +40,6 @@ use crate::plugin::GrpcIo;
 use crate::provider::DynamicProvider;
 use crate::resource::DynamicResource;
 use crate::{schema::Schema, Diagnostics};
-
-const CORE_PROTOCOL_VERSION: u8 = 1;
 
 /// TF provider server
 pub(crate) struct Server {
@@ -158,41 +151,26 @@ impl Server {
     }
 }
 
-/// Serve the provider
+/// Serve the provider's gRPC services on connections that the caller accepted and secured.
 ///
-/// # Arguments
-///
-/// * `name` - Name of the provider to serve
-/// * `provider` - Provider to be served
-///
-/// # Cancel Safety
-///
-/// It is not safe to cancel the output future
-///
-/// # See Also
-///
-/// [`serve_dynamic`]
-pub async fn serve<U: ToString, V: DynamicProvider>(name: U, provider: V) -> Result<()> {
-    serve_dynamic(name.to_string(), Box::new(provider)).await
-}
-/// Serve the provider
-///
-/// # Arguments
-///
-/// * `name` - Name of the provider to serve
-/// * `provider` - Provider to be served
+/// (kca patch) Upstream's `serve` binds the listener, prints the go-plugin handshake line and
+/// terminates TLS itself through tonic's `ServerTlsConfig`, which can neither pin Terraform's
+/// client certificate nor refuse a connection without one (`client_auth_optional(true)`), and
+/// which compiles rustls with ring. Here the caller does all three: it listens, performs the
+/// TLS handshake with its own verifier, prints the handshake line, and hands over the streams.
 ///
 /// # Cancel Safety
 ///
 /// It is not safe to cancel the output future
-///
-/// # See Also
-///
-/// [`serve`]
-pub async fn serve_dynamic(name: String, provider: Box<dyn DynamicProvider>) -> Result<()> {
-    let server = Arc::new(Server::new(name, provider));
-    let addrs = SockAddrIter::new()?;
-    let (tcp_stream, endpoint) = listen(addrs)?;
+pub async fn serve_incoming<V, I, IO, IE>(name: impl ToString, provider: V, incoming: I) -> Result<()>
+where
+    V: DynamicProvider,
+    I: Stream<Item = std::result::Result<IO, IE>>,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let server = Arc::new(Server::new(name.to_string(), Box::new(provider)));
 
     if let Ok(path) = env::var("PLUGIN_LOG_FILE") {
         let log_file = File::create(path)?;
@@ -203,159 +181,13 @@ pub async fn serve_dynamic(name: String, provider: Box<dyn DynamicProvider>) -> 
             .init();
     }
 
-    let tls_config = TlsConfig::new()?;
-
-    let serve = tls_config
-        .builder()?
+    tonic::transport::server::Server::builder()
         .layer(TraceLayer::new_for_grpc())
         .add_service(GrpcBrokerServer::new(server.clone()))
         .add_service(GrpcControllerServer::new(server.clone()))
         .add_service(GrpcStdioServer::new(server.clone()))
         .add_service(ProviderServer::new(server.clone()))
-        .serve_with_incoming_shutdown(tcp_stream, server.cancellation_token.cancelled());
-
-    async fn info(endpoint: &str, der: &[u8]) -> Result<()> {
-        println!(
-            "{}|6|tcp|{}|grpc|{}",
-            CORE_PROTOCOL_VERSION,
-            endpoint,
-            base64::engine::general_purpose::STANDARD_NO_PAD.encode(der),
-        );
-        Ok(())
-    }
-
-    try_join!(
-        serve.map_err(|e| anyhow!(e)),
-        info(&endpoint, tls_config.cert.as_slice()),
-    )?;
-
-    Ok(())
-}
-
-#[derive(Copy, Clone)]
-struct SockAddrIter {
-    ip: IpAddr,
-    port: u16,
-    port_max: u16,
-}
-
-impl SockAddrIter {
-    fn new_with_ip(ip: IpAddr) -> Result<Self> {
-        let port_min = if let Ok(port) = env::var("PLUGIN_MIN_PORT") {
-            port.parse()?
-        } else {
-            1025_u16
-        };
-        let port_max = if let Ok(port) = env::var("PLUGIN_MAX_PORT") {
-            port.parse()?
-        } else {
-            65535_u16
-        };
-
-        Ok(Self {
-            ip,
-            port: std::cmp::min(port_min, port_max),
-            port_max: std::cmp::max(port_min, port_max),
-        })
-    }
-    fn new() -> Result<Self> {
-        Self::new_with_ip(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)))
-    }
-}
-
-impl Iterator for SockAddrIter {
-    type Item = SocketAddr;
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.port_max == 0 {
-            return None;
-        }
-        let port = self.port;
-        if self.port == self.port_max {
-            self.port_max = 0;
-        } else {
-            self.port += 1;
-        }
-        Some(SocketAddr::new(self.ip, port))
-    }
-}
-
-impl std::net::ToSocketAddrs for SockAddrIter {
-    type Iter = Self;
-    fn to_socket_addrs(&self) -> std::io::Result<Self::Iter> {
-        Ok(*self)
-    }
-}
-
-fn listen(addrs: SockAddrIter) -> Result<(TcpListenerStream, String)> {
-    let listener = std::net::TcpListener::bind(addrs)?;
-    listener.set_nonblocking(true)?;
-    let endpoint = listener.local_addr()?.to_string();
-    let listener = tokio::net::TcpListener::from_std(listener)?;
-    Ok((TcpListenerStream::new(listener), endpoint))
-}
-
-struct TlsConfig {
-    server: Option<ServerTlsConfig>,
-    cert: Vec<u8>,
-}
-
-impl TlsConfig {
-    fn new() -> Result<Self> {
-        let env_cert = env::var("PLUGIN_CLIENT_CERT").unwrap_or_default();
-        if env_cert.is_empty() {
-            return Ok(Self {
-                server: None,
-                cert: Default::default(),
-            });
-        }
-
-        // Read the client certificate
-        let client_cert = tonic::transport::Certificate::from_pem(env_cert);
-
-        // Parameters to generate the server certificate
-        let mut cp = rcgen::CertificateParams::new(["localhost".to_string()])?;
-        cp.not_before = time::OffsetDateTime::now_utc().saturating_sub(30.seconds());
-        cp.not_after = time::OffsetDateTime::now_utc().saturating_add((30 * 365).days());
-        let mut dn = rcgen::DistinguishedName::new();
-        dn.push(rcgen::DnType::OrganizationName, "Hashicorp");
-        dn.push(rcgen::DnType::CommonName, "localhost");
-        cp.distinguished_name = dn;
-        cp.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        cp.key_usages = vec![
-            rcgen::KeyUsagePurpose::DigitalSignature,
-            rcgen::KeyUsagePurpose::KeyEncipherment,
-            rcgen::KeyUsagePurpose::KeyAgreement,
-            rcgen::KeyUsagePurpose::KeyCertSign,
-        ];
-        cp.extended_key_usages = vec![
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-        ];
-        cp.key_identifier_method = rcgen::KeyIdMethod::Sha512;
-
-        // Generate the server certificate and its keys
-        let keypair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)?;
-        let server_cert = cp.self_signed(&keypair)?;
-
-        let tls_config = ServerTlsConfig::new()
-            .client_ca_root(client_cert)
-            .client_auth_optional(true)
-            .identity(Identity::from_pem(
-                server_cert.pem(),
-                keypair.serialize_pem(),
-            ));
-
-        Ok(Self {
-            server: Some(tls_config),
-            cert: server_cert.der().to_vec(),
-        })
-    }
-
-    fn builder(&self) -> Result<tonic::transport::server::Server> {
-        if let Some(ref tls_config) = &self.server {
-            Ok(tonic::transport::server::Server::builder().tls_config(tls_config.clone())?)
-        } else {
-            Ok(tonic::transport::server::Server::builder())
-        }
-    }
+        .serve_with_incoming_shutdown(incoming, server.cancellation_token.cancelled())
+        .await
+        .map_err(|e| anyhow!(e))
 }
