@@ -94,6 +94,8 @@ pub struct Policy {
     pub max_groups: i64,
     pub allowed_groups: Vec<String>,
     pub allow_system_masters: bool,
+    #[serde(default)]
+    pub allowed_profiles: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -109,13 +111,20 @@ pub struct Cluster {
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct Generation {
+    pub generation: i64,
+    /// `active` or `retiring` (retired generations are not listed).
+    pub state: String,
     pub certificate_pem: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct Authority {
     pub kind: String,
+    /// The generation that signs.
+    pub generation: i64,
     pub fingerprint_sha256: String,
+    pub certificate_pem: String,
+    pub not_after: String,
     /// Every non-retired generation, in the order of `ca.pem`.
     pub generations: Vec<Generation>,
 }
@@ -147,6 +156,45 @@ pub struct Kubeconfig {
     pub private_key_pem: Option<String>,
     pub serial: String,
     pub not_after: String,
+}
+
+/// `POST /v1/clusters/{cluster}/certificates`: a component certificate under a profile.
+#[derive(Serialize)]
+pub struct NewComponentCertificate<'a> {
+    pub profile: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub common_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub dns_names: &'a [String],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub ip_addresses: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_algorithm: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csr_pem: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_domain: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_ip: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+pub struct ComponentCertificate {
+    pub serial: String,
+    pub certificate_pem: String,
+    pub private_key_pem: Option<String>,
+    pub ca_pem: String,
+    pub not_after: String,
+    pub fingerprint_sha256: String,
+}
+
+#[derive(Deserialize)]
+pub struct Profile {
+    pub name: String,
+    /// The CA kind that signs it.
+    pub authority: String,
 }
 
 #[derive(Deserialize)]
@@ -249,6 +297,40 @@ impl Client {
         self.json(self.request(Method::GET, self.url(&["v1", "clusters", cluster, "authorities"]))).await
     }
 
+    pub async fn get_authority(&self, cluster: &str, kind: &str) -> Result<Authority, ApiError> {
+        let url = self.url(&["v1", "clusters", cluster, "authorities", kind]);
+        self.json(self.request(Method::GET, url)).await
+    }
+
+    /// A new generation of `kind` becomes the signer; the previous one becomes `retiring`.
+    pub async fn rotate_authority(
+        &self,
+        cluster: &str,
+        kind: &str,
+        key_storage: Option<&str>,
+    ) -> Result<Authority, ApiError> {
+        let url = self.url(&["v1", "clusters", cluster, "authorities", kind, "rotate"]);
+        let body = match key_storage {
+            Some(storage) => serde_json::json!({ "key_storage": storage }),
+            None => serde_json::json!({}),
+        };
+        self.json(self.request(Method::POST, url).json(&body)).await
+    }
+
+    /// Retire a `retiring` generation; `force` revokes what it still vouches for first.
+    pub async fn retire_generation(
+        &self,
+        cluster: &str,
+        kind: &str,
+        generation: i64,
+        force: bool,
+    ) -> Result<Authority, ApiError> {
+        let generation = generation.to_string();
+        let url =
+            self.url(&["v1", "clusters", cluster, "authorities", kind, "generations", &generation, "retire"]);
+        self.json(self.request(Method::POST, url).json(&serde_json::json!({ "force": force }))).await
+    }
+
     pub async fn ca_bundle(&self, cluster: &str, kind: &str) -> Result<String, ApiError> {
         let url = self.url(&["v1", "clusters", cluster, "authorities", kind, "ca.pem"]);
         self.text(self.request(Method::GET, url)).await
@@ -279,6 +361,19 @@ impl Client {
         self.json(self.request(Method::POST, url).json(body)).await
     }
 
+    pub async fn list_profiles(&self) -> Result<Vec<Profile>, ApiError> {
+        self.json(self.request(Method::GET, self.url(&["v1", "profiles"]))).await
+    }
+
+    pub async fn issue_component_certificate(
+        &self,
+        cluster: &str,
+        body: &NewComponentCertificate<'_>,
+    ) -> Result<ComponentCertificate, ApiError> {
+        let url = self.url(&["v1", "clusters", cluster, "certificates"]);
+        self.json(self.request(Method::POST, url).json(body)).await
+    }
+
     pub async fn get_certificate(&self, cluster: &str, serial: &str) -> Result<Certificate, ApiError> {
         let url = self.url(&["v1", "clusters", cluster, "certificates", serial]);
         self.json(self.request(Method::GET, url)).await
@@ -295,8 +390,8 @@ impl Client {
     }
 }
 
-/// TLS to kca: rustls with aws-lc-rs, named here because the process default is ring (see
-/// main.rs), which reqwest would otherwise pick up.
+/// TLS to kca: rustls with aws-lc-rs (the one provider compiled in), named rather than taken
+/// from the process default.
 fn tls_config(ca_pem: Option<&str>) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())

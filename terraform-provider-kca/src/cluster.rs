@@ -43,6 +43,7 @@ pub struct PolicyBlock {
     max_groups: Value<i64>,
     allowed_groups: Strings,
     allow_system_masters: Value<bool>,
+    allowed_profiles: Strings,
 }
 
 impl PolicyBlock {
@@ -54,6 +55,7 @@ impl PolicyBlock {
             max_groups: Value::Value(policy.max_groups),
             allowed_groups: strings(&policy.allowed_groups),
             allow_system_masters: Value::Value(policy.allow_system_masters),
+            allowed_profiles: strings(&policy.allowed_profiles),
         }
     }
 
@@ -64,6 +66,7 @@ impl PolicyBlock {
         unknown_if_null(&mut self.max_groups);
         unknown_if_null(&mut self.allowed_groups);
         unknown_if_null(&mut self.allow_system_masters);
+        unknown_if_null(&mut self.allowed_profiles);
     }
 
     /// The configured fields as a (partial) policy object: kca fills in the others.
@@ -84,6 +87,11 @@ impl PolicyBlock {
             && let Some(groups) = known_strings(&self.allowed_groups)
         {
             object.insert("allowed_groups".into(), json!(groups));
+        }
+        if self.allowed_profiles.is_value()
+            && let Some(profiles) = known_strings(&self.allowed_profiles)
+        {
+            object.insert("allowed_profiles".into(), json!(profiles));
         }
         if let Value::Value(allow) = self.allow_system_masters {
             object.insert("allow_system_masters".into(), json!(allow));
@@ -198,6 +206,9 @@ impl Resource for ClusterResource {
                                 "Glob patterns (`*`, `?`) that every requested group must match one of."),
                             "allow_system_masters" => optional_computed(AttributeType::Bool,
                                 "Whether `system:masters` may be issued (and then only to an admin token)."),
+                            "allowed_profiles" => optional_computed(string_list(),
+                                "Component certificate profiles (`GET /v1/profiles`) that may be issued, to an admin \
+                                 token of the cluster only (`kca_component_certificate`). Changing it needs an admin token."),
                         },
                         ..Default::default()
                     }),

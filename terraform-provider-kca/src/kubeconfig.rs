@@ -5,12 +5,11 @@ use serde::{Deserialize, Serialize};
 use tf_provider::schema::{AttributeType, Block, Description, Schema};
 use tf_provider::value::{Value, ValueEmpty};
 use tf_provider::{AttributePath, Diagnostics, Resource, map};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::client::{ApiError, NewKubeconfig};
 use crate::diag;
 use crate::provider::Shared;
+use crate::renewal;
 use crate::schema::{Str, Strings, computed, known_strings, optional, required, sensitive, string_list};
 
 pub struct KubeconfigResource(pub Shared);
@@ -69,16 +68,7 @@ impl State {
 
     /// Why the certificate in the state must be replaced now, if it must.
     fn renewal_reason(&self) -> Option<String> {
-        let serial = self.serial.as_ref_option().map(String::as_str).unwrap_or("?");
-        if let Value::Value(status) = &self.status
-            && status != "active"
-        {
-            return Some(format!("certificate {serial} is {status} in kca"));
-        }
-        let not_after = OffsetDateTime::parse(self.not_after.as_ref_option()?, &Rfc3339).ok()?;
-        let early = time::Duration::seconds(self.early_renewal_seconds.as_ref_option().copied().unwrap_or(0));
-        (OffsetDateTime::now_utc() >= not_after - early)
-            .then(|| format!("certificate {serial} expires at {not_after}, inside the early-renewal window"))
+        renewal::reason(&self.serial, &self.status, &self.not_after, &self.early_renewal_seconds)
     }
 
     fn cluster_and_serial(&self, diags: &mut Diagnostics) -> Option<(String, String)> {

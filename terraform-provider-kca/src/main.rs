@@ -2,23 +2,23 @@
 //! public HTTP API.
 
 mod authority;
+mod authority_rotation;
 mod client;
 mod client_bundle;
 mod cluster;
+mod cluster_endpoints;
+mod component_certificate;
 mod diag;
 mod kubeconfig;
+mod plugin_tls;
 mod provider;
+mod renewal;
 mod schema;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // The plugin framework (tf-provider, through tonic) builds its gRPC TLS server on the process
-    // default rustls provider, and both ring and aws-lc-rs are compiled in, so one must be named.
-    // It must be ring: Terraform's client certificate is a self-signed CA certificate with a
-    // P-521 key. Under aws-lc-rs, which verifies P-521, Terraform presents it and rustls-webpki
-    // refuses it (a CA certificate used as an end entity), failing every handshake; under ring it
-    // is not presented, and tf-provider accepts the connection without a client certificate. The
-    // kca API client names aws-lc-rs itself (client.rs).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    tf_provider::serve("kca", provider::KcaProvider::default()).await
+    // aws-lc-rs is the only rustls provider compiled in; the plugin's TLS (plugin_tls.rs) and the
+    // kca client (client.rs) name it explicitly, and so does anything else through this default.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    plugin_tls::serve("kca", provider::KcaProvider::default()).await
 }

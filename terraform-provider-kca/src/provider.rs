@@ -12,7 +12,10 @@ use tf_provider::{DynamicDataSource, DynamicResource, Provider, map};
 use crate::client::Client;
 use crate::diag;
 use crate::schema::{Str, optional, sensitive};
-use crate::{authority, client_bundle, cluster, kubeconfig};
+use crate::{
+    authority, authority_rotation, client_bundle, cluster, cluster_endpoints, component_certificate,
+    kubeconfig,
+};
 
 /// The client, set once by `configure`. Resources are built before Terraform configures the
 /// provider, so they hold this slot rather than a client.
@@ -147,6 +150,8 @@ impl Provider for KcaProvider {
         Some(map! {
             "cluster" => cluster::ClusterResource(self.shared.clone()),
             "kubeconfig" => kubeconfig::KubeconfigResource(self.shared.clone()),
+            "component_certificate" => component_certificate::ComponentCertificateResource(self.shared.clone()),
+            "authority_rotation" => authority_rotation::AuthorityRotationResource(self.shared.clone()),
         })
     }
 
@@ -157,6 +162,7 @@ impl Provider for KcaProvider {
         Some(map! {
             "authority" => authority::AuthorityDataSource(self.shared.clone()),
             "client_bundle" => client_bundle::ClientBundleDataSource(self.shared.clone()),
+            "cluster_endpoints" => cluster_endpoints::ClusterEndpointsDataSource(self.shared.clone()),
         })
     }
 }
