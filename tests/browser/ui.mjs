@@ -477,6 +477,14 @@ try {
   await expectText(tokenRow.locator('.badge'), /^revoked$/);
   assert.equal((await apiFromPage('GET', `/v1/clusters/${CLUSTER}`, undefined, minted)).status, 401, 'refused once revoked');
   await shot('tokens-revoked');
+  // A read-only token, to see the pages without their admin controls below.
+  await page.getByLabel('Subject', { exact: true }).fill('viewer');
+  await page.getByLabel('Clusters', { exact: true }).fill('');
+  await page.getByLabel('kubeconfigs:issue', { exact: true }).uncheck();
+  await page.getByRole('button', { name: 'Mint token' }).click();
+  await expectText(page.locator('#toast'), /Token for viewer minted/);
+  const viewer = await page.getByLabel('The token, shown this once', { exact: true }).inputValue();
+  assert.notEqual(viewer, minted);
 
   step('expiry at a glance: the cluster list and the overview flag the certificate expiring within 7 days');
   await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Clusters' }).click();
@@ -493,6 +501,30 @@ try {
   await page.getByRole('button', { name: 'Sign out' }).click();
   await page.getByRole('heading', { name: 'Sign in' }).waitFor();
   assert.equal(await page.evaluate(() => sessionStorage.getItem('kca.token')), null);
+
+  step('a read-only token sees the pages without their admin controls (the server refuses them anyway)');
+  await page.getByLabel('Access token').fill(viewer);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('heading', { name: 'Clusters' }).waitFor();
+  await expectText(page.locator('#who-scopes'), /^read on all clusters$/);
+  assert.ok(await page.locator('#nav-audit').isHidden() && await page.locator('#nav-tokens').isHidden(), 'no admin pages offered');
+  await page.goto(`${base}/#/clusters/${CLUSTER}/authorities`);
+  await genRow('operators', 2).waitFor();
+  assert.equal(await page.getByRole('button', { name: /^(Rotate|Retire)/ }).count(), 0, 'no rotate or retire');
+  await page.getByText('Rotating and retiring need an admin token').waitFor();
+  await page.getByRole('link', { name: 'Settings' }).click();
+  await page.getByRole('heading', { name: 'Cluster settings' }).waitFor();
+  assert.ok(await page.getByRole('button', { name: 'Save changes' }).isDisabled());
+  assert.ok(await page.getByLabel('API server URL', { exact: true }).isDisabled());
+  await page.getByRole('link', { name: 'Component certificates' }).click();
+  await expectText(page.locator('#component-form .form-error'), /needs an admin token/);
+  assert.ok(await page.getByRole('button', { name: 'Issue certificate' }).isDisabled());
+  await rowOf(componentSerial).waitFor();
+  await shot('read-only-components');
+  await page.goto(`${base}/#/audit`);
+  await expectText(page.locator('[data-ref=empty]'), /needs an admin token/);
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.getByRole('heading', { name: 'Sign in' }).waitFor();
 
   step('no CSP violation and no unexpected console error on the UI pages');
   assert.deepEqual(violations, [], 'CSP violations');
