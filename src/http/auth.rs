@@ -77,7 +77,11 @@ pub async fn guard(State(app): State<AppState>, mut request: Request, next: Next
     next.run(request).await
 }
 
-async fn cluster_access(app: &AppState, caller: &Caller, cluster: &str) -> Result<ClusterAccess, ApiError> {
+pub(crate) async fn cluster_access(
+    app: &AppState,
+    caller: &Caller,
+    cluster: &str,
+) -> Result<ClusterAccess, ApiError> {
     let refused = || ApiError::forbidden(format!("the token is not valid for cluster {cluster:?}"));
     let restricted = caller.claims().is_some_and(|c| c.cluster_restriction().is_some() || c.person.is_some());
     let snapshot = match app.snapshot(cluster).await {

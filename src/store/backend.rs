@@ -711,18 +711,37 @@ impl<B: Backend> Store for B {
         self.read().await?.fetch_all(stmt).await?.iter().map(crl_from_row).collect()
     }
 
-    async fn list_audit(
-        &self,
-        before_id: Option<i64>,
-        clusters: Option<&[Uuid]>,
-        limit: u32,
-    ) -> StoreResult<Vec<AuditRecord>> {
+    async fn search_audit(&self, query: &AuditQuery, limit: u32) -> StoreResult<Vec<AuditRecord>> {
         let mut stmt = Stmt::new(format!("SELECT {AUDIT_COLUMNS} FROM audit_events WHERE TRUE"));
-        if let Some(before) = before_id {
+        if let Some(before) = query.before_id {
             stmt.push(" AND id < ").push_bind(before);
         }
-        if let Some(ids) = clusters {
+        if let Some(ids) = &query.clusters {
             push_in_list::<Conn<B>>(&mut stmt, "cluster_id", ids);
+        }
+        if let Some(id) = query.cluster_id {
+            stmt.push(" AND cluster_id = ").push_bind(id);
+        }
+        if let Some(actor) = &query.actor {
+            stmt.push(" AND actor = ").push_bind(actor.as_str());
+        }
+        match query.action.as_deref().map(|action| (action, action.strip_suffix('*'))) {
+            None | Some((_, Some(""))) => {}
+            // A prefix, compared as such (LIKE would treat `_` and `%` as wildcards, and its case
+            // sensitivity differs between the backends).
+            Some((_, Some(prefix))) => {
+                let length = i32::try_from(prefix.chars().count()).unwrap_or(i32::MAX);
+                stmt.push(" AND substr(action, 1, ").push_bind(length).push(") = ").push_bind(prefix);
+            }
+            Some((action, None)) => {
+                stmt.push(" AND action = ").push_bind(action);
+            }
+        }
+        if let Some(since) = query.since {
+            stmt.push(" AND at >= ").push_bind(since);
+        }
+        if let Some(until) = query.until {
+            stmt.push(" AND at < ").push_bind(until);
         }
         stmt.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit));
         self.read().await?.fetch_all(stmt).await?.iter().map(audit_from_row).collect()

@@ -265,6 +265,25 @@ pub struct AuditRecord {
     pub entry: AuditEntry,
 }
 
+/// Which audit events to list: every condition given must hold.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AuditQuery {
+    /// Only events older than this one (the cursor).
+    pub before_id: Option<i64>,
+    /// Only events of these clusters (a token's restriction).
+    pub clusters: Option<Vec<Uuid>>,
+    /// Only events of this cluster.
+    pub cluster_id: Option<Uuid>,
+    /// Only events of this actor, exactly.
+    pub actor: Option<String>,
+    /// Only this action; a trailing `*` matches every action that starts with what precedes it.
+    pub action: Option<String>,
+    /// Only events at or after this time.
+    pub since: Option<OffsetDateTime>,
+    /// Only events before this time.
+    pub until: Option<OffsetDateTime>,
+}
+
 /// A registered API token (never the token itself: its signature is not kept).
 #[derive(Clone, Debug, PartialEq)]
 pub struct TokenRecord {
@@ -499,7 +518,16 @@ pub trait Store: Send + Sync + 'static {
         before_id: Option<i64>,
         clusters: Option<&[Uuid]>,
         limit: u32,
-    ) -> StoreResult<Vec<AuditRecord>>;
+    ) -> StoreResult<Vec<AuditRecord>> {
+        self.search_audit(
+            &AuditQuery { before_id, clusters: clusters.map(<[Uuid]>::to_vec), ..Default::default() },
+            limit,
+        )
+        .await
+    }
+
+    /// Newest first, the events that match every condition of the query.
+    async fn search_audit(&self, query: &AuditQuery, limit: u32) -> StoreResult<Vec<AuditRecord>>;
 
     /// Register a minted token, with its audit event.
     async fn insert_token(&self, token: &TokenRecord, audit: &AuditEntry) -> StoreResult<()>;

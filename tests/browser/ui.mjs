@@ -1,7 +1,9 @@
 // End-to-end test of the kca web UI in the system's headless Chromium, driven by playwright-core
 // (which downloads no browser). It signs in, creates a cluster, downloads its CA files, issues a
-// kubeconfig (and checks it with kubectl), sees policy refusals next to their fields, revokes, and
-// checks that /docs renders with every request off 127.0.0.1 blocked. Screenshots go to OUT_DIR.
+// kubeconfig (and checks it with kubectl), sees policy refusals next to their fields, revokes; edits
+// the cluster settings, issues a component certificate (and parses the downloaded files), rotates
+// and retires a CA, filters and pages the audit trail, mints and revokes an API token, reads the
+// expiry at a glance; and checks that /docs renders with every request off 127.0.0.1 blocked. Screenshots go to OUT_DIR.
 //
 //   KCA_TOKEN=<admin token> node ui.mjs <kca url> <server cert pem> [out dir]
 //
@@ -9,7 +11,7 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { X509Certificate, createHash } from 'node:crypto';
+import { X509Certificate, createHash, createPrivateKey, createPublicKey } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -31,6 +33,7 @@ const CSP =
   "base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 const CLUSTER = 'e2e-web';
 const SERVER = 'https://k8s.e2e.test:6443';
+const SERVER2 = 'https://k8s2.e2e.test:6443';
 
 // Trust exactly the server's certificate (by its key), rather than ignoring every TLS error.
 // Chromium honours this flag with a --user-data-dir, which launchPersistentContext gives it.
@@ -108,6 +111,19 @@ async function downloadFrom(trigger) {
 }
 
 const rowOf = (serial) => page.locator(`tbody tr[data-serial="${serial}"]`);
+
+/** A request from the page (same origin, so the server's certificate is already trusted). */
+async function apiFromPage(method, path, body, bearer) {
+  return page.evaluate(async ([method, path, body, bearer]) => {
+    const response = await fetch(path, {
+      method,
+      headers: { Authorization: `Bearer ${bearer ?? sessionStorage.getItem('kca.token')}`, 'Content-Type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await response.text();
+    return { status: response.status, body: text ? JSON.parse(text) : null };
+  }, [method, path, body, bearer]);
+}
 
 try {
   step('the page is served with its content type, validators and CSP');
@@ -254,7 +270,7 @@ try {
   const bobSerial = await page.locator('[data-ref=facts] code').textContent();
 
   step('the certificates list shows both, expiry relative');
-  await page.getByRole('link', { name: 'Certificates' }).click();
+  await page.getByRole('link', { name: 'Certificates', exact: true }).click();
   await rowOf(aliceSerial).waitFor();
   await rowOf(bobSerial).waitFor();
   await expectText(rowOf(aliceSerial).locator('time'), /^in [78] h$/);
@@ -310,16 +326,212 @@ try {
   assert.match(text, new RegExp(`^${aliceSerial} keyCompromise$`, 'm'));
   assert.match(text, new RegExp(`^${bobSerial} superseded$`, 'm'));
 
+  step('settings: a field refused by the server shows next to it, then the change is saved');
+  await page.getByRole('link', { name: 'Settings' }).click();
+  await page.getByRole('heading', { name: 'Cluster settings' }).waitFor();
+  assert.equal(await page.getByLabel('API server URL', { exact: true }).inputValue(), SERVER);
+  assert.equal(await page.getByLabel('Maximum TTL', { exact: true }).inputValue(), '8h');
+  await page.getByLabel('Allowed component profiles', { exact: true }).fill('no-such-profile, scheduler');
+  await page.getByRole('button', { name: 'Save changes' }).click();
+  await expectText(page.locator('.field[data-field="policy.allowed_profiles"] .field-error'), /no-such-profile|profile/);
+  assert.equal(await page.getByLabel('Allowed component profiles', { exact: true }).getAttribute('aria-invalid'), 'true');
+  await shot('settings-refused');
+  await page.getByLabel('Allowed component profiles', { exact: true }).fill('scheduler');
+  await page.getByLabel('API server URL', { exact: true }).fill(SERVER2);
+  await page.getByRole('textbox', { name: 'Labels' }).fill('env=e2e, tier=gold');
+  await page.getByLabel('Maximum TTL', { exact: true }).fill('12h');
+  await page.getByRole('button', { name: 'Add an access rule' }).click();
+  await page.getByLabel('Identity provider group').fill('platform');
+  await page.getByLabel('Kubernetes groups').fill('team-platform, ops');
+  await page.getByRole('button', { name: 'Save changes' }).click();
+  await expectText(page.locator('#toast'), /Settings of e2e-web saved/);
+  assert.equal(await page.getByLabel('Maximum TTL', { exact: true }).inputValue(), '12h');
+  assert.equal(await page.getByLabel('Kubernetes groups').inputValue(), 'team-platform, ops');
+  assert.equal(await page.getByRole('textbox', { name: 'Labels' }).inputValue(), 'env=e2e, tier=gold');
+  await shot('settings');
+  const saved = await apiFromPage('GET', `/v1/clusters/${CLUSTER}`);
+  assert.equal(saved.body.server, SERVER2);
+  assert.deepEqual(saved.body.labels, { env: 'e2e', tier: 'gold' }, 'team removed, tier added');
+  assert.equal(saved.body.policy.max_ttl_seconds, 43200);
+  assert.deepEqual(saved.body.policy.allowed_profiles, ['scheduler']);
+  assert.deepEqual(saved.body.policy.access_rules, [{ idp_group: 'platform', groups: ['team-platform', 'ops'] }]);
+
+  step('component certificates: issue one, download certificate and key once, parse them');
+  await page.getByRole('link', { name: 'Component certificates' }).click();
+  await page.getByRole('heading', { name: 'Issue a component certificate' }).waitFor();
+  assert.equal(await page.getByLabel('Profile', { exact: true }).inputValue(), 'scheduler');
+  assert.ok(await page.locator('#k-profile option[value="etcd-peer"]').isDisabled(), 'a profile the cluster does not allow is disabled');
+  assert.equal(await page.getByLabel('Common name', { exact: true }).inputValue(), 'system:kube-scheduler');
+  await page.getByLabel('Lifetime', { exact: true }).fill('2d');
+  await page.getByRole('button', { name: 'Issue certificate' }).click();
+  await page.getByRole('heading', { name: 'Certificate issued' }).waitFor();
+  const componentSerial = await page.locator('[data-ref=facts] code[data-serial]').textContent();
+  let crtPath, keyPath;
+  [name, text, crtPath] = await downloadFrom(page.getByRole('link', { name: /^Download .*\.crt$/ }).first());
+  assert.equal(name, `${CLUSTER}-scheduler-${componentSerial}.crt`);
+  const component = new X509Certificate(readFileSync(crtPath));
+  assert.match(component.subject, /CN=system:kube-scheduler/);
+  assert.equal(component.serialNumber.replace(/^0+/, ''), componentSerial.replace(/^0+/, ''));
+  [name, text, keyPath] = await downloadFrom(page.getByRole('link', { name: /^Download .*\.key$/ }));
+  const key = createPrivateKey(readFileSync(keyPath));
+  assert.equal(
+    createPublicKey(key).export({ type: 'spki', format: 'der' }).toString('hex'),
+    component.publicKey.export({ type: 'spki', format: 'der' }).toString('hex'),
+    'the key is the certificate\'s');
+  console.log(`  ${name}: the key matches the certificate ${componentSerial}`);
+  await rowOf(componentSerial).waitFor();
+  await shot('component-issued');
+  [name, text] = await downloadFrom(rowOf(componentSerial).getByRole('button', { name: `Download certificate ${componentSerial}` }));
+  assert.equal(new X509Certificate(text).fingerprint256, component.fingerprint256, 'the listed certificate is the same');
+  assert.ok(!text.includes('PRIVATE KEY'), 'the list offers no key');
+
+  step('authorities: rotate the operators CA, after an explanation (Escape cancels first)');
+  // A kubeconfig signed by generation 1, which retiring it must revoke.
+  const carol = await apiFromPage('POST', `/v1/clusters/${CLUSTER}/kubeconfigs`, { user: 'carol' });
+  assert.equal(carol.status, 201);
+  await page.getByRole('link', { name: 'Authorities' }).click();
+  const genRow = (kind, generation) => page.locator(`tbody tr[data-kind="${kind}"][data-generation="${generation}"]`);
+  await genRow('operators', 1).waitFor();
+  assert.equal(await page.locator('tbody tr[data-kind]').count(), 5);
+  await expectText(genRow('operators', 1).locator('.badge').first(), /^active$/);
+  await page.getByRole('button', { name: 'Rotate the operators CA' }).click();
+  const rotateDialog = page.getByRole('dialog', { name: `Rotate the operators CA of ${CLUSTER}?` });
+  await rotateDialog.waitFor();
+  await expectText(rotateDialog, /stays trusted in the CA bundle/);
+  assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Cancel', 'the safe choice has the focus');
+  await page.keyboard.press('Escape');
+  await rotateDialog.waitFor({ state: 'hidden' });
+  assert.equal(await genRow('operators', 2).count(), 0, 'cancelled: no rotation');
+  await page.getByRole('button', { name: 'Rotate the operators CA' }).click();
+  await rotateDialog.waitFor();
+  await shot('rotate-dialog');
+  await rotateDialog.getByRole('button', { name: 'Rotate' }).click();
+  await genRow('operators', 2).waitFor();
+  await expectText(genRow('operators', 2).locator('.badge').first(), /^active$/);
+  await expectText(genRow('operators', 1).locator('.badge').first(), /^retiring$/);
+  await expectText(page.locator('#toast'), /generation 2 signs/);
+  await shot('authorities-rotated');
+
+  step('retire generation 1: the dialog counts the certificates it revokes');
+  await page.getByRole('button', { name: 'Retire operators generation 1' }).click();
+  const retireDialog = page.getByRole('dialog', { name: 'Retire generation 1 of the operators CA?' });
+  await retireDialog.waitFor();
+  await expectText(retireDialog, /1 unexpired, unrevoked certificate it signed is revoked .* crl-sync/);
+  await shot('retire-dialog');
+  await retireDialog.getByRole('button', { name: 'Retire' }).click();
+  await genRow('operators', 1).waitFor({ state: 'detached' });
+  await expectText(page.locator('#toast'), /retired; 1 certificate revoked/);
+  const carolNow = await apiFromPage('GET', `/v1/clusters/${CLUSTER}/certificates/${carol.body.serial}`);
+  assert.equal(carolNow.body.status, 'revoked');
+
+  step('audit trail: filter by cluster and action, then page through everything');
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Audit trail' }).click();
+  await page.getByRole('heading', { name: 'Audit trail' }).waitFor();
+  await page.locator('#a-cluster option[value="e2e-web"]').waitFor({ state: 'attached' });
+  await page.getByLabel('Cluster', { exact: true }).selectOption(CLUSTER);
+  await page.getByLabel('Action', { exact: true }).fill('authority.*');
+  await page.getByRole('button', { name: 'Apply' }).click();
+  await expectText(page.locator('[data-ref=position]'), /^Page 1: 2 events\.$/);
+  assert.deepEqual(await page.locator('tbody td code').allTextContents(), ['authority.retire', 'authority.rotate']);
+  await shot('audit-filtered');
+  await page.getByLabel('Action', { exact: true }).fill('');
+  await page.getByLabel('Cluster', { exact: true }).selectOption('');
+  await page.getByLabel('Since', { exact: true }).fill('2000-01-01T00:00:00');
+  await page.getByLabel('Per page', { exact: true }).selectOption('10');
+  await page.getByRole('button', { name: 'Apply' }).click();
+  await expectText(page.locator('[data-ref=position]'), /^Page 1: 10 events, more on the next page\.$/);
+  const firstIds = await page.locator('tbody tr[data-id]').evaluateAll((rows) => rows.map((r) => Number(r.dataset.id)));
+  await page.getByRole('button', { name: 'Next page' }).click();
+  await expectText(page.locator('[data-ref=position]'), /^Page 2: /);
+  const secondIds = await page.locator('tbody tr[data-id]').evaluateAll((rows) => rows.map((r) => Number(r.dataset.id)));
+  assert.ok(secondIds.length > 0 && Math.max(...secondIds) < Math.min(...firstIds), `page 2 continues page 1: ${firstIds} then ${secondIds}`);
+  assert.equal(await page.evaluate(() => document.activeElement.tagName), 'H1', 'focus back on the heading');
+  await shot('audit-page-2');
+  await page.getByLabel('Until', { exact: true }).fill('2000-01-02T00:00:00');
+  await page.getByRole('button', { name: 'Apply' }).click();
+  await expectText(page.locator('[data-ref=empty]'), /No event matches/);
+
+  step('API tokens: mint one (shown once), list it, revoke it');
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'API tokens' }).click();
+  await page.getByRole('heading', { name: 'Mint a token' }).waitFor();
+  await page.getByLabel('Subject', { exact: true }).fill('ci-e2e');
+  await page.getByLabel('Clusters', { exact: true }).fill(CLUSTER);
+  await page.getByLabel('Lifetime', { exact: true }).fill('30m');
+  await page.getByLabel('kubeconfigs:issue', { exact: true }).check();
+  await page.getByRole('button', { name: 'Mint token' }).click();
+  await page.getByRole('heading', { name: 'Token minted' }).waitFor();
+  const minted = await page.getByLabel('The token, shown this once', { exact: true }).inputValue();
+  assert.equal(minted.split('.').length, 3, 'a JWT');
+  assert.equal((await apiFromPage('GET', `/v1/clusters/${CLUSTER}`, undefined, minted)).status, 200, 'the minted token works');
+  await page.getByRole('button', { name: 'Copy token' }).click();
+  await expectText(page.locator('#toast'), /Token copied|Copy refused/);
+  const tokenRow = page.locator('tbody tr', { hasText: 'ci-e2e' });
+  await tokenRow.waitFor();
+  await expectText(tokenRow, /read, kubeconfigs:issue/);
+  await expectText(tokenRow, new RegExp(CLUSTER));
+  assert.ok(!(await page.locator('table').textContent()).includes(minted), 'the list never shows a token');
+  await shot('tokens-minted');
+  await tokenRow.getByRole('button', { name: /^Revoke the token of ci-e2e/ }).click();
+  const tokenDialog = page.getByRole('dialog', { name: 'Revoke the token of ci-e2e?' });
+  await tokenDialog.getByRole('button', { name: 'Revoke' }).click();
+  await expectText(tokenRow.locator('.badge'), /^revoked$/);
+  assert.equal((await apiFromPage('GET', `/v1/clusters/${CLUSTER}`, undefined, minted)).status, 401, 'refused once revoked');
+  await shot('tokens-revoked');
+  // A read-only token, to see the pages without their admin controls below.
+  await page.getByLabel('Subject', { exact: true }).fill('viewer');
+  await page.getByLabel('Clusters', { exact: true }).fill('');
+  await page.getByLabel('kubeconfigs:issue', { exact: true }).uncheck();
+  await page.getByRole('button', { name: 'Mint token' }).click();
+  await expectText(page.locator('#toast'), /Token for viewer minted/);
+  const viewer = await page.getByLabel('The token, shown this once', { exact: true }).inputValue();
+  assert.notEqual(viewer, minted);
+
+  step('expiry at a glance: the cluster list and the overview flag the certificate expiring within 7 days');
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Clusters' }).click();
+  const expiry = page.locator(`[data-expiry="${CLUSTER}"]`);
+  await expectText(expiry, /1 certificate expiring within 7 d/);
+  await expectText(expiry.locator('.expiry').first(), /^ok .* CA in \d+ d$/);
+  assert.equal(await expiry.locator('.expiry[data-state=soon]').count(), 1);
+  await shot('clusters-expiry');
+  await page.getByRole('link', { name: CLUSTER }).click();
+  await expectText(page.locator('#ov-expiry-h + .pairs'), /First CA to expire.*Within 7 days.*1 certificate expiring within 7 d.*Within 30 days/);
+  await shot('cluster-expiry');
+
   step('sign out forgets the token');
   await page.getByRole('button', { name: 'Sign out' }).click();
   await page.getByRole('heading', { name: 'Sign in' }).waitFor();
   assert.equal(await page.evaluate(() => sessionStorage.getItem('kca.token')), null);
 
+  step('a read-only token sees the pages without their admin controls (the server refuses them anyway)');
+  await page.getByLabel('Access token').fill(viewer);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('heading', { name: 'Clusters' }).waitFor();
+  await expectText(page.locator('#who-scopes'), /^read on all clusters$/);
+  assert.ok(await page.locator('#nav-audit').isHidden() && await page.locator('#nav-tokens').isHidden(), 'no admin pages offered');
+  await page.goto(`${base}/#/clusters/${CLUSTER}/authorities`);
+  await genRow('operators', 2).waitFor();
+  assert.equal(await page.getByRole('button', { name: /^(Rotate|Retire)/ }).count(), 0, 'no rotate or retire');
+  await page.getByText('Rotating and retiring need an admin token').waitFor();
+  await page.getByRole('link', { name: 'Settings' }).click();
+  await page.getByRole('heading', { name: 'Cluster settings' }).waitFor();
+  assert.ok(await page.getByRole('button', { name: 'Save changes' }).isDisabled());
+  assert.ok(await page.getByLabel('API server URL', { exact: true }).isDisabled());
+  await page.getByRole('link', { name: 'Component certificates' }).click();
+  await expectText(page.locator('#component-form .form-error'), /needs an admin token/);
+  assert.ok(await page.getByRole('button', { name: 'Issue certificate' }).isDisabled());
+  await rowOf(componentSerial).waitFor();
+  await shot('read-only-components');
+  await page.goto(`${base}/#/audit`);
+  await expectText(page.locator('[data-ref=empty]'), /needs an admin token/);
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+
   step('no CSP violation and no unexpected console error on the UI pages');
   assert.deepEqual(violations, [], 'CSP violations');
   const uiErrors = consoleErrors.filter((e) => !e.url.includes('/docs'));
   // Chromium logs every 4xx answer; the refusals this test provokes are the only ones expected.
-  const unexpected = uiErrors.filter((e) => !/Failed to load resource: the server responded with a status of (403|422)/.test(e.text));
+  // (401: the revoked token, refused on purpose.)
+  const unexpected = uiErrors.filter((e) => !/Failed to load resource: the server responded with a status of (401|403|422)/.test(e.text));
   assert.deepEqual(unexpected, [], 'console errors');
   assert.ok(!uiErrors.some((e) => /Content Security Policy|Refused to/.test(e.text)), 'CSP messages');
   const uiBlocked = [...blocked];

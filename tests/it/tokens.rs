@@ -12,7 +12,12 @@ use crate::on_both_backends;
 use crate::replicas::Deployment;
 use kca::token::{Scope, TokenRequest};
 
-on_both_backends!(token_lifecycle, tokens_are_minted_no_broader_than_their_minter, signing_key_rotation);
+on_both_backends!(
+    token_lifecycle,
+    tokens_are_minted_no_broader_than_their_minter,
+    signing_key_rotation,
+    the_audit_trail_is_filtered_by_the_server
+);
 
 async fn mint(server: &TestServer, token: &str, body: Value, expect: u16) -> Value {
     server.json(Method::POST, "/v1/tokens", Some(token), Some(body), expect).await
@@ -321,4 +326,91 @@ async fn a_revocation_reaches_every_replica_within_a_second() {
         200
     );
     assert_eq!(get(format!("{}/v1/clusters", a.url), admin.clone()).await, 200, "the old key still verifies");
+}
+
+/// `GET /v1/audit?cluster=&actor=&action=&since=&until=`: filtered in the database, paged by cursor
+/// within the filter, a token limited to some clusters refused another's (403), bad values 422.
+async fn the_audit_trail_is_filtered_by_the_server(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.token(&[Scope::Admin]).await;
+    let a = server.create_cluster(&admin, "a").await;
+    server.create_cluster(&admin, "b").await;
+    for user in ["u1", "u2", "u3"] {
+        server
+            .json(Method::POST, "/v1/clusters/a/kubeconfigs", Some(&admin), Some(json!({"user": user})), 201)
+            .await;
+    }
+    server
+        .json(Method::POST, "/v1/clusters/b/kubeconfigs", Some(&admin), Some(json!({"user": "x"})), 201)
+        .await;
+    let get = |query: String, token: String, expect: u16| {
+        let server = &server;
+        async move { server.json(Method::GET, &format!("/v1/audit?{query}"), Some(&token), None, expect).await }
+    };
+    let actions = |page: &Value| -> Vec<String> {
+        page["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap().to_string()).collect()
+    };
+    // By cluster (name or id), and by action, exactly or by prefix.
+    let of_a = get("cluster=a".into(), admin.clone(), 200).await;
+    assert!(of_a["items"].as_array().unwrap().iter().all(|e| e["cluster_id"] == a["id"]), "{of_a}");
+    assert_eq!(actions(&of_a).iter().filter(|a| a.starts_with("certificate.")).count(), 3, "{of_a}");
+    let by_id = get(format!("cluster={}", a["id"].as_str().unwrap()), admin.clone(), 200).await;
+    assert_eq!(by_id["items"], of_a["items"]);
+    let issued = get("cluster=a&action=certificate.*".into(), admin.clone(), 200).await;
+    assert_eq!(issued["items"].as_array().unwrap().len(), 3);
+    let exact = get(format!("action={}", actions(&issued)[0]), admin.clone(), 200).await;
+    assert_eq!(exact["items"].as_array().unwrap().len(), 4, "both clusters: {exact}");
+    assert!(actions(&get("action=certificate".into(), admin.clone(), 200).await).is_empty(), "not a prefix");
+    // Paged within the filter: two pages of 2 and 1, newest first, no overlap.
+    let first = get("cluster=a&action=certificate.*&limit=2".into(), admin.clone(), 200).await;
+    assert_eq!(first["items"].as_array().unwrap().len(), 2);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let second =
+        get(format!("cluster=a&action=certificate.*&limit=2&cursor={cursor}"), admin.clone(), 200).await;
+    assert_eq!(second["items"].as_array().unwrap().len(), 1);
+    assert!(second["next_cursor"].is_null());
+    let ids: Vec<i64> = [&first, &second]
+        .iter()
+        .flat_map(|p| p["items"].as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(
+        ids,
+        issued["items"].as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect::<Vec<_>>()
+    );
+    // By actor and time.
+    assert_eq!(get("actor=tester".into(), admin.clone(), 200).await["items"].as_array().unwrap().len(), 6);
+    assert!(get("actor=nobody".into(), admin.clone(), 200).await["items"].as_array().unwrap().is_empty());
+    let newest = issued["items"][0]["at"].as_str().unwrap().to_string();
+    let since = get(format!("cluster=a&since={}", newest.replace('+', "%2B")), admin.clone(), 200).await;
+    assert!(since["items"].as_array().unwrap().iter().all(|e| e["at"].as_str().unwrap() >= newest.as_str()));
+    assert!(!since["items"].as_array().unwrap().is_empty());
+    let until = get("until=2000-01-01T00:00:00Z".into(), admin.clone(), 200).await;
+    assert!(until["items"].as_array().unwrap().is_empty());
+    assert!(
+        get("since=2999-01-01T00:00:00Z".into(), admin.clone(), 200).await["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    // A token limited to cluster a: its events only, b refused whether named or by id, a
+    // cluster that does not exist refused alike.
+    let only_a = server.token_for(&[Scope::Admin], &["a"]).await;
+    let seen = get(String::new(), only_a.clone(), 200).await;
+    assert!(seen["items"].as_array().unwrap().iter().all(|e| e["cluster_id"] == a["id"]), "{seen}");
+    assert_eq!(get("cluster=a".into(), only_a.clone(), 200).await["items"], of_a["items"]);
+    let b_id = server.json(Method::GET, "/v1/clusters/b", Some(&admin), None, 200).await["id"].clone();
+    for other in ["b".to_string(), b_id.as_str().unwrap().to_string(), "nope".into()] {
+        let problem = get(format!("cluster={other}"), only_a.clone(), 403).await;
+        assert!(!problem.to_string().contains("certificate."), "{problem}");
+    }
+    get("cluster=nope".into(), admin.clone(), 404).await;
+    // Bad values: 422 naming the field, or 400 for a bad cursor.
+    for (query, field) in [("since=yesterday", "since"), ("until=2030-01-01", "until"), ("actor=", "actor")] {
+        let problem = get(query.into(), admin.clone(), 422).await;
+        assert_eq!(problem["field"], field, "{problem}");
+    }
+    get("cursor=!!".into(), admin.clone(), 400).await;
+    // Nothing but admins.
+    let reader = server.token(&[Scope::Read]).await;
+    get("cluster=a".into(), reader, 403).await;
 }
