@@ -30,8 +30,9 @@ export function csrfToken() {
   return entry ? entry.slice('kca_csrf='.length) : null;
 }
 
-async function send(method, path, body, accept) {
+async function send(method, path, body, accept, ifMatch) {
   const headers = { Accept: accept };
+  if (ifMatch) headers['If-Match'] = ifMatch;
   const token = session.token();
   if (token) headers.Authorization = `Bearer ${token}`;
   // Without a pasted token, the single sign-on session cookie authenticates; every call that
@@ -63,23 +64,53 @@ async function send(method, path, body, accept) {
   throw error;
 }
 
-/** A JSON request; answers the parsed body (null for 204). */
-export async function api(method, path, body) {
-  const response = await send(method, path, body, 'application/json');
-  return response.status === 204 ? null : response.json();
+// The ETag each answered object came with (a cluster's version), for `If-Match` on a later change.
+const etags = new WeakMap();
+
+/** The ETag `object` was answered with, or null. */
+export const etagOf = (object) => etags.get(object) ?? null;
+
+/** Carry `source`'s ETag over to `target` (an object updated in place from a newer answer). */
+export function keepEtag(target, source) {
+  const etag = etagOf(source);
+  if (etag) etags.set(target, etag);
 }
 
-/** Every item of a paginated list, following `next_cursor`. */
-export async function listAll(path) {
+/**
+ * A JSON request; answers the parsed body (null for 204). `ifMatch`: change only if the resource
+ * is still at this ETag (the server answers 412 otherwise), so two people editing at once cannot
+ * silently overwrite each other.
+ */
+export async function api(method, path, body, { ifMatch } = {}) {
+  const response = await send(method, path, body, 'application/json', ifMatch);
+  if (response.status === 204) return null;
+  const parsed = await response.json();
+  const etag = response.headers.get('ETag');
+  if (etag && parsed && typeof parsed === 'object') etags.set(parsed, etag);
+  return parsed;
+}
+
+/**
+ * The items of a paginated list, following `next_cursor` for at most `maxPages` pages (a cluster
+ * may hold millions of certificates); `complete` says whether the list ended within them.
+ */
+export async function listUpTo(path, maxPages) {
   const items = [];
   let cursor = null;
+  let pages = 0;
   do {
     const sep = path.includes('?') ? '&' : '?';
     const page = await api('GET', cursor ? `${path}${sep}cursor=${encodeURIComponent(cursor)}` : path);
     items.push(...page.items);
     cursor = page.next_cursor;
-  } while (cursor);
-  return items;
+    pages += 1;
+  } while (cursor && pages < maxPages);
+  return { items, complete: !cursor };
+}
+
+/** Every item of a paginated list whose length is bounded (clusters, tokens). */
+export async function listAll(path) {
+  return (await listUpTo(path, Infinity)).items;
 }
 
 /** Fetch a file with the token (public reads may be off) and hand it to the browser as a download. */

@@ -2,7 +2,7 @@
 // certificates, rotating and retiring CAs, cluster settings, component certificates, the audit
 // trail and API tokens. Hash routes (#/clusters/prod/issue) keep it one static page with no server routes.
 
-import { api, ApiError, can, csrfToken, decodeToken, download, hooks, listAll, saveBlob, seg, session } from './api.js';
+import { api, ApiError, can, csrfToken, decodeToken, download, etagOf, hooks, keepEtag, listAll, listUpTo, saveBlob, seg, session } from './api.js';
 import { announce, chipInput, clearErrors, formatDuration, h, parseDuration, relative, showError, timeEl, view } from './ui.js';
 
 const REASONS = [
@@ -588,16 +588,19 @@ function authoritiesTab(cluster) {
 
   const retire = async (a, g) => {
     // How many live certificates the generation vouches for: the list tells kind and generation.
+    // Counted over the newest 10 pages at most: past them the dialog says "at least".
     let count = null;
+    let atLeast = false;
     try {
-      const active = await listAll(`/v1/clusters/${c}/certificates?status=active&limit=500`);
-      count = active.filter((cert) => cert.kind === a.kind && cert.generation === g.generation).length;
+      const active = await listUpTo(`/v1/clusters/${c}/certificates?status=active&limit=500`, 10);
+      count = active.items.filter((cert) => cert.kind === a.kind && cert.generation === g.generation).length;
+      atLeast = !active.complete;
     } catch {
       // Without the read scope the count is unknown; the consequence is spelled out all the same.
     }
     const signed = count == null
       ? 'Every unexpired certificate it signed'
-      : `${count} unexpired, unrevoked certificate${count === 1 ? '' : 's'} it signed`;
+      : `${atLeast ? 'At least ' : ''}${count} unexpired, unrevoked certificate${count === 1 ? '' : 's'} it signed`;
     const ok = await confirmAction(`Retire generation ${g.generation} of the ${a.kind} CA?`, [
       `Generation ${g.generation} leaves every CA bundle and CRL: nothing it signed verifies any more.`,
       `${signed} ${count === 1 ? 'is' : 'are'} revoked (cessationOfOperation) and cut off at the proxy once it has reloaded the CRL and revoked map (kca crl-sync).`,
@@ -606,7 +609,7 @@ function authoritiesTab(cluster) {
     if (!ok) return;
     try {
       await api('POST', `/v1/clusters/${c}/authorities/${seg(a.kind)}/generations/${g.generation}/retire`, { force: true });
-      announce(`Generation ${g.generation} of the ${a.kind} CA retired${count ? `; ${count} certificate${count === 1 ? '' : 's'} revoked` : ''}.`);
+      announce(`Generation ${g.generation} of the ${a.kind} CA retired${count ? `; ${atLeast ? 'at least ' : ''}${count} certificate${count === 1 ? '' : 's'} revoked` : ''}.`);
     } catch (err) {
       announce(err.message);
     }
@@ -733,8 +736,9 @@ function settingsTab(cluster) {
     const button = form.querySelector('button[type=submit]');
     button.disabled = true;
     try {
-      const updated = await api('PATCH', `/v1/clusters/${seg(cluster.name)}`, patch);
+      const updated = await api('PATCH', `/v1/clusters/${seg(cluster.name)}`, patch, { ifMatch: etagOf(cluster) });
       Object.assign(cluster, updated);
+      keepEtag(cluster, updated);
       announce(`Settings of ${cluster.name} saved.`);
       // Show what the server kept (it may normalise), from the updated cluster.
       main.querySelector('[data-ref=body]').replaceChildren(settingsTab(cluster));
@@ -742,7 +746,11 @@ function settingsTab(cluster) {
       main.querySelector('#settings-form h2').focus();
     } catch (err) {
       if (!(err instanceof ApiError)) throw err;
-      showError(form, err.field, err.message);
+      if (err.status === 412) {
+        showError(form, null, 'Someone changed this cluster since the page loaded; nothing was saved. Reload the page to see their change, then edit again.');
+      } else {
+        showError(form, err.field, err.message);
+      }
     } finally {
       button.disabled = false;
     }

@@ -356,6 +356,17 @@ try {
   assert.deepEqual(saved.body.policy.allowed_profiles, ['scheduler']);
   assert.deepEqual(saved.body.policy.access_rules, [{ idp_group: 'platform', groups: ['team-platform', 'ops'] }]);
 
+  step('settings: a save over someone else\'s change is refused (If-Match), and theirs is kept');
+  const theirs = await apiFromPage('PATCH', `/v1/clusters/${CLUSTER}`, { labels: { env: 'e2e', tier: 'silver' } });
+  assert.equal(theirs.status, 200);
+  await page.getByLabel('Maximum TTL', { exact: true }).fill('10h');
+  await page.getByRole('button', { name: 'Save changes' }).click();
+  await expectText(page.locator('#settings-form .form-error'), /Someone changed this cluster/);
+  const kept = await apiFromPage('GET', `/v1/clusters/${CLUSTER}`);
+  assert.deepEqual(kept.body.labels, { env: 'e2e', tier: 'silver' });
+  assert.equal(kept.body.policy.max_ttl_seconds, 43200, 'the stale save changed nothing');
+  await shot('settings-conflict');
+
   step('component certificates: issue one, download certificate and key once, parse them');
   await page.getByRole('link', { name: 'Component certificates' }).click();
   await page.getByRole('heading', { name: 'Issue a component certificate' }).waitFor();
@@ -530,8 +541,8 @@ try {
   assert.deepEqual(violations, [], 'CSP violations');
   const uiErrors = consoleErrors.filter((e) => !e.url.includes('/docs'));
   // Chromium logs every 4xx answer; the refusals this test provokes are the only ones expected.
-  // (401: the revoked token, refused on purpose.)
-  const unexpected = uiErrors.filter((e) => !/Failed to load resource: the server responded with a status of (401|403|422)/.test(e.text));
+  // (401: the revoked token, refused on purpose; 412: the stale settings save.)
+  const unexpected = uiErrors.filter((e) => !/Failed to load resource: the server responded with a status of (401|403|412|422)/.test(e.text));
   assert.deepEqual(unexpected, [], 'console errors');
   assert.ok(!uiErrors.some((e) => /Content Security Policy|Refused to/.test(e.text)), 'CSP messages');
   const uiBlocked = [...blocked];
