@@ -49,8 +49,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn serve<P: tf_provider::DynamicProvider>(name: &str, provider: P) -> anyhow::Result<()> {
     if std::env::var(MAGIC_COOKIE_KEY).ok().as_deref() != Some(MAGIC_COOKIE_VALUE) {
         bail!(
-            "this binary is a Terraform plugin: Terraform starts it (see README-section.md for \
-             dev_overrides or a filesystem mirror); it is not meant to be run directly"
+            "this binary is a Terraform plugin: Terraform starts it (see the Terraform section of \
+             kca's README.md for dev_overrides or a filesystem mirror); it is not meant to be run \
+             directly"
         );
     }
     let client_pem = std::env::var("PLUGIN_CLIENT_CERT").unwrap_or_default();
