@@ -16,7 +16,8 @@
 # Options: --duration S (seconds per measured run, default 10), --repeats N (default 3),
 # --release / --dev (build profile; full runs default to release, smoke to dev), --no-perf,
 # --keep (keep the temporary directory and its logs), --out DIR (default bench/out),
-# --baseline-bin FILE (with --compare: a kca binary already built at REV, used as it is).
+# --baseline-bin FILE (with --compare: a kca binary already built at REV, used as it is),
+# --no-build (use the kca and kca-bench binaries already in the target directory).
 set -euo pipefail
 
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -33,6 +34,7 @@ ONLY=
 BASELINE_BIN=
 SEEDED=
 REVOCATIONS=
+BUILD=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --smoke) SMOKE=1 ;;
@@ -48,7 +50,8 @@ while [ $# -gt 0 ]; do
         --baseline-bin) BASELINE_BIN=$2; shift ;;
         --seeded) SEEDED=$2; shift ;;
         --revocations) REVOCATIONS=$2; shift ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        --no-build) BUILD=0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "bench: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -125,10 +128,12 @@ elif [ -n "$COMPARE" ]; then
     cp "$BIN_DIR/kca" "$BIN_DIR/kca-baseline"
     git -C "$ROOT" worktree remove --force "$BASELINE_SRC"
 fi
-log "building kca and kca-bench ($PROFILE)"
-(cd "$ROOT" && cargo build --quiet "${CARGO_PROFILE[@]}" --bin kca) || die "cargo build of kca failed"
-cargo build --quiet "${CARGO_PROFILE[@]}" --manifest-path "$BENCH/loadgen/Cargo.toml" \
-    || die "cargo build of bench/loadgen failed"
+if [ "$BUILD" = 1 ]; then
+    log "building kca and kca-bench ($PROFILE)"
+    (cd "$ROOT" && cargo build --quiet "${CARGO_PROFILE[@]}" --bin kca) || die "cargo build of kca failed"
+    cargo build --quiet "${CARGO_PROFILE[@]}" --manifest-path "$BENCH/loadgen/Cargo.toml" \
+        || die "cargo build of bench/loadgen failed"
+fi
 KCA=$BIN_DIR/kca
 KCA_BENCH=$BIN_DIR/kca-bench
 
