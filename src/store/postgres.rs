@@ -334,3 +334,43 @@ impl Backend for PostgresStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_revoked_set_is_read_item_for_item_and_refused_when_the_parts_disagree() {
+        let micros = |at: OffsetDateTime| {
+            let since = at - time::macros::datetime!(2000-01-01 00:00:00 UTC);
+            i64::try_from(since.whole_microseconds()).unwrap().to_be_bytes()
+        };
+        let first = time::macros::datetime!(2026-11-25 12:00:00.123456 UTC);
+        let second = time::macros::datetime!(1999-12-31 23:59:59 UTC);
+        let times = [micros(first), micros(second)].concat();
+        let entries = decode_revoked(2, "00FF01,7E0A", &times, "keyCompromise,").unwrap();
+        assert_eq!(entries[0].serial.as_bytes(), [0x00, 0xff, 0x01]);
+        assert_eq!(entries[0].revoked_at, first);
+        assert_eq!(entries[0].reason, RevocationReason::KeyCompromise);
+        assert_eq!(entries[1].serial.as_bytes(), [0x7e, 0x0a]);
+        assert_eq!(entries[1].revoked_at, second);
+        assert_eq!(entries[1].reason, RevocationReason::Unspecified);
+        assert!(decode_revoked(0, "", &[], "").unwrap().is_empty());
+
+        for (count, serials, times, reasons) in [
+            (3, "00FF01,7E0A", &times[..], "keyCompromise,"),
+            (2, "00FF01", &times[..], "keyCompromise,"),
+            (2, "00FF01,7E0A,01", &times[..], "keyCompromise,,"),
+            (2, "00FF01,7E0A", &times[..8], "keyCompromise,"),
+            (2, "00FF01,7E0", &times[..], "keyCompromise,"),
+            (2, "00FF01,7G0A", &times[..], "keyCompromise,"),
+            (2, "00FF01,7E0A", &times[..], "keyCompromise,certificateHold"),
+            (-1, "", &[][..], ""),
+        ] {
+            assert!(
+                decode_revoked(count, serials, times, reasons).is_err(),
+                "{count} {serials:?} {reasons:?}"
+            );
+        }
+    }
+}
