@@ -7,10 +7,17 @@
 #   bash bench/run.sh --smoke         every step with tiny durations; exits non-zero if broken
 #   bash bench/run.sh --compare REV   only kubeconfig issuance at c=32 on Postgres over TLS, this
 #                                     checkout against commit REV, alternating: CPU per kubeconfig
+#   bash bench/run.sh --only revocation [--compare REV]
+#                                     only the revocation latency (kca on Postgres over TLS, the
+#                                     operators CA seeded with --seeded N revoked entries, default
+#                                     100,000): --repeats rounds of --revocations N (default 100)
+#                                     each; with --compare, this checkout and REV alternate rounds
 #
 # Options: --duration S (seconds per measured run, default 10), --repeats N (default 3),
 # --release / --dev (build profile; full runs default to release, smoke to dev), --no-perf,
-# --keep (keep the temporary directory and its logs), --out DIR (default bench/out).
+# --keep (keep the temporary directory and its logs), --out DIR (default bench/out),
+# --baseline-bin FILE (with --compare: a kca binary already built at REV, used as it is),
+# --no-build (use the kca and kca-bench binaries already in the target directory).
 set -euo pipefail
 
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -23,6 +30,11 @@ PROFILE=
 PERF=1
 KEEP=0
 COMPARE=
+ONLY=
+BASELINE_BIN=
+SEEDED=
+REVOCATIONS=
+BUILD=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --smoke) SMOKE=1 ;;
@@ -34,7 +46,12 @@ while [ $# -gt 0 ]; do
         --keep) KEEP=1 ;;
         --out) OUT=$2; shift ;;
         --compare) COMPARE=$2; shift ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        --only) ONLY=$2; shift ;;
+        --baseline-bin) BASELINE_BIN=$2; shift ;;
+        --seeded) SEEDED=$2; shift ;;
+        --revocations) REVOCATIONS=$2; shift ;;
+        --no-build) BUILD=0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "bench: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -51,6 +68,11 @@ else
     BULK_USERS=5; BULK_CERTIFICATES=10000; RESTARTS=5
     PROFILE=${PROFILE:-release}
 fi
+case "$ONLY" in
+    ""|revocation) ;;
+    *) echo "bench: --only takes 'revocation'" >&2; exit 2 ;;
+esac
+REVOKE_COUNT=${REVOCATIONS:-$REVOKE_COUNT}
 CONCURRENCIES=(1 8 32)
 PG_HOST=127.0.0.1
 PG_SOCKET=/var/run/postgresql
@@ -92,7 +114,11 @@ pg_isready -h "$PG_HOST" -q || die "Postgres is not answering on $PG_HOST:5432"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 if [ "$PROFILE" = release ]; then CARGO_PROFILE=(--release); BIN_DIR=$CARGO_TARGET_DIR/release
 else CARGO_PROFILE=(); BIN_DIR=$CARGO_TARGET_DIR/debug; fi
-if [ -n "$COMPARE" ]; then
+if [ -n "$COMPARE" ] && [ -n "$BASELINE_BIN" ]; then
+    [ -x "$BASELINE_BIN" ] || die "no kca binary at $BASELINE_BIN"
+    mkdir -p "$BIN_DIR"
+    [ "$(realpath "$BASELINE_BIN")" = "$(realpath -m "$BIN_DIR/kca-baseline")" ] || cp "$BASELINE_BIN" "$BIN_DIR/kca-baseline"
+elif [ -n "$COMPARE" ]; then
     # The baseline is built first, in the same target directory (its dependencies are reused),
     # and set aside; this checkout's build below then replaces target/.../kca.
     BASELINE_SRC=$(mktemp -d /tmp/kca-bench-baseline.XXXXXX)
@@ -102,10 +128,12 @@ if [ -n "$COMPARE" ]; then
     cp "$BIN_DIR/kca" "$BIN_DIR/kca-baseline"
     git -C "$ROOT" worktree remove --force "$BASELINE_SRC"
 fi
-log "building kca and kca-bench ($PROFILE)"
-(cd "$ROOT" && cargo build --quiet "${CARGO_PROFILE[@]}" --bin kca) || die "cargo build of kca failed"
-cargo build --quiet "${CARGO_PROFILE[@]}" --manifest-path "$BENCH/loadgen/Cargo.toml" \
-    || die "cargo build of bench/loadgen failed"
+if [ "$BUILD" = 1 ]; then
+    log "building kca and kca-bench ($PROFILE)"
+    (cd "$ROOT" && cargo build --quiet "${CARGO_PROFILE[@]}" --bin kca) || die "cargo build of kca failed"
+    cargo build --quiet "${CARGO_PROFILE[@]}" --manifest-path "$BENCH/loadgen/Cargo.toml" \
+        || die "cargo build of bench/loadgen failed"
+fi
 KCA=$BIN_DIR/kca
 KCA_BENCH=$BIN_DIR/kca-bench
 
@@ -419,6 +447,79 @@ run_load() {
     return 0
 }
 
+# --- Seeding certificates in SQL (the revocation tests) ---------------------------------------
+
+OPERATORS_SQL="SELECT a.id, a.cluster_id, a.generation FROM authorities a JOIN clusters c ON c.id = a.cluster_id
+    WHERE c.name = 'bench' AND a.kind = 'operators' AND a.state = 'active'"
+
+# seed_certificates DB FROM TO REVOKED: rows FROM..TO of dummy certificates of the bench cluster's
+# operators CA (unique serials 7E<hex>; revoked ones expire in a day, stored ones in an hour).
+seed_certificates() {
+    local db=$1 from=$2 to=$3 revoked=$4 prefix revoked_at reason
+    if [ "$revoked" = 1 ]; then prefix=7E; revoked_at="now() - interval '1 minute'"; reason="'keyCompromise'"
+    else prefix=7D; revoked_at=NULL; reason=NULL; fi
+    psql_db "$db" "
+        INSERT INTO certificates (serial, cluster_id, authority_id, kind, generation, profile, common_name,
+            groups, dns_names, ip_addresses, not_before, not_after, fingerprint, certificate_der, issued_by,
+            created_at, revoked_at, revocation_reason)
+        SELECT '$prefix' || upper(lpad(to_hex(g), 30, '0')), a.cluster_id, a.id, 'operators', a.generation,
+            'user', 'seed-' || g, '[\"g\"]', '[]', '[]', now() - interval '5 minutes',
+            now() + CASE WHEN $revoked = 1 THEN interval '1 day' ELSE interval '1 hour' END,
+            'seed', decode(repeat('5eed', 300), 'hex'), 'bench-seed', now(), $revoked_at, $reason
+        FROM ($OPERATORS_SQL) a, generate_series($from, $to) g;" || die "seeding $db failed"
+    # Leave the table as a long-lived one would be: vacuumed (or autovacuum would start on it
+    # during the measurement) and its pages written out (or a checkpoint would).
+    psql_db "$db" "VACUUM (ANALYZE) certificates" || die "vacuuming $db failed"
+    psql_db "$db" "CHECKPOINT" || true
+}
+
+# --- With --only revocation: the revocation latency, and nothing else ---------------------------
+
+if [ "$ONLY" = revocation ]; then
+    level=${SEEDED:-${REVOKED_LEVELS[-1]}}
+    targets=(kca-pg)
+    if [ -n "$COMPARE" ]; then BINARY[kca-baseline]=$BIN_DIR/kca-baseline; targets+=(kca-baseline); fi
+    for target in "${targets[@]}"; do
+        create_database "$target" "$target"
+        start_kca "$target" "$(pg_url "${DB[$target]}" tls)"
+        setup_kca "$target" "$(pg_url "${DB[$target]}" tls)"
+        log "seeding $level revoked certificates for $target"
+        [ "$level" -gt 0 ] && seed_certificates "${DB[$target]}" 1 "$level" 1
+    done
+    log "revocation latency with $level seeded revoked entries: $REPEATS alternating rounds of $REVOKE_COUNT \
+revocations on ${targets[*]}"
+    : >"$WORK/revocation.jsonl"
+    for repeat in $(seq 1 "$REPEATS"); do
+        for target in "${targets[@]}"; do
+            if result=$(KCA_BENCH_TOKEN=${TOKEN[$target]} "$KCA_BENCH" revoke --url "${URL[$target]}" --cacert "$CACERT" \
+                --cluster bench --count "$REVOKE_COUNT" --user-prefix "revoke-$repeat"); then
+                jq -c --arg target "$target" --argjson repeat "$repeat" '. + {target: $target, repeat: $repeat}' \
+                    <<<"$result" >>"$WORK/revocation.jsonl"
+                log "$target round $repeat: $(jq -r '"p50 \(.p50_ms|.*10|floor/10) ms, p99 \(.p99_ms|.*10|floor/10) ms, CRL \(.crl_entries) entries, \(.crl_bytes) bytes"' <<<"$result")"
+            else
+                fail "revocation latency on $target, round $repeat"
+            fi
+        done
+    done
+    jq -s --arg head "$(git -C "$ROOT" rev-parse --short HEAD)" --arg base "$COMPARE" --argjson level "$level" '
+        def pct($p): sort | if length == 0 then null else .[((length - 1) * $p / 100 | round)] end;
+        def median: sort | if length == 0 then null elif length % 2 == 1 then .[length / 2 | floor]
+            else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+        group_by(.target) | map({key: .[0].target, value: {
+            revocations: (map(.latencies_ms) | add | length),
+            p50_ms: (map(.latencies_ms) | add | pct(50)), p90_ms: (map(.latencies_ms) | add | pct(90)),
+            p99_ms: (map(.latencies_ms) | add | pct(99)), max_ms: (map(.latencies_ms) | add | max),
+            round_p50_ms: map(.p50_ms), round_p99_ms: map(.p99_ms),
+            median_round_p99_ms: (map(.p99_ms) | median), crl_entries: (map(.crl_entries) | max),
+            crl_bytes: (map(.crl_bytes) | max)}}) | from_entries
+        | {head: $head, baseline: $base, seeded_revoked: $level} + .' "$WORK/revocation.jsonl" >"$OUT/revocation-only.json"
+    jq -r 'to_entries[] | select(.value | type == "object") | "\(.key): \(.value.revocations) revocations, p50 \(.value.p50_ms*10|round/10) ms, p90 \(.value.p90_ms*10|round/10) ms, p99 \(.value.p99_ms*10|round/10) ms, max \(.value.max_ms*10|round/10) ms; per round p99 \(.value.round_p99_ms | map(.*10|round/10) | join(", ")) ms; CRL \(.value.crl_entries) entries, \(.value.crl_bytes) bytes"' \
+        "$OUT/revocation-only.json"
+    [ ${#FAILURES[@]} -eq 0 ] || die "${#FAILURES[@]} failures: ${FAILURES[*]}"
+    log "results in $OUT/revocation-only.json"
+    exit 0
+fi
+
 # --- With --compare: this checkout against a baseline commit, and nothing else -----------------
 
 if [ -n "$COMPARE" ]; then
@@ -677,30 +778,6 @@ fi
 
 # --- Revocation latency with 0 / 10,000 / 100,000 revoked entries (kca on Postgres) ------------
 
-OPERATORS_SQL="SELECT a.id, a.cluster_id, a.generation FROM authorities a JOIN clusters c ON c.id = a.cluster_id
-    WHERE c.name = 'bench' AND a.kind = 'operators' AND a.state = 'active'"
-
-# seed_certificates DB FROM TO REVOKED: rows FROM..TO of dummy certificates of the bench cluster's
-# operators CA (unique serials 7E<hex>; revoked ones expire in a day, stored ones in an hour).
-seed_certificates() {
-    local db=$1 from=$2 to=$3 revoked=$4 prefix revoked_at reason
-    if [ "$revoked" = 1 ]; then prefix=7E; revoked_at="now() - interval '1 minute'"; reason="'keyCompromise'"
-    else prefix=7D; revoked_at=NULL; reason=NULL; fi
-    psql_db "$db" "
-        INSERT INTO certificates (serial, cluster_id, authority_id, kind, generation, profile, common_name,
-            groups, dns_names, ip_addresses, not_before, not_after, fingerprint, certificate_der, issued_by,
-            created_at, revoked_at, revocation_reason)
-        SELECT '$prefix' || upper(lpad(to_hex(g), 30, '0')), a.cluster_id, a.id, 'operators', a.generation,
-            'user', 'seed-' || g, '[\"g\"]', '[]', '[]', now() - interval '5 minutes',
-            now() + CASE WHEN $revoked = 1 THEN interval '1 day' ELSE interval '1 hour' END,
-            'seed', decode(repeat('5eed', 300), 'hex'), 'bench-seed', now(), $revoked_at, $reason
-        FROM ($OPERATORS_SQL) a, generate_series($from, $to) g;" || die "seeding $db failed"
-    # Leave the table as a long-lived one would be: vacuumed (or autovacuum would start on it
-    # during the measurement) and its pages written out (or a checkpoint would).
-    psql_db "$db" "VACUUM (ANALYZE) certificates" || die "vacuuming $db failed"
-    psql_db "$db" "CHECKPOINT" || true
-}
-
 REVOCATION=()
 seeded=0
 for level in "${REVOKED_LEVELS[@]}"; do
@@ -712,7 +789,7 @@ for level in "${REVOKED_LEVELS[@]}"; do
     log "revocation latency with $level seeded revoked entries ($REVOKE_COUNT revocations)"
     if result=$(KCA_BENCH_TOKEN=${TOKEN[kca-pg]} "$KCA_BENCH" revoke --url "${URL[kca-pg]}" --cacert "$CACERT" \
         --cluster bench --count "$REVOKE_COUNT" --user-prefix "revoke-$level"); then
-        REVOCATION+=("$(jq -c --argjson level "$level" '. + {seeded_revoked: $level}' <<<"$result")")
+        REVOCATION+=("$(jq -c --argjson level "$level" '. + {seeded_revoked: $level} | del(.latencies_ms)' <<<"$result")")
         log "$(jq -r '"p50 \(.p50_ms|.*10|floor/10) ms, p99 \(.p99_ms|.*10|floor/10) ms, CRL \(.crl_entries) entries, \(.crl_bytes) bytes"' <<<"$result")"
     else
         fail "revocation latency with $level revoked entries"

@@ -126,31 +126,75 @@ impl Connection for PgConnection {
         authority_id: Uuid,
         cutoff: OffsetDateTime,
     ) -> StoreResult<Vec<RevokedEntry>> {
-        // One row of arrays rather than a row per entry: at 100,000 revoked certificates the
-        // per-row protocol and decoding cost more than signing the CRL.
-        let (serials, revoked_at, reasons): (Vec<Vec<u8>>, Vec<OffsetDateTime>, Vec<Option<String>>) =
-            sqlx::query_as(
-                "SELECT coalesce(array_agg(decode(serial, 'hex')), '{}'), coalesce(array_agg(revoked_at), '{}'), \
-                 coalesce(array_agg(revocation_reason), '{}') FROM certificates \
-                 WHERE authority_id = $1 AND revoked_at IS NOT NULL AND not_after > $2",
-            )
-            .bind(authority_id)
-            .bind(cutoff)
-            .fetch_one(self)
-            .await?;
-        serials
-            .iter()
-            .zip(revoked_at)
-            .zip(reasons)
-            .map(|((serial, revoked_at), reason)| {
-                Ok(RevokedEntry {
-                    serial: Serial::from_bytes(serial),
-                    revoked_at,
-                    reason: reason.as_deref().map(sql::parse_reason).transpose()?.unwrap_or_default(),
-                })
-            })
-            .collect()
+        // One row rather than a row per entry, and in it three strings rather than arrays: at
+        // 100,000 revoked certificates, building arrays (an element each) and the per-row protocol
+        // cost Postgres and kca more than signing the CRL. The serials' hex joined by commas, the
+        // revocation times in Postgres's binary form (8 octets each, microseconds since 2000),
+        // the reasons' names joined by commas: one aggregation reads the rows once, so the i-th
+        // item of each belongs to the same certificate.
+        let (count, serials, revoked_at, reasons): (i64, String, Vec<u8>, String) = sqlx::query_as(
+            "SELECT count(*), coalesce(string_agg(serial, ','), ''), \
+             coalesce(string_agg(timestamptz_send(revoked_at), ''::bytea), ''::bytea), \
+             coalesce(string_agg(coalesce(revocation_reason, ''), ','), '') FROM certificates \
+             WHERE authority_id = $1 AND revoked_at IS NOT NULL AND not_after > $2",
+        )
+        .bind(authority_id)
+        .bind(cutoff)
+        .fetch_one(self)
+        .await?;
+        decode_revoked(count, &serials, &revoked_at, &reasons)
     }
+}
+
+/// The revoked set as [`Connection::revoked_entries`] reads it on Postgres (see there).
+fn decode_revoked(
+    count: i64,
+    serials: &str,
+    revoked_at: &[u8],
+    reasons: &str,
+) -> StoreResult<Vec<RevokedEntry>> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("the revoked set of an authority: {what}"));
+    let count = usize::try_from(count).map_err(|_| corrupt("a negative count"))?;
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    if revoked_at.len() != count * 8 {
+        return Err(corrupt("revocation times do not match the count"));
+    }
+    // Postgres's timestamps count microseconds from 2000-01-01 00:00 UTC.
+    let postgres_epoch = time::macros::datetime!(2000-01-01 00:00:00 UTC);
+    let mut entries = Vec::with_capacity(count);
+    let mut serials = serials.split(',');
+    let mut reasons = reasons.split(',');
+    for time in revoked_at.chunks_exact(8) {
+        let (Some(serial), Some(reason)) = (serials.next(), reasons.next()) else {
+            return Err(corrupt("fewer serials or reasons than the count"));
+        };
+        let mut bytes = [0u8; 20];
+        let len = serial.len() / 2;
+        if serial.is_empty() || serial.len() % 2 != 0 || len > bytes.len() {
+            return Err(StoreError::Corrupt(format!("serial {serial}")));
+        }
+        hex::decode_to_slice(serial, &mut bytes[..len])
+            .map_err(|_| StoreError::Corrupt(format!("serial {serial}")))?;
+        let micros = i64::from_be_bytes(time.try_into().expect("chunks of 8"));
+        let revoked_at = postgres_epoch
+            .checked_add(time::Duration::microseconds(micros))
+            .ok_or_else(|| corrupt("a revocation time out of range"))?;
+        entries.push(RevokedEntry {
+            serial: Serial::from_bytes(&bytes[..len]),
+            revoked_at,
+            reason: if reason.is_empty() {
+                RevocationReason::Unspecified
+            } else {
+                sql::parse_reason(reason)?
+            },
+        });
+    }
+    if serials.next().is_some() || reasons.next().is_some() {
+        return Err(corrupt("more serials or reasons than the count"));
+    }
+    Ok(entries)
 }
 
 #[async_trait]
@@ -288,5 +332,45 @@ impl Backend for PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_revoked_set_is_read_item_for_item_and_refused_when_the_parts_disagree() {
+        let micros = |at: OffsetDateTime| {
+            let since = at - time::macros::datetime!(2000-01-01 00:00:00 UTC);
+            i64::try_from(since.whole_microseconds()).unwrap().to_be_bytes()
+        };
+        let first = time::macros::datetime!(2026-11-25 12:00:00.123456 UTC);
+        let second = time::macros::datetime!(1999-12-31 23:59:59 UTC);
+        let times = [micros(first), micros(second)].concat();
+        let entries = decode_revoked(2, "00FF01,7E0A", &times, "keyCompromise,").unwrap();
+        assert_eq!(entries[0].serial.as_bytes(), [0x00, 0xff, 0x01]);
+        assert_eq!(entries[0].revoked_at, first);
+        assert_eq!(entries[0].reason, RevocationReason::KeyCompromise);
+        assert_eq!(entries[1].serial.as_bytes(), [0x7e, 0x0a]);
+        assert_eq!(entries[1].revoked_at, second);
+        assert_eq!(entries[1].reason, RevocationReason::Unspecified);
+        assert!(decode_revoked(0, "", &[], "").unwrap().is_empty());
+
+        for (count, serials, times, reasons) in [
+            (3, "00FF01,7E0A", &times[..], "keyCompromise,"),
+            (2, "00FF01", &times[..], "keyCompromise,"),
+            (2, "00FF01,7E0A,01", &times[..], "keyCompromise,,"),
+            (2, "00FF01,7E0A", &times[..8], "keyCompromise,"),
+            (2, "00FF01,7E0", &times[..], "keyCompromise,"),
+            (2, "00FF01,7G0A", &times[..], "keyCompromise,"),
+            (2, "00FF01,7E0A", &times[..], "keyCompromise,certificateHold"),
+            (-1, "", &[][..], ""),
+        ] {
+            assert!(
+                decode_revoked(count, serials, times, reasons).is_err(),
+                "{count} {serials:?} {reasons:?}"
+            );
+        }
     }
 }

@@ -283,7 +283,9 @@ async fn revoke(
         entries = lines.len();
         crl_bytes = der.len();
     }
-    let mut report = latency_report(latencies);
+    let mut report = latency_report(latencies.clone());
+    // Each call's latency in order, so that rounds can be pooled (`run.sh --only revocation`).
+    report.insert("latencies_ms".into(), json!(latencies));
     report.insert("crl_entries".into(), json!(entries));
     report.insert("crl_bytes".into(), json!(crl_bytes));
     Ok(Value::Object(report))
