@@ -370,6 +370,9 @@ try {
   step('component certificates: issue one, download certificate and key once, parse them');
   await page.getByRole('link', { name: 'Component certificates' }).click();
   await page.getByRole('heading', { name: 'Issue a component certificate' }).waitFor();
+  // The profiles arrive after the page (GET /v1/profiles): wait for them, then the first allowed
+  // one is selected.
+  await page.locator('#k-profile option[value="scheduler"]').waitFor({ state: 'attached' });
   assert.equal(await page.getByLabel('Profile', { exact: true }).inputValue(), 'scheduler');
   assert.ok(await page.locator('#k-profile option[value="etcd-peer"]').isDisabled(), 'a profile the cluster does not allow is disabled');
   assert.equal(await page.getByLabel('Common name', { exact: true }).inputValue(), 'system:kube-scheduler');
