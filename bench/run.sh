@@ -454,18 +454,25 @@ OPERATORS_SQL="SELECT a.id, a.cluster_id, a.generation FROM authorities a JOIN c
 
 # seed_certificates DB FROM TO REVOKED: rows FROM..TO of dummy certificates of the bench cluster's
 # operators CA (unique serials 7E<hex>; revoked ones expire in a day, stored ones in an hour).
+# Revoked rows are numbered as kca numbers a revocation (the authority's counter, raised in the
+# same transaction), where the schema has that (a --compare baseline may predate it).
 seed_certificates() {
-    local db=$1 from=$2 to=$3 revoked=$4 prefix revoked_at reason
+    local db=$1 from=$2 to=$3 revoked=$4 prefix revoked_at reason number=() count=()
     if [ "$revoked" = 1 ]; then prefix=7E; revoked_at="now() - interval '1 minute'"; reason="'keyCompromise'"
     else prefix=7D; revoked_at=NULL; reason=NULL; fi
-    psql_db "$db" "
+    if [ "$revoked" = 1 ] && [ "$(psql_db "$db" "SELECT count(*) FROM information_schema.columns
+            WHERE table_name = 'certificates' AND column_name = 'revocation_seq'")" = 1 ]; then
+        count=("UPDATE authorities SET revocations = revocations + 1 WHERE id = (SELECT id FROM ($OPERATORS_SQL) o);")
+        number=(", revocation_seq" ", (SELECT revocations FROM authorities WHERE id = a.id)")
+    fi
+    psql_db "$db" "${count[0]:-}
         INSERT INTO certificates (serial, cluster_id, authority_id, kind, generation, profile, common_name,
             groups, dns_names, ip_addresses, not_before, not_after, fingerprint, certificate_der, issued_by,
-            created_at, revoked_at, revocation_reason)
+            created_at, revoked_at, revocation_reason${number[0]:-})
         SELECT '$prefix' || upper(lpad(to_hex(g), 30, '0')), a.cluster_id, a.id, 'operators', a.generation,
             'user', 'seed-' || g, '[\"g\"]', '[]', '[]', now() - interval '5 minutes',
             now() + CASE WHEN $revoked = 1 THEN interval '1 day' ELSE interval '1 hour' END,
-            'seed', decode(repeat('5eed', 300), 'hex'), 'bench-seed', now(), $revoked_at, $reason
+            'seed', decode(repeat('5eed', 300), 'hex'), 'bench-seed', now(), $revoked_at, $reason${number[1]:-}
         FROM ($OPERATORS_SQL) a, generate_series($from, $to) g;" || die "seeding $db failed"
     # Leave the table as a long-lived one would be: vacuumed (or autovacuum would start on it
     # during the measurement) and its pages written out (or a checkpoint would).

@@ -367,13 +367,30 @@ impl App {
     }
 
     /// Publish a CRL of `authority` that reflects every revocation committed before this call
-    /// (coalesced with concurrent requests for the same authority).
+    /// (coalesced with concurrent requests for the same authority), reading only the revocations
+    /// made since this process's previous publication of it.
     pub async fn publish_crl(&self, authority: &AuthorityRecord) -> Result<Arc<CachedCrl>, PublishError> {
+        self.publish_crl_reading(authority, false).await
+    }
+
+    /// Re-sign a CRL of `authority` from its whole revoked set read afresh: the scheduled
+    /// re-signing, which so also bounds how long a revocation written behind kca's back (by
+    /// hand, in SQL) could stay off the CRL.
+    pub async fn resign_crl(&self, authority: &AuthorityRecord) -> Result<Arc<CachedCrl>, PublishError> {
+        self.publish_crl_reading(authority, true).await
+    }
+
+    async fn publish_crl_reading(
+        &self,
+        authority: &AuthorityRecord,
+        reread: bool,
+    ) -> Result<Arc<CachedCrl>, PublishError> {
         self.crl_publisher
             .coalesce(
                 authority.id,
+                reread,
                 || self.published.crl(authority.id),
-                || async {
+                async |known: &mut crate::store::RevokedSet| {
                     let ca = self.keyring.signer(authority)?;
                     let validity = self.settings.crl_validity;
                     let now = self.now();
@@ -383,6 +400,7 @@ impl App {
                             authority.id,
                             now - validity,
                             crl_number_floor(now),
+                            known,
                             &|number, entries| sign_crl_now(&ca, number, entries, now, validity),
                         )
                         .await?;

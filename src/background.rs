@@ -240,7 +240,7 @@ pub async fn resign_stale_crls(app: &App) -> Result<usize, PublishError> {
             None => true,
         };
         if stale {
-            match app.publish_crl(authority).await {
+            match app.resign_crl(authority).await {
                 Ok(_) => resigned += 1,
                 Err(err) => {
                     failure.get_or_insert(err);

@@ -2,7 +2,6 @@
 //! number, coalesced when revocations arrive in bursts, and re-signed before they grow old.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -13,7 +12,7 @@ use uuid::Uuid;
 
 use crate::keyring::KeyringError;
 use crate::published::CachedCrl;
-use crate::store::StoreError;
+use crate::store::{RevokedSet, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -23,12 +22,18 @@ pub enum PublishError {
     Keyring(#[from] KeyringError),
 }
 
-/// Per authority: how many publications were asked for, and up to which request the last
-/// finished publication covers.
+/// Per authority: how many publications were asked for, and, held by the one publishing, up to
+/// which request the last finished publication covers and the revoked set it listed.
 #[derive(Default)]
 struct Slot {
     requested: AtomicU64,
-    covered: tokio::sync::Mutex<u64>,
+    published: tokio::sync::Mutex<Published>,
+}
+
+#[derive(Default)]
+struct Published {
+    covered: u64,
+    revoked: RevokedSet,
 }
 
 #[derive(Default)]
@@ -45,30 +50,34 @@ impl CrlPublisher {
     /// runs) so that the CRL answered reflects every revocation committed before this call.
     ///
     /// Callers arriving while a publication runs wait for it, then one of them publishes once for
-    /// all of them: a burst of N revocations costs about two CRL builds, not N.
-    pub async fn coalesce<E, Fut>(
+    /// all of them: a burst of N revocations costs about two CRL builds, not N. `build` gets the
+    /// revoked set the previous publication listed (see [`RevokedSet`]); with `reread`, it
+    /// gets it empty and reads the whole set.
+    pub async fn coalesce<E>(
         &self,
         authority_id: Uuid,
+        reread: bool,
         cached: impl Fn() -> Option<Arc<CachedCrl>>,
-        build: impl FnOnce() -> Fut,
-    ) -> Result<Arc<CachedCrl>, E>
-    where
-        Fut: Future<Output = Result<Arc<CachedCrl>, E>>,
-    {
+        build: impl AsyncFnOnce(&mut RevokedSet) -> Result<Arc<CachedCrl>, E>,
+    ) -> Result<Arc<CachedCrl>, E> {
         let slot = self.slot(authority_id);
         let ticket = slot.requested.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut covered = slot.covered.lock().await;
-        if *covered >= ticket
+        let mut published = slot.published.lock().await;
+        if published.covered >= ticket
+            && !reread
             && let Some(cached) = cached()
         {
             return Ok(cached);
         }
+        if reread {
+            published.revoked.forget();
+        }
         // Everything requested up to here committed before it was requested, and the build
         // reads the database after this point: it covers all of them.
         let covers = slot.requested.load(Ordering::SeqCst);
-        let published = build().await?;
-        *covered = covers;
-        Ok(published)
+        let crl = build(&mut published.revoked).await?;
+        published.covered = covers;
+        Ok(crl)
     }
 
     /// Forget the slots of authorities that are gone.

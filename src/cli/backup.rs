@@ -111,9 +111,13 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         debug_assert_ne!(authority.state, AuthorityState::Retired);
         let signer = keyring.signer(&authority)?;
         store
-            .publish_crl(authority.id, now - validity, crl_number_floor(now), &|number, entries| {
-                crate::clusters::sign_crl_now(&signer, number, entries, now, validity)
-            })
+            .publish_crl(
+                authority.id,
+                now - validity,
+                crl_number_floor(now),
+                &mut crate::store::RevokedSet::default(),
+                &|number, entries| crate::clusters::sign_crl_now(&signer, number, entries, now, validity),
+            )
             .await?;
         published += 1;
     }

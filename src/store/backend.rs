@@ -43,12 +43,13 @@ pub(super) trait Connection: Send + Sized {
     /// Announce a change to every replica when the transaction commits (where replicas exist).
     async fn notify(&mut self, change: Change) -> StoreResult<()>;
 
-    /// The revoked certificates of an authority that expire after `cutoff`, in a CRL's terms.
+    /// The revoked certificates of an authority that expire after `cutoff`, in a CRL's terms,
+    /// with their expiries.
     async fn revoked_entries(
         &mut self,
         authority_id: Uuid,
         cutoff: OffsetDateTime,
-    ) -> StoreResult<Vec<RevokedEntry>>;
+    ) -> StoreResult<(Vec<RevokedEntry>, Vec<OffsetDateTime>)>;
 
     fn query(stmt: Stmt) -> Query<Self> {
         let mut query = sqlx::query(sqlx::AssertSqlSafe(stmt.sql));
@@ -87,6 +88,9 @@ pub(super) trait Backend: Send + Sync + 'static {
     type Db: sqlx::Database<Connection: Connection>;
 
     const NAME: &'static str;
+
+    /// How many transactions recording certificates may commit at once (see [`Store::writers`]).
+    const WRITERS: usize;
 
     fn pool(&self) -> &sqlx::Pool<Self::Db>;
 
@@ -254,6 +258,10 @@ fn select_token(conn_id: Uuid) -> Stmt {
 impl<B: Backend> Store for B {
     fn backend(&self) -> &'static str {
         B::NAME
+    }
+
+    fn writers(&self) -> usize {
+        B::WRITERS
     }
 
     fn pool_state(&self) -> PoolState {
@@ -492,8 +500,14 @@ impl<B: Backend> Store for B {
             )));
         }
         tx.execute(
+            Stmt::new("UPDATE authorities SET revocations = revocations + 1 WHERE id = $1")
+                .bind(authority_id),
+        )
+        .await?;
+        tx.execute(
             Stmt::new(
-                "UPDATE certificates SET revoked_at = $2, revocation_reason = $3 \
+                "UPDATE certificates SET revoked_at = $2, revocation_reason = $3, \
+                 revocation_seq = (SELECT revocations FROM authorities WHERE id = $1) \
                  WHERE authority_id = $1 AND revoked_at IS NULL AND not_after > $2",
             )
             .bind(authority_id)
@@ -575,6 +589,20 @@ impl<B: Backend> Store for B {
         audit: &AuditEntry,
     ) -> StoreResult<(CertificateRecord, bool)> {
         let mut tx = self.begin_write().await?;
+        // The authority's row first, as a CRL publication and a retirement lock it, then the
+        // certificate's. Numbering a revocation that turns out to be a repeat leaves a gap, which
+        // is harmless: the transaction rolls back.
+        let numbered = tx
+            .fetch_optional(
+                Stmt::new(
+                    "UPDATE authorities SET revocations = revocations + 1 \
+                     WHERE id = (SELECT authority_id FROM certificates WHERE serial = $1 AND cluster_id = $2) \
+                     RETURNING revocations",
+                )
+                .bind(serial)
+                .bind(cluster_id),
+            )
+            .await?;
         let row = tx
             .fetch_one(
                 Stmt::new(format!(
@@ -589,11 +617,18 @@ impl<B: Backend> Store for B {
         if certificate.revoked_at.is_some() {
             return Ok((certificate, false));
         }
+        let sequence: i64 = numbered
+            .ok_or_else(|| StoreError::Corrupt(format!("certificate {serial} has no authority")))?
+            .get("revocations")?;
         tx.execute(
-            Stmt::new("UPDATE certificates SET revoked_at = $2, revocation_reason = $3 WHERE serial = $1")
-                .bind(serial)
-                .bind(audit.at)
-                .bind(reason.as_str()),
+            Stmt::new(
+                "UPDATE certificates SET revoked_at = $2, revocation_reason = $3, revocation_seq = $4 \
+                 WHERE serial = $1",
+            )
+            .bind(serial)
+            .bind(audit.at)
+            .bind(reason.as_str())
+            .bind(sequence),
         )
         .await?;
         tx.execute(sql::insert_audit(audit)).await?;
@@ -611,17 +646,43 @@ impl<B: Backend> Store for B {
         audit: &AuditEntry,
     ) -> StoreResult<Vec<CertificateRecord>> {
         let mut tx = self.begin_write().await?;
+        // Number the revocations of each of the cluster's authorities under its row lock (taken in
+        // id order, so that two of these cannot deadlock); only those authorities' certificates
+        // are revoked, since one created meanwhile was not locked.
+        let authorities = tx
+            .fetch_all(
+                Stmt::new(format!(
+                    "SELECT id FROM authorities WHERE cluster_id = $1 ORDER BY id{}",
+                    <Conn<B> as Connection>::FOR_UPDATE
+                ))
+                .bind(cluster_id),
+            )
+            .await?
+            .iter()
+            .map(|row| row.uuid("id"))
+            .collect::<StoreResult<Vec<_>>>()?;
+        tx.execute(
+            Stmt::new(format!(
+                "UPDATE authorities SET revocations = revocations + 1 WHERE {}",
+                <Conn<B> as Connection>::in_list("id", 1)
+            ))
+            .bind(authorities.clone()),
+        )
+        .await?;
         let rows = tx
             .fetch_all(
                 Stmt::new(format!(
-                    "UPDATE certificates SET revoked_at = $3, revocation_reason = $4 \
-                     WHERE cluster_id = $1 AND common_name = $2 AND revoked_at IS NULL AND not_after > $3 \
-                     RETURNING {CERTIFICATE_COLUMNS}"
+                    "UPDATE certificates SET revoked_at = $3, revocation_reason = $4, \
+                     revocation_seq = (SELECT revocations FROM authorities WHERE authorities.id = certificates.authority_id) \
+                     WHERE cluster_id = $1 AND common_name = $2 AND revoked_at IS NULL AND not_after > $3 AND {} \
+                     RETURNING {CERTIFICATE_COLUMNS}",
+                    <Conn<B> as Connection>::in_list("authority_id", 5)
                 ))
                 .bind(cluster_id)
                 .bind(common_name)
                 .bind(audit.at)
-                .bind(reason.as_str()),
+                .bind(reason.as_str())
+                .bind(authorities),
             )
             .await?;
         let revoked: Vec<CertificateRecord> =
@@ -638,26 +699,53 @@ impl<B: Backend> Store for B {
         authority_id: Uuid,
         expired_cutoff: OffsetDateTime,
         number_floor: i64,
+        known: &mut RevokedSet,
         sign: CrlSigner<'_>,
     ) -> StoreResult<CrlRecord> {
         let mut tx = self.begin_write().await?;
         // The authority's row stays locked until commit (on SQLite the whole database does): a
         // concurrent publisher, of this replica or another, waits, then reads a revoked set that
-        // includes everything this one saw.
-        let number: i64 = tx
+        // includes everything this one saw. Revocations take the same lock to be numbered, so
+        // every revocation numbered up to `revocations` has committed.
+        let row = tx
             .fetch_one(
                 Stmt::new(
                     "UPDATE authorities SET crl_number = CASE WHEN crl_number >= $3 THEN crl_number + 1 ELSE $3 END \
-                     WHERE id = $1 AND state <> $2 RETURNING crl_number",
+                     WHERE id = $1 AND state <> $2 RETURNING crl_number, revocations",
                 )
                 .bind(authority_id)
                 .bind(AuthorityState::Retired.as_str())
                 .bind(number_floor),
             )
-            .await?
-            .get("crl_number")?;
-        let entries = tx.revoked_entries(authority_id, expired_cutoff).await?;
-        let signed = super::run_cpu_bound(|| sign(number as u64, &entries))?;
+            .await?;
+        let number: i64 = row.get("crl_number")?;
+        let revocations: i64 = row.get("revocations")?;
+        match known.current_through(revocations) {
+            Some(through) if through == revocations => {}
+            Some(through) => {
+                let added = tx
+                    .fetch_all(
+                        Stmt::new(
+                            "SELECT serial, revoked_at, revocation_reason, not_after FROM certificates \
+                             WHERE authority_id = $1 AND revocation_seq > $2",
+                        )
+                        .bind(authority_id)
+                        .bind(through),
+                    )
+                    .await?
+                    .iter()
+                    .map(sql::revoked_entry_from_row)
+                    .collect::<StoreResult<_>>()?;
+                known.extend(revocations, added);
+            }
+            None => {
+                let (entries, expiries) = tx.revoked_entries(authority_id, expired_cutoff).await?;
+                known.replace(revocations, entries, expiries);
+            }
+        }
+        known.drop_expired(expired_cutoff);
+        let entries = known.entries();
+        let signed = super::run_cpu_bound(|| sign(number as u64, entries))?;
         let record = CrlRecord {
             authority_id,
             number,

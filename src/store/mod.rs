@@ -329,6 +329,59 @@ pub struct SignedCrl {
     pub next_update: OffsetDateTime,
 }
 
+/// An authority's revoked, unexpired certificates as its last CRL listed them, kept between its
+/// publications so that the next one reads only the revocations numbered since (see
+/// [`Store::publish_crl`]). Empty and unread until the first publication of a process.
+#[derive(Debug, Default)]
+pub struct RevokedSet {
+    /// The authority's revocation counter this set is complete up to.
+    through: Option<i64>,
+    entries: Vec<RevokedEntry>,
+    /// `entries[i]`'s certificate expires at `expiries[i]`; it leaves the CRL after that.
+    expiries: Vec<OffsetDateTime>,
+}
+
+impl RevokedSet {
+    /// Read the whole set again at the next publication.
+    pub fn forget(&mut self) {
+        *self = Self::default();
+    }
+
+    /// Whether the set holds every revocation counted up to `revocations`, so that reading those
+    /// numbered after `through()` completes it. A counter lower than the set's (a database
+    /// restored under a running replica) means the set is not of this database: read it all.
+    fn current_through(&self, revocations: i64) -> Option<i64> {
+        self.through.filter(|through| *through <= revocations)
+    }
+
+    fn replace(&mut self, through: i64, entries: Vec<RevokedEntry>, expiries: Vec<OffsetDateTime>) {
+        debug_assert_eq!(entries.len(), expiries.len());
+        *self = Self { through: Some(through), entries, expiries };
+    }
+
+    fn extend(&mut self, through: i64, added: Vec<(RevokedEntry, OffsetDateTime)>) {
+        for (entry, expiry) in added {
+            self.entries.push(entry);
+            self.expiries.push(expiry);
+        }
+        self.through = Some(through);
+    }
+
+    /// Drop the certificates that expired at or before `cutoff` (a CRL stops listing them).
+    fn drop_expired(&mut self, cutoff: OffsetDateTime) {
+        if self.expiries.iter().all(|expiry| *expiry > cutoff) {
+            return;
+        }
+        let mut keep = self.expiries.iter().map(|expiry| *expiry > cutoff);
+        self.entries.retain(|_| keep.next().unwrap_or(false));
+        self.expiries.retain(|expiry| *expiry > cutoff);
+    }
+
+    pub fn entries(&self) -> &[RevokedEntry] {
+        &self.entries
+    }
+}
+
 /// Signs a CRL for a given number and entries; called by the store inside its transaction, after
 /// the number is allocated and the entries are read, so that a higher number never lists less.
 pub type CrlSigner<'a> = &'a (dyn Fn(u64, &[RevokedEntry]) -> Result<SignedCrl, PkiError> + Send + Sync);
@@ -389,6 +442,11 @@ pub struct PoolState {
 pub trait Store: Send + Sync + 'static {
     /// `postgres` or `sqlite`.
     fn backend(&self) -> &'static str;
+
+    /// How many batches of issued certificates may be committing at once: more than one where
+    /// the database commits concurrent transactions in parallel, so that a batch is not held
+    /// back by the previous one's commit.
+    fn writers(&self) -> usize;
 
     fn pool_state(&self) -> PoolState;
 
@@ -491,14 +549,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<CertificateRecord>>;
 
     /// Allocate the next CRL Number of an authority (the stored one plus one, or `number_floor`
-    /// if higher: see `pki::crl::crl_number_floor`), read its revoked certificates that expired
-    /// after `expired_cutoff`, have `sign` make the CRL, and store it, all in one transaction that
-    /// holds the authority's row lock.
+    /// if higher: see `pki::crl::crl_number_floor`), bring `known` up to date with its revoked
+    /// certificates that expired after `expired_cutoff`, have `sign` make the CRL, and store it,
+    /// all in one transaction that holds the authority's row lock. `known` is read whole when it
+    /// is new; after that only the revocations numbered since are read.
     async fn publish_crl(
         &self,
         authority_id: Uuid,
         expired_cutoff: OffsetDateTime,
         number_floor: i64,
+        known: &mut RevokedSet,
         sign: CrlSigner<'_>,
     ) -> StoreResult<CrlRecord>;
 
@@ -664,6 +724,40 @@ fn run_cpu_bound<T>(work: impl FnOnce() -> T) -> T {
             tokio::task::block_in_place(work)
         }
         _ => work(),
+    }
+}
+
+#[cfg(test)]
+mod revoked_set_tests {
+    use super::RevokedSet;
+    use crate::pki::Serial;
+    use crate::pki::crl::{RevocationReason, RevokedEntry};
+
+    fn entry(serial: u8) -> RevokedEntry {
+        RevokedEntry {
+            serial: Serial::from_bytes(&[serial]),
+            revoked_at: time::macros::datetime!(2026-12-01 00:00 UTC),
+            reason: RevocationReason::KeyCompromise,
+        }
+    }
+
+    #[test]
+    fn a_set_is_current_up_to_its_counter_and_dropped_when_the_database_is_behind_it() {
+        let mut set = RevokedSet::default();
+        assert_eq!(set.current_through(0), None, "never read");
+        let at = |day| time::macros::datetime!(2026-12-01 00:00 UTC) + time::Duration::days(day);
+        set.replace(5, vec![entry(1), entry(2)], vec![at(3), at(1)]);
+        assert_eq!(set.current_through(5), Some(5));
+        assert_eq!(set.current_through(9), Some(5), "revocations 6 to 9 are to be read");
+        assert_eq!(set.current_through(4), None, "a database behind the set: read it all");
+        set.extend(7, vec![(entry(3), at(2))]);
+        assert_eq!(set.current_through(7), Some(7));
+        set.drop_expired(at(1));
+        let serials: Vec<_> = set.entries().iter().map(|e| e.serial.to_hex()).collect();
+        assert_eq!(serials, ["01", "03"]);
+        assert_eq!(set.expiries, [at(3), at(2)]);
+        set.forget();
+        assert_eq!(set.current_through(7), None);
     }
 }
 

@@ -24,6 +24,7 @@ pub(crate) const MIGRATIONS: &[EmbeddedMigration] = &[
     (6, "pki adoption", include_str!("../../migrations/postgres/0006_pki_adoption.sql")),
     (8, "key custody", include_str!("../../migrations/postgres/0008_key_custody.sql")),
     (9, "pkcs11 keys", include_str!("../../migrations/postgres/0009_pkcs11_keys.sql")),
+    (10, "revocation order", include_str!("../../migrations/postgres/0010_revocation_order.sql")),
 ];
 
 /// Channel on which replicas announce changes (see [`Change`]), delivered at commit.
@@ -125,24 +126,26 @@ impl Connection for PgConnection {
         &mut self,
         authority_id: Uuid,
         cutoff: OffsetDateTime,
-    ) -> StoreResult<Vec<RevokedEntry>> {
-        // One row rather than a row per entry, and in it three strings rather than arrays: at
-        // 100,000 revoked certificates, building arrays (an element each) and the per-row protocol
-        // cost Postgres and kca more than signing the CRL. The serials' hex joined by commas, the
-        // revocation times in Postgres's binary form (8 octets each, microseconds since 2000),
-        // the reasons' names joined by commas: one aggregation reads the rows once, so the i-th
-        // item of each belongs to the same certificate.
-        let (count, serials, revoked_at, reasons): (i64, String, Vec<u8>, String) = sqlx::query_as(
-            "SELECT count(*), coalesce(string_agg(serial, ','), ''), \
-             coalesce(string_agg(timestamptz_send(revoked_at), ''::bytea), ''::bytea), \
-             coalesce(string_agg(coalesce(revocation_reason, ''), ','), '') FROM certificates \
-             WHERE authority_id = $1 AND revoked_at IS NOT NULL AND not_after > $2",
-        )
-        .bind(authority_id)
-        .bind(cutoff)
-        .fetch_one(self)
-        .await?;
-        decode_revoked(count, &serials, &revoked_at, &reasons)
+    ) -> StoreResult<(Vec<RevokedEntry>, Vec<OffsetDateTime>)> {
+        // One row rather than a row per entry, and in it strings rather than arrays: at 100,000
+        // revoked certificates, building arrays (an element each) and the per-row protocol cost
+        // Postgres and kca more than signing the CRL. The serials' hex joined by commas, the
+        // revocation and expiry times in Postgres's binary form (8 octets each, microseconds
+        // since 2000), the reasons' names joined by commas: one aggregation reads the rows once,
+        // so the i-th item of each belongs to the same certificate.
+        let (count, serials, revoked_at, not_after, reasons): (i64, String, Vec<u8>, Vec<u8>, String) =
+            sqlx::query_as(
+                "SELECT count(*), coalesce(string_agg(serial, ','), ''), \
+                 coalesce(string_agg(timestamptz_send(revoked_at), ''::bytea), ''::bytea), \
+                 coalesce(string_agg(timestamptz_send(not_after), ''::bytea), ''::bytea), \
+                 coalesce(string_agg(coalesce(revocation_reason, ''), ','), '') FROM certificates \
+                 WHERE authority_id = $1 AND revoked_at IS NOT NULL AND not_after > $2",
+            )
+            .bind(authority_id)
+            .bind(cutoff)
+            .fetch_one(self)
+            .await?;
+        decode_revoked(count, &serials, &revoked_at, &not_after, &reasons)
     }
 }
 
@@ -151,22 +154,30 @@ fn decode_revoked(
     count: i64,
     serials: &str,
     revoked_at: &[u8],
+    not_after: &[u8],
     reasons: &str,
-) -> StoreResult<Vec<RevokedEntry>> {
+) -> StoreResult<(Vec<RevokedEntry>, Vec<OffsetDateTime>)> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("the revoked set of an authority: {what}"));
     let count = usize::try_from(count).map_err(|_| corrupt("a negative count"))?;
     if count == 0 {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
-    if revoked_at.len() != count * 8 {
-        return Err(corrupt("revocation times do not match the count"));
+    if revoked_at.len() != count * 8 || not_after.len() != count * 8 {
+        return Err(corrupt("revocation or expiry times do not match the count"));
     }
     // Postgres's timestamps count microseconds from 2000-01-01 00:00 UTC.
     let postgres_epoch = time::macros::datetime!(2000-01-01 00:00:00 UTC);
+    let time = |octets: &[u8]| {
+        let micros = i64::from_be_bytes(octets.try_into().expect("chunks of 8"));
+        postgres_epoch
+            .checked_add(time::Duration::microseconds(micros))
+            .ok_or_else(|| corrupt("a time out of range"))
+    };
     let mut entries = Vec::with_capacity(count);
+    let mut expiries = Vec::with_capacity(count);
     let mut serials = serials.split(',');
     let mut reasons = reasons.split(',');
-    for time in revoked_at.chunks_exact(8) {
+    for (revoked_at, not_after) in revoked_at.chunks_exact(8).zip(not_after.chunks_exact(8)) {
         let (Some(serial), Some(reason)) = (serials.next(), reasons.next()) else {
             return Err(corrupt("fewer serials or reasons than the count"));
         };
@@ -177,13 +188,10 @@ fn decode_revoked(
         }
         hex::decode_to_slice(serial, &mut bytes[..len])
             .map_err(|_| StoreError::Corrupt(format!("serial {serial}")))?;
-        let micros = i64::from_be_bytes(time.try_into().expect("chunks of 8"));
-        let revoked_at = postgres_epoch
-            .checked_add(time::Duration::microseconds(micros))
-            .ok_or_else(|| corrupt("a revocation time out of range"))?;
+        expiries.push(time(not_after)?);
         entries.push(RevokedEntry {
             serial: Serial::from_bytes(&bytes[..len]),
-            revoked_at,
+            revoked_at: time(revoked_at)?,
             reason: if reason.is_empty() {
                 RevocationReason::Unspecified
             } else {
@@ -194,7 +202,7 @@ fn decode_revoked(
     if serials.next().is_some() || reasons.next().is_some() {
         return Err(corrupt("more serials or reasons than the count"));
     }
-    Ok(entries)
+    Ok((entries, expiries))
 }
 
 #[async_trait]
@@ -202,6 +210,9 @@ impl Backend for PostgresStore {
     type Db = Postgres;
 
     const NAME: &'static str = "postgres";
+
+    /// While one batch's commit waits on the WAL flush, the next one is already on its way.
+    const WRITERS: usize = 2;
 
     fn pool(&self) -> &PgPool {
         &self.pool
@@ -348,27 +359,36 @@ mod tests {
         let first = time::macros::datetime!(2026-11-25 12:00:00.123456 UTC);
         let second = time::macros::datetime!(1999-12-31 23:59:59 UTC);
         let times = [micros(first), micros(second)].concat();
-        let entries = decode_revoked(2, "00FF01,7E0A", &times, "keyCompromise,").unwrap();
+        let expiries = [micros(second), micros(first)].concat();
+        let (entries, expires) =
+            decode_revoked(2, "00FF01,7E0A", &times, &expiries, "keyCompromise,").unwrap();
+        assert_eq!(expires, [second, first]);
         assert_eq!(entries[0].serial.as_bytes(), [0x00, 0xff, 0x01]);
         assert_eq!(entries[0].revoked_at, first);
         assert_eq!(entries[0].reason, RevocationReason::KeyCompromise);
         assert_eq!(entries[1].serial.as_bytes(), [0x7e, 0x0a]);
         assert_eq!(entries[1].revoked_at, second);
         assert_eq!(entries[1].reason, RevocationReason::Unspecified);
-        assert!(decode_revoked(0, "", &[], "").unwrap().is_empty());
+        assert!(decode_revoked(0, "", &[], &[], "").unwrap().0.is_empty());
 
-        for (count, serials, times, reasons) in [
+        for (i, (count, serials, times, reasons)) in [
             (3, "00FF01,7E0A", &times[..], "keyCompromise,"),
             (2, "00FF01", &times[..], "keyCompromise,"),
             (2, "00FF01,7E0A,01", &times[..], "keyCompromise,,"),
             (2, "00FF01,7E0A", &times[..8], "keyCompromise,"),
+            (2, "00FF01,7E0A", &times[..], "keyCompromise,"),
             (2, "00FF01,7E0", &times[..], "keyCompromise,"),
             (2, "00FF01,7G0A", &times[..], "keyCompromise,"),
             (2, "00FF01,7E0A", &times[..], "keyCompromise,certificateHold"),
             (-1, "", &[][..], ""),
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            // The fifth case is valid but for its expiries, cut short; the others have them whole.
+            let expiries = if i == 4 { &expiries[..8] } else { &expiries[..] };
             assert!(
-                decode_revoked(count, serials, times, reasons).is_err(),
+                decode_revoked(count, serials, times, expiries, reasons).is_err(),
                 "{count} {serials:?} {reasons:?}"
             );
         }

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::stored_policy::StoredPolicy;
 use super::*;
+use crate::pki::Serial;
 
 pub(super) const CLUSTER_COLUMNS: &str =
     "id, name, server, key_algorithm, policy, labels, created_at, updated_at, version, key_storage";
@@ -594,6 +595,17 @@ pub(super) fn previous_seal(row: &impl Columns) -> StoreResult<Option<PreviousSe
 pub(super) fn revoked_serial_from_row(row: &impl Columns) -> StoreResult<(String, RevocationReason)> {
     let reason: Option<String> = row.get("revocation_reason")?;
     Ok((row.get("serial")?, reason.as_deref().map(parse_reason).transpose()?.unwrap_or_default()))
+}
+
+/// A CRL entry and its certificate's expiry, from `serial`, `revoked_at`, `revocation_reason`
+/// and `not_after` columns.
+pub(super) fn revoked_entry_from_row(row: &impl Columns) -> StoreResult<(RevokedEntry, OffsetDateTime)> {
+    let (serial, reason) = revoked_serial_from_row(row)?;
+    let serial = Serial::parse_hex(&serial).ok_or_else(|| StoreError::Corrupt(format!("serial {serial}")))?;
+    let revoked_at = row
+        .opt_time("revoked_at")?
+        .ok_or_else(|| StoreError::Corrupt("a revoked entry without its time".into()))?;
+    Ok((RevokedEntry { serial, revoked_at, reason }, row.time("not_after")?))
 }
 
 pub(super) fn insert_audit(entry: &AuditEntry) -> Stmt {

@@ -22,7 +22,6 @@ use super::backend::{Backend, Connection, Query};
 use super::migrate::{EmbeddedMigration, migrator};
 use super::sql::{self, Arg, Columns, Plain, Stmt};
 use super::*;
-use crate::pki::Serial;
 
 pub(crate) const MIGRATIONS: &[EmbeddedMigration] = &[
     (1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql")),
@@ -33,6 +32,7 @@ pub(crate) const MIGRATIONS: &[EmbeddedMigration] = &[
     (6, "pki adoption", include_str!("../../migrations/sqlite/0006_pki_adoption.sql")),
     (8, "key custody", include_str!("../../migrations/sqlite/0008_key_custody.sql")),
     (9, "pkcs11 keys", include_str!("../../migrations/sqlite/0009_pkcs11_keys.sql")),
+    (10, "revocation order", include_str!("../../migrations/sqlite/0010_revocation_order.sql")),
 ];
 
 pub struct SqliteStore {
@@ -186,28 +186,18 @@ impl Connection for SqliteConnection {
         &mut self,
         authority_id: Uuid,
         cutoff: OffsetDateTime,
-    ) -> StoreResult<Vec<RevokedEntry>> {
+    ) -> StoreResult<(Vec<RevokedEntry>, Vec<OffsetDateTime>)> {
         let rows = self
             .fetch_all(
                 Stmt::new(
-                    "SELECT serial, revoked_at, revocation_reason FROM certificates \
+                    "SELECT serial, revoked_at, revocation_reason, not_after FROM certificates \
                      WHERE authority_id = $1 AND revoked_at IS NOT NULL AND not_after > $2",
                 )
                 .bind(authority_id)
                 .bind(cutoff),
             )
             .await?;
-        rows.iter()
-            .map(|row| {
-                let (serial, reason) = sql::revoked_serial_from_row(row)?;
-                Ok(RevokedEntry {
-                    serial: Serial::parse_hex(&serial)
-                        .ok_or_else(|| StoreError::Corrupt(format!("serial {serial}")))?,
-                    revoked_at: row.time("revoked_at")?,
-                    reason,
-                })
-            })
-            .collect()
+        rows.iter().map(sql::revoked_entry_from_row).collect()
     }
 }
 
@@ -216,6 +206,9 @@ impl Backend for SqliteStore {
     type Db = Sqlite;
 
     const NAME: &'static str = "sqlite";
+
+    /// SQLite has one writer: a second transaction would only wait for the lock.
+    const WRITERS: usize = 1;
 
     fn pool(&self) -> &SqlitePool {
         &self.pool

@@ -10,7 +10,7 @@ use kca::pki::seal::MasterKey;
 use kca::pki::{AuthorityKind, KeyAlgorithm, Serial};
 use kca::store::{
     AuditEntry, AuthorityState, CertificateFilter, CertificateRecord, CertificateStatus, NewCluster,
-    PreviousSeal, RewrapCounts, SealedOwner, SignedCrl, Store, StoreError, TokenRecord,
+    PreviousSeal, RevokedSet, RewrapCounts, SealedOwner, SignedCrl, Store, StoreError, TokenRecord,
 };
 use kca::token::Scope;
 use time::OffsetDateTime;
@@ -25,6 +25,7 @@ on_both_backends!(
     authorities_rotate_and_retire,
     certificates_are_recorded_listed_and_revoked,
     crl_numbers_strictly_increase_and_list_what_is_revoked,
+    a_kept_revoked_set_reads_only_new_revocations_and_lists_what_a_full_read_does,
     the_audit_trail_filters_by_cluster_and_pages,
     tokens_and_their_keys,
     pending_intermediates_are_replaced_and_installed_once,
@@ -464,12 +465,18 @@ async fn crl_numbers_strictly_increase_and_list_what_is_revoked(backend: Backend
     let cutoff = now() - time::Duration::days(1);
     // The number is the stored one plus one, or the floor given when that is higher.
     let floor = kca::pki::crl::crl_number_floor(now()) + 1_000_000;
-    let first = store.publish_crl(operators.id, cutoff, floor, &signer).await.unwrap();
-    let second = store.publish_crl(operators.id, cutoff, floor, &signer).await.unwrap();
+    let first =
+        store.publish_crl(operators.id, cutoff, floor, &mut RevokedSet::default(), &signer).await.unwrap();
+    let second =
+        store.publish_crl(operators.id, cutoff, floor, &mut RevokedSet::default(), &signer).await.unwrap();
     assert_eq!((first.number, second.number), (floor, floor + 1));
-    let third = store.publish_crl(operators.id, cutoff, floor + 10, &signer).await.unwrap();
+    let third = store
+        .publish_crl(operators.id, cutoff, floor + 10, &mut RevokedSet::default(), &signer)
+        .await
+        .unwrap();
     assert_eq!(third.number, floor + 10);
-    let second = store.publish_crl(operators.id, cutoff, 1, &signer).await.unwrap();
+    let second =
+        store.publish_crl(operators.id, cutoff, 1, &mut RevokedSet::default(), &signer).await.unwrap();
     assert_eq!(second.number, floor + 11);
     assert_eq!(second.entries, 1);
     let seen = seen.lock().unwrap().clone();
@@ -478,7 +485,85 @@ async fn crl_numbers_strictly_increase_and_list_what_is_revoked(backend: Backend
     let current = store.current_crls(&[operators.id]).await.unwrap();
     assert_eq!(current[0].number, second.number);
     assert_eq!(current[0].der, format!("crl {}", second.number).into_bytes());
-    assert!(matches!(store.publish_crl(Uuid::new_v4(), cutoff, 1, &signer).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.publish_crl(Uuid::new_v4(), cutoff, 1, &mut RevokedSet::default(), &signer).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+/// A publication given the revoked set its previous one listed reads only the revocations made
+/// since (by serial, by user), and lists exactly what a publication reading everything lists,
+/// expiries included (carol's certificate, never revoked, is in neither).
+async fn a_kept_revoked_set_reads_only_new_revocations_and_lists_what_a_full_read_does(backend: Backend) {
+    let f = open(backend).await;
+    let store = f.store.as_ref();
+    let new = new_cluster("kept");
+    store.create_cluster(&new, &audit("create", None)).await.unwrap();
+    let operators = new.authorities.iter().find(|a| a.kind == AuthorityKind::Operators).unwrap();
+    let hour = now() + time::Duration::hours(1);
+    let soon = now() + time::Duration::minutes(10);
+    let alice = certificate(&new, AuthorityKind::Operators, "alice", hour);
+    let bob_long = certificate(&new, AuthorityKind::Operators, "bob", hour);
+    let bob_short = certificate(&new, AuthorityKind::Operators, "bob", soon);
+    let bob_etcd = certificate(&new, AuthorityKind::Etcd, "bob", hour);
+    let carol = certificate(&new, AuthorityKind::Operators, "carol", hour);
+    let batch: Vec<_> = [&alice, &bob_long, &bob_short, &bob_etcd, &carol]
+        .into_iter()
+        .map(|c| (c.clone(), audit("issue", None)))
+        .collect();
+    store.record_certificates(&batch).await.unwrap();
+
+    let seen = std::sync::Mutex::new(Vec::new());
+    let signer = fake_signer(&seen);
+    let cutoff = now() - time::Duration::days(1);
+    let mut kept = RevokedSet::default();
+    // Publishes with the kept set, then with a fresh one (a whole read), and compares the two.
+    let publish = async |kept: &mut RevokedSet, cutoff: OffsetDateTime| {
+        store.publish_crl(operators.id, cutoff, 1, kept, &signer).await.unwrap();
+        let mut listed: Vec<String> = kept.entries().iter().map(|e| e.serial.to_hex()).collect();
+        store.publish_crl(operators.id, cutoff, 1, &mut RevokedSet::default(), &signer).await.unwrap();
+        let mut whole: Vec<String> =
+            seen.lock().unwrap().last().unwrap().1.iter().map(|e| e.serial.to_hex()).collect();
+        listed.sort();
+        whole.sort();
+        assert_eq!(listed, whole, "the kept set lists what a whole read does");
+        listed
+    };
+    assert!(publish(&mut kept, cutoff).await.is_empty());
+
+    store
+        .revoke_certificate(
+            new.cluster.id,
+            &alice.serial,
+            RevocationReason::KeyCompromise,
+            &audit("revoke", None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(publish(&mut kept, cutoff).await, std::slice::from_ref(&alice.serial));
+    assert_eq!(kept.entries()[0].reason, RevocationReason::KeyCompromise);
+
+    // Revoking a user numbers the revocations of each of the cluster's authorities: the etcd
+    // certificate is not the operators CA's to list.
+    let revoked = store
+        .revoke_by_common_name(
+            new.cluster.id,
+            "bob",
+            RevocationReason::Superseded,
+            &audit("revoke_user", None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(revoked.len(), 3);
+    let mut want = vec![alice.serial.clone(), bob_long.serial.clone(), bob_short.serial.clone()];
+    want.sort();
+    assert_eq!(publish(&mut kept, cutoff).await, want);
+
+    // A certificate that expired before the cutoff leaves the list.
+    let later = soon + time::Duration::seconds(1);
+    let mut want = vec![alice.serial.clone(), bob_long.serial.clone()];
+    want.sort();
+    assert_eq!(publish(&mut kept, later).await, want);
 }
 
 async fn the_audit_trail_filters_by_cluster_and_pages(backend: Backend) {
