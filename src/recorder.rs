@@ -1,11 +1,9 @@
 //! Group commit of issued certificates: concurrent issuances are written in one transaction, and
 //! each request is answered only after the transaction holding its certificate has committed.
-//! Where the store commits transactions in parallel ([`Store::writers`]), the next batch is
-//! written while the previous one's commit waits for the disk.
 
 use std::sync::Arc;
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::store::{AuditEntry, CertificateRecord, Store, StoreError};
 
@@ -36,8 +34,8 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Start the writer task on `store`. It takes whatever is queued when a writer becomes free,
-    /// so at low load a certificate is written alone and at once, and under load in batches.
+    /// Start the writer task on `store`. It takes whatever is queued when it becomes free, so at
+    /// low load a certificate is written alone and at once, and under load in batches.
     pub fn start(store: Arc<dyn Store>) -> Self {
         let (queue, receiver) = mpsc::channel::<Pending>(MAX_BATCH * 8);
         tokio::spawn(write_batches(store, receiver));
@@ -53,31 +51,21 @@ impl Recorder {
 }
 
 async fn write_batches(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Pending>) {
-    let writers = Arc::new(Semaphore::new(store.writers().max(1)));
     loop {
-        // A free writer first, then the batch: whatever queued while all were busy goes together.
-        let Ok(writer) = writers.clone().acquire_owned().await else { return };
         // Waits for one, then takes whatever else is queued, up to a batch.
         let mut batch = Vec::with_capacity(MAX_BATCH);
         if receiver.recv_many(&mut batch, MAX_BATCH).await == 0 {
             return;
         }
-        let store = store.clone();
-        tokio::spawn(async move {
-            write_batch(&*store, batch).await;
-            drop(writer);
-        });
-    }
-}
-
-async fn write_batch(store: &dyn Store, batch: Vec<Pending>) {
-    let (rows, waiters): (Vec<_>, Vec<_>) =
-        batch.into_iter().map(|p| ((p.certificate, p.audit), p.committed)).unzip();
-    let outcome = store.record_certificates(&rows).await.map_err(|err| RecordError::Failed(Arc::new(err)));
-    if let Err(err) = &outcome {
-        tracing::error!(error = %err, certificates = rows.len(), "recording certificates failed; none was handed out");
-    }
-    for waiter in waiters {
-        let _ = waiter.send(outcome.clone());
+        let (rows, waiters): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|p| ((p.certificate, p.audit), p.committed)).unzip();
+        let outcome =
+            store.record_certificates(&rows).await.map_err(|err| RecordError::Failed(Arc::new(err)));
+        if let Err(err) = &outcome {
+            tracing::error!(error = %err, certificates = rows.len(), "recording certificates failed; none was handed out");
+        }
+        for waiter in waiters {
+            let _ = waiter.send(outcome.clone());
+        }
     }
 }

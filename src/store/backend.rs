@@ -89,9 +89,6 @@ pub(super) trait Backend: Send + Sync + 'static {
 
     const NAME: &'static str;
 
-    /// How many transactions recording certificates may commit at once (see [`Store::writers`]).
-    const WRITERS: usize;
-
     fn pool(&self) -> &sqlx::Pool<Self::Db>;
 
     /// A transaction that will write: it must not fail later on a lock upgrade.
@@ -258,10 +255,6 @@ fn select_token(conn_id: Uuid) -> Stmt {
 impl<B: Backend> Store for B {
     fn backend(&self) -> &'static str {
         B::NAME
-    }
-
-    fn writers(&self) -> usize {
-        B::WRITERS
     }
 
     fn pool_state(&self) -> PoolState {

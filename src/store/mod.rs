@@ -443,11 +443,6 @@ pub trait Store: Send + Sync + 'static {
     /// `postgres` or `sqlite`.
     fn backend(&self) -> &'static str;
 
-    /// How many batches of issued certificates may be committing at once: more than one where
-    /// the database commits concurrent transactions in parallel, so that a batch is not held
-    /// back by the previous one's commit.
-    fn writers(&self) -> usize;
-
     fn pool_state(&self) -> PoolState;
 
     /// Bring the schema up to date (embedded migrations).

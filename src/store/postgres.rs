@@ -211,9 +211,6 @@ impl Backend for PostgresStore {
 
     const NAME: &'static str = "postgres";
 
-    /// While one batch's commit waits on the WAL flush, the next one is already on its way.
-    const WRITERS: usize = 2;
-
     fn pool(&self) -> &PgPool {
         &self.pool
     }

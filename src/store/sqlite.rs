@@ -207,9 +207,6 @@ impl Backend for SqliteStore {
 
     const NAME: &'static str = "sqlite";
 
-    /// SQLite has one writer: a second transaction would only wait for the lock.
-    const WRITERS: usize = 1;
-
     fn pool(&self) -> &SqlitePool {
         &self.pool
     }
