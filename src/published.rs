@@ -90,13 +90,15 @@ fn split_pem(text: &str) -> Vec<String> {
 }
 
 /// A CRL ready to serve. Its DER and PEM are shared buffers: a download answers them without a
-/// copy, whatever their size.
+/// copy, whatever their size. The PEM is written at its first download, not at publication: a
+/// revocation is answered once the DER is stored, and a CRL superseded before anyone asked for
+/// its PEM (a burst of revocations) never pays for one.
 #[derive(Debug)]
 pub struct CachedCrl {
     /// The CRL's metadata (its `der` moved to [`CachedCrl::der`]).
     pub record: CrlRecord,
     pub der: Bytes,
-    pub pem: Bytes,
+    pem: OnceLock<Bytes>,
     /// Strong validator: the CRL Number and authority identify the content.
     pub etag: String,
     map_lines: OnceLock<Result<Vec<String>, String>>,
@@ -105,9 +107,12 @@ pub struct CachedCrl {
 impl CachedCrl {
     pub fn new(mut record: CrlRecord) -> Self {
         let der = Bytes::from(std::mem::take(&mut record.der));
-        let pem = Bytes::from(to_pem("X509 CRL", &der));
         let etag = format!("\"{}-{}\"", record.authority_id.simple(), record.number);
-        Self { record, der, pem, etag, map_lines: OnceLock::new() }
+        Self { record, der, pem: OnceLock::new(), etag, map_lines: OnceLock::new() }
+    }
+
+    pub fn pem(&self) -> &Bytes {
+        self.pem.get_or_init(|| Bytes::from(to_pem("X509 CRL", &self.der)))
     }
 
     /// `<SERIAL> <reason>` for each entry, read from the CRL itself (once). A CRL that does not

@@ -104,8 +104,8 @@ pub fn http_date(at: OffsetDateTime) -> String {
 /// The PEM of several CRLs as one body; one CRL is shared, not copied.
 fn concatenate(crls: &[std::sync::Arc<CachedCrl>]) -> bytes::Bytes {
     match crls {
-        [one] => one.pem.clone(),
-        many => many.iter().flat_map(|c| c.pem.iter().copied()).collect::<Vec<u8>>().into(),
+        [one] => one.pem().clone(),
+        many => many.iter().flat_map(|c| c.pem().iter().copied()).collect::<Vec<u8>>().into(),
     }
 }
 

@@ -27,6 +27,13 @@ pub enum UserCredential<'a> {
 fn scalar(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     out.push('"');
+    // Most values (base64 certificates and keys, URLs, names) are printable ASCII with nothing to
+    // escape: checked a byte at a time, they are copied whole.
+    if value.bytes().all(|b| matches!(b, b' '..=b'~') && b != b'"' && b != b'\\') {
+        out.push_str(value);
+        out.push('"');
+        return out;
+    }
     for c in value.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -154,9 +161,18 @@ mod tests {
     #[test]
     fn hostile_names_cannot_change_the_document() {
         let cluster = ClusterEndpoint { name: "prod", server: "https://k:6443", ca_bundle_pem: "CA" };
-        for user in
-            ["a: b", "- x", "#comment", "\"quoted\"", "multi\nline", "{a}", "ü\u{7f}", "&anchor *alias"]
-        {
+        for user in [
+            "a: b",
+            "- x",
+            "#comment",
+            "\"quoted\"",
+            "back\\slash",
+            "tab\there",
+            "multi\nline",
+            "{a}",
+            "ü\u{7f}",
+            "&anchor *alias",
+        ] {
             let yaml =
                 render(&cluster, user, &UserCredential::Certificate { certificate_pem: "C", key_pem: None });
             let parsed: serde_norway::Value = serde_norway::from_str(&yaml).unwrap();
