@@ -530,6 +530,9 @@ async fn a_kept_revoked_set_reads_only_new_revocations_and_lists_what_a_full_rea
         listed
     };
     assert!(publish(&mut kept, cutoff).await.is_empty());
+    // Another replica's set, kept since the start while this one published three times.
+    let mut other = RevokedSet::default();
+    store.publish_crl(operators.id, cutoff, 1, &mut other, &signer).await.unwrap();
 
     store
         .revoke_certificate(
@@ -564,6 +567,7 @@ async fn a_kept_revoked_set_reads_only_new_revocations_and_lists_what_a_full_rea
     let mut want = vec![alice.serial.clone(), bob_long.serial.clone()];
     want.sort();
     assert_eq!(publish(&mut kept, later).await, want);
+    assert_eq!(publish(&mut other, later).await, want, "the other replica reads what it missed");
 }
 
 async fn the_audit_trail_filters_by_cluster_and_pages(backend: Backend) {
