@@ -373,9 +373,8 @@ impl App {
         self.publish_crl_reading(authority, false).await
     }
 
-    /// Re-sign a CRL of `authority` from its whole revoked set read afresh: the scheduled
-    /// re-signing, which so also bounds how long a revocation written behind kca's back (by
-    /// hand, in SQL) could stay off the CRL.
+    /// Re-sign a CRL of `authority` from its whole revoked set read afresh (the scheduled
+    /// re-signing).
     pub async fn resign_crl(&self, authority: &AuthorityRecord) -> Result<Arc<CachedCrl>, PublishError> {
         self.publish_crl_reading(authority, true).await
     }
