@@ -1258,17 +1258,19 @@ impl<B: Backend> Store for B {
                 .iter()
                 .find(|(name, _, _)| name == table)
                 .ok_or_else(|| StoreError::Invalid(format!("the backup holds an unknown table {table:?}")))?;
-            let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
-            let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
+            // A column the backup does not have (one added since it was taken) gets the schema's
+            // default, as rows written before that column existed did.
+            let present: Vec<_> = columns.iter().filter(|(name, _)| values.get(*name).is_some()).collect();
+            let names: Vec<&str> = present.iter().map(|(name, _)| *name).collect();
+            let placeholders: Vec<String> = (1..=present.len()).map(|i| format!("${i}")).collect();
             let mut stmt = Stmt::new(format!(
                 "INSERT INTO {table} ({}){} VALUES ({})",
                 names.join(", "),
                 <Conn<B> as Connection>::OVERRIDING_IDENTITY,
                 placeholders.join(", ")
             ));
-            for (name, kind) in columns.iter() {
-                let value = values.get(*name).unwrap_or(&serde_json::Value::Null);
-                stmt = stmt.bind(sql::restore_arg(value, name, *kind)?);
+            for (name, kind) in present {
+                stmt = stmt.bind(sql::restore_arg(&values[*name], name, *kind)?);
             }
             tx.execute(stmt).await?;
         }
