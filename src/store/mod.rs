@@ -347,9 +347,10 @@ impl RevokedSet {
         *self = Self::default();
     }
 
-    /// Whether the set holds every revocation counted up to `revocations`, so that reading those
-    /// numbered after `through()` completes it. A counter lower than the set's (a database
-    /// restored under a running replica) means the set is not of this database: read it all.
+    /// Up to which number the set holds the revocations of a database whose counter is at
+    /// `revocations`: reading those numbered after it completes the set. `None` when the set was
+    /// never read, or when the counter is lower than the set's (a database restored under a
+    /// running replica): the set is not of this database, read it all.
     fn current_through(&self, revocations: i64) -> Option<i64> {
         self.through.filter(|through| *through <= revocations)
     }
