@@ -349,3 +349,20 @@ pub fn component_policy() -> Value {
         "node_names": ["worker-*", "node-*", "10.0.0.*", "cp-*"],
     })
 }
+
+/// A free loopback port for a server a test starts after configuring its address elsewhere (a
+/// provider whose issuer kca must know, a HAProxy backend, a replica). Taken below the kernel's
+/// ephemeral range (32768–60999 by default): a port from `bind(":0")` lies in that range, and
+/// until the server listens on it, any client socket the suite opens meanwhile (Postgres pools,
+/// HTTP clients) may take it as its source port, and the server then fails to start.
+pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    for _ in 0..100 {
+        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        let port = 20_000 + (random % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between 20000 and 32000");
+}

@@ -136,10 +136,6 @@ impl Drop for Process {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// Write a certificate and its key; answers the two paths.
 fn write_pair(dir: &std::path::Path, name: &str, issued: &Value) -> (String, String) {
     let cert = temp_file(dir, &format!("{name}.pem"), issued["certificate_pem"].as_str().unwrap().as_bytes());

@@ -167,10 +167,6 @@ backend apiserver
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 impl Haproxy {
     fn start(dir: &Path, backend_port: u16, groups: usize) -> Self {
         let port = free_port();

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use crate::common::free_port;
+
 const BIN: &str = "/usr/lib/postgresql/15/bin";
 
 pub struct PgCluster {
@@ -18,10 +20,6 @@ fn as_postgres(program: &str, args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("runuser runs")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl PgCluster {

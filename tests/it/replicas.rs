@@ -44,10 +44,6 @@ pub struct Deployment {
     pub client: reqwest::Client,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 impl Deployment {
     pub fn new(database_url: String) -> Self {
         let dir = tempfile::tempdir().unwrap();

@@ -44,12 +44,6 @@ fn make_pki(dir: &Path) -> IdpPki {
     }
 }
 
-/// A free loopback port for the provider (kca must know its issuer before it starts, and the
-/// provider kca's redirect URI).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// The provider, killed when dropped.
 struct Idp {
     child: Child,

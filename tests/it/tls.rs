@@ -4,9 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use crate::common::free_port;
 
 /// A self-signed serving certificate for 127.0.0.1 (cert, key) written under `dir`.
 fn serving_pair(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf, String) {
