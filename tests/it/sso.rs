@@ -62,6 +62,8 @@ impl Idp {
             root.join("node_modules/oidc-provider/package.json").exists(),
             "tests/oidc/node_modules is missing: run `bash tests/run.sh --setup-only` once"
         );
+        // Kept beside its certificate, and quoted if it does not start.
+        let stderr_path = pki.cert.with_file_name(format!("idp-{port}.stderr"));
         let mut child = Command::new("node")
             .arg(root.join("provider.mjs"))
             .arg(port.to_string())
@@ -72,14 +74,16 @@ impl Idp {
             .env("OIDC_NO_DEVICE", if device_grant { "0" } else { "1" })
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).expect("the provider's stderr file"))
             .spawn()
             .expect("node starts");
         let mut line = String::new();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         stdout.read_line(&mut line).unwrap();
-        let started: Value =
-            serde_json::from_str(&line).unwrap_or_else(|_| panic!("the provider did not start: {line:?}"));
+        let started: Value = serde_json::from_str(&line).unwrap_or_else(|_| {
+            let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            panic!("the provider did not start: {line:?}; its stderr: {stderr}")
+        });
         assert_eq!(started["issuer"], format!("https://127.0.0.1:{port}"));
         Self { child, _stdout: stdout }
     }
