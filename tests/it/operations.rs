@@ -237,7 +237,7 @@ async fn logs_of_a_full_run_carry_no_secret() {
     aws_lc_rs::rand::fill(&mut key).unwrap();
     use base64::Engine;
     let master_key = base64::engine::general_purpose::STANDARD.encode(key);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let log_path = dir.path().join("kca.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_kca"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])

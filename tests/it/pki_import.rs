@@ -574,7 +574,7 @@ impl Haproxy {
             std::fs::read_to_string(&server_key).unwrap()
         );
         let bundle = temp_file(dir, "haproxy.pem", pem.as_bytes());
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = free_port();
         let config = format!(
             "global\n    tune.ssl.cachesize 0\ndefaults\n    mode http\n    timeout connect 5s\n    timeout client 10s\n    timeout server 10s\n\
              frontend apiserver\n    bind 127.0.0.1:{port} ssl crt {} verify required ca-file {}{} no-tls-tickets\n\
